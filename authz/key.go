@@ -1,0 +1,261 @@
+package authz
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Bounds on keys and listings.
+const (
+	MaxKeyNameLen = 100
+	DefaultLimit  = 20
+	MaxLimit      = 100
+)
+
+// APIKey is a key's stored state. The token itself is never kept; Hash is
+// its SHA-256 and is never serialized.
+type APIKey struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Start      string     `json:"start"`
+	TenantID   string     `json:"tenant_id"`
+	UserID     string     `json:"user_id"`
+	Scope      Scope      `json:"permission_scope"`
+	Enabled    bool       `json:"enabled"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+	Hash       string     `json:"-"`
+}
+
+// Check returns nil for a key that may be used at now, else an *Error with
+// code KeyDisabled or KeyExpired. Disabled wins over expired.
+func (k *APIKey) Check(now time.Time) error {
+	if !k.Enabled {
+		return Errorf(KeyDisabled, "the key is disabled")
+	}
+	if k.Expired(now) {
+		return Errorf(KeyExpired, "the key has expired")
+	}
+	return nil
+}
+
+// Expired reports whether the key's expiry is at or before now.
+func (k *APIKey) Expired(now time.Time) bool {
+	return k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)
+}
+
+// Enable turns the key on; it reports whether anything changed.
+func (k *APIKey) Enable() bool { return k.setEnabled(true) }
+
+// Disable turns the key off; it reports whether anything changed.
+func (k *APIKey) Disable() bool { return k.setEnabled(false) }
+
+func (k *APIKey) setEnabled(v bool) bool {
+	if k.Enabled == v {
+		return false
+	}
+	k.Enabled = v
+	return true
+}
+
+// MarkUsed moves LastUsedAt forward to at; an older time never wins.
+func (k *APIKey) MarkUsed(at time.Time) {
+	if k.LastUsedAt == nil || at.After(*k.LastUsedAt) {
+		t := at
+		k.LastUsedAt = &t
+	}
+}
+
+// Principal returns who the key speaks for.
+func (k *APIKey) Principal() *Principal {
+	return &Principal{
+		KeyID:     k.ID,
+		KeyName:   k.Name,
+		TenantID:  k.TenantID,
+		UserID:    k.UserID,
+		Scope:     k.Scope,
+		ExpiresAt: k.ExpiresAt,
+	}
+}
+
+// APIKeyUpdate is a partial change; nil fields stay as they are. ExpiresAt
+// applies only when SetExpiresAt is true, so that nil can clear the expiry.
+type APIKeyUpdate struct {
+	Name         *string
+	Enabled      *bool
+	SetExpiresAt bool
+	ExpiresAt    *time.Time
+	Scope        *Scope
+}
+
+// Validate checks the fields the update sets.
+func (u APIKeyUpdate) Validate(now time.Time) error {
+	var fields []FieldError
+	if u.Name != nil {
+		if msg := validKeyName(*u.Name); msg != "" {
+			fields = append(fields, FieldError{Field: "name", Message: msg})
+		}
+	}
+	if u.SetExpiresAt && u.ExpiresAt != nil && !u.ExpiresAt.After(now) {
+		fields = append(fields, FieldError{Field: "expires_at", Message: "must lie in the future"})
+	}
+	if u.Scope != nil {
+		fields = append(fields, ErrorFields(u.Scope.Validate())...)
+	}
+	if len(fields) > 0 {
+		return Invalid(fields...)
+	}
+	return nil
+}
+
+// Apply makes the update on k and returns the names of the fields that
+// changed, in a fixed order; UpdatedAt moves to now when any did.
+func (k *APIKey) Apply(u APIKeyUpdate, now time.Time) []string {
+	var changed []string
+	if u.Name != nil && *u.Name != k.Name {
+		k.Name = *u.Name
+		changed = append(changed, "name")
+	}
+	if u.Enabled != nil && k.setEnabled(*u.Enabled) {
+		changed = append(changed, "enabled")
+	}
+	if u.SetExpiresAt && !equalTimes(k.ExpiresAt, u.ExpiresAt) {
+		k.ExpiresAt = copyTime(u.ExpiresAt)
+		changed = append(changed, "expires_at")
+	}
+	if u.Scope != nil && !equalScopes(k.Scope, *u.Scope) {
+		k.Scope = u.Scope.normalized()
+		changed = append(changed, "permission_scope")
+	}
+	if len(changed) > 0 {
+		k.UpdatedAt = now
+	}
+	return changed
+}
+
+// CreateKeyInput is what a caller supplies to create a key.
+type CreateKeyInput struct {
+	Name      string
+	Scope     Scope
+	ExpiresAt *time.Time
+}
+
+// Validate checks the input's fields.
+func (in CreateKeyInput) Validate(now time.Time) error {
+	var fields []FieldError
+	if msg := validKeyName(in.Name); msg != "" {
+		fields = append(fields, FieldError{Field: "name", Message: msg})
+	}
+	if in.ExpiresAt != nil && !in.ExpiresAt.After(now) {
+		fields = append(fields, FieldError{Field: "expires_at", Message: "must lie in the future"})
+	}
+	fields = append(fields, ErrorFields(in.Scope.Validate())...)
+	if len(fields) > 0 {
+		return Invalid(fields...)
+	}
+	return nil
+}
+
+// APIKeyFilter selects a page of one tenant's keys.
+type APIKeyFilter struct {
+	TenantID string
+	UserID   *string
+	Enabled  *bool
+	Cursor   string
+	Limit    int
+}
+
+// APIKeyPage is one page of keys and the cursor of the next, "" at the end.
+type APIKeyPage struct {
+	Keys       []*APIKey
+	NextCursor string
+}
+
+// KeyStore persists API keys, tenants and users. A method that changes data
+// also writes the audit events given to it, in the same transaction, so a
+// change and its record land together or not at all.
+type KeyStore interface {
+	// CreateKey inserts key, creating its tenant and user on first use.
+	// Returns ECONFLICT when the tenant has a key of that name or the hash
+	// exists.
+	CreateKey(ctx context.Context, key *APIKey, events ...AuditEvent) error
+
+	// FindKeyByID returns ENOTFOUND when the key is absent or belongs to
+	// another tenant.
+	FindKeyByID(ctx context.Context, tenantID, id string) (*APIKey, error)
+
+	// FindKeyByHash returns ENOTFOUND when no key has that hash.
+	FindKeyByHash(ctx context.Context, hash string) (*APIKey, error)
+
+	// FindKeys returns a page of the filter's tenant's keys, newest first, in
+	// an order that stays stable while keys are inserted. Returns EINVALID
+	// for a cursor it did not issue.
+	FindKeys(ctx context.Context, filter APIKeyFilter) (*APIKeyPage, error)
+
+	// UpdateKey loads the key inside a transaction and passes it to fn; when
+	// fn returns changed fields, it saves the key and the events fn returns.
+	// Returns ENOTFOUND like FindKeyByID, ECONFLICT for a taken name and any
+	// error fn returns.
+	UpdateKey(ctx context.Context, tenantID, id string, fn func(*APIKey) (changed []string, events []AuditEvent, err error)) (*APIKey, error)
+
+	// DeleteKey removes a key. Returns ENOTFOUND like FindKeyByID.
+	DeleteKey(ctx context.Context, tenantID, id string, events ...AuditEvent) error
+
+	// CountKeys returns the number of keys a tenant holds.
+	CountKeys(ctx context.Context, tenantID string) (int, error)
+
+	// DeleteUser removes a user of a tenant and, by cascade, their keys,
+	// returning how many keys went. Returns ENOTFOUND for an unknown user.
+	DeleteUser(ctx context.Context, tenantID, userID string, events ...AuditEvent) (int, error)
+
+	// DeleteTenant removes a tenant and, by cascade, its users and keys,
+	// returning how many keys went. Returns ENOTFOUND for an unknown tenant.
+	DeleteTenant(ctx context.Context, tenantID string, events ...AuditEvent) (int, error)
+
+	// TouchKeys moves last_used_at forward for many keys in one statement;
+	// an older time never overwrites a newer one and absent keys are skipped.
+	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
+}
+
+func validKeyName(name string) string {
+	n := utf8.RuneCountInString(name)
+	switch {
+	case !utf8.ValidString(name):
+		return "must be valid UTF-8"
+	case strings.TrimSpace(name) == "" || n > MaxKeyNameLen:
+		return "must be 1 to 100 characters and not only spaces"
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return "must not contain control characters"
+	}
+	return ""
+}
+
+func equalTimes(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
+}
+
+func copyTime(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	return &c
+}
+
+func equalScopes(a, b Scope) bool {
+	for _, t := range ResourceTypes() {
+		if !slices.Equal(a.IDs(t), b.IDs(t)) {
+			return false
+		}
+	}
+	return true
+}

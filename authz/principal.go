@@ -1,0 +1,91 @@
+package authz
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// PrincipalTypeAPIKey is the only principal type today: a request made with
+// an API key.
+const PrincipalTypeAPIKey = "api_key"
+
+// Principal is who an authenticated API key speaks for, the subject of every
+// decision.
+type Principal struct {
+	KeyID     string     `json:"key_id"`
+	KeyName   string     `json:"name"`
+	TenantID  string     `json:"tenant_id"`
+	UserID    string     `json:"user_id"`
+	Scope     Scope      `json:"permission_scope"`
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+// Roles the management policy gives meaning to.
+const (
+	RoleAdmin         = "admin"          // manages every key of its tenant
+	RolePlatformAdmin = "platform_admin" // may offboard whole tenants
+)
+
+// Actor is a person acting through the management API, as the identity
+// provider's JWT describes them.
+type Actor struct {
+	TenantID string   `json:"tenant_id"`
+	UserID   string   `json:"user_id"`
+	Roles    []string `json:"roles"`
+}
+
+// HasRole reports whether the actor holds role.
+func (a *Actor) HasRole(role string) bool {
+	return slices.Contains(a.Roles, role)
+}
+
+// RequestInfo describes the request an operation serves, for audit events
+// and logs. It never holds a credential.
+type RequestInfo struct {
+	IP        string
+	UserAgent string
+	RequestID string
+	TraceID   string
+}
+
+type contextKey int
+
+const (
+	actorContextKey contextKey = iota + 1
+	principalContextKey
+	requestInfoContextKey
+)
+
+// NewContextWithActor returns ctx carrying the acting user.
+func NewContextWithActor(ctx context.Context, a *Actor) context.Context {
+	return context.WithValue(ctx, actorContextKey, a)
+}
+
+// ActorFromContext returns the acting user, or nil.
+func ActorFromContext(ctx context.Context) *Actor {
+	a, _ := ctx.Value(actorContextKey).(*Actor)
+	return a
+}
+
+// NewContextWithPrincipal returns ctx carrying an authenticated key.
+func NewContextWithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalContextKey, p)
+}
+
+// PrincipalFromContext returns the authenticated key, or nil.
+func PrincipalFromContext(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalContextKey).(*Principal)
+	return p
+}
+
+// NewContextWithRequestInfo returns ctx carrying request metadata.
+func NewContextWithRequestInfo(ctx context.Context, info RequestInfo) context.Context {
+	return context.WithValue(ctx, requestInfoContextKey, info)
+}
+
+// RequestInfoFromContext returns the request metadata, empty when absent.
+func RequestInfoFromContext(ctx context.Context) RequestInfo {
+	info, _ := ctx.Value(requestInfoContextKey).(RequestInfo)
+	return info
+}
