@@ -1,0 +1,68 @@
+package storage
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// Cursor kinds. A cursor is base64url (unpadded) of one kind byte and the 16
+// bytes of the last id on the page. The kind byte doubles as the format's
+// version and keeps a cursor of one listing from being used on another.
+const (
+	cursorKeys  byte = 0x01
+	cursorAudit byte = 0x02
+)
+
+// encodeCursor returns the cursor of a page that ends at id, a canonical
+// UUID.
+func encodeCursor(kind byte, id string) (string, error) {
+	var b [17]byte
+	b[0] = kind
+	if !authz.ValidID(id) {
+		return "", fmt.Errorf("make a cursor: id %q is not a canonical UUID", id)
+	}
+	if _, err := hex.Decode(b[1:], []byte(strings.ReplaceAll(id, "-", ""))); err != nil {
+		return "", fmt.Errorf("make a cursor: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// decodeCursor returns the id a cursor of kind points after, "" for the
+// empty cursor (the first page), or EINVALID for anything it did not issue.
+func decodeCursor(kind byte, cursor string) (string, error) {
+	if cursor == "" {
+		return "", nil
+	}
+	// Strict: one spelling per cursor, no stray trailing bits.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(cursor)
+	if err != nil || len(b) != 17 || b[0] != kind {
+		return "", authz.Invalid(authz.FieldError{Field: "cursor", Message: "is not a cursor this service issued"})
+	}
+	var out [36]byte
+	hex.Encode(out[0:8], b[1:5])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[5:7])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[7:9])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[9:11])
+	out[23] = '-'
+	hex.Encode(out[24:], b[11:17])
+	return string(out[:]), nil
+}
+
+// pageLimit applies the listing bounds: 0 (or less) means the default, and
+// no page exceeds the maximum.
+func pageLimit(n int) int {
+	switch {
+	case n <= 0:
+		return authz.DefaultLimit
+	case n > authz.MaxLimit:
+		return authz.MaxLimit
+	}
+	return n
+}

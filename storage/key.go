@@ -1,0 +1,487 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/uptrace/bun"
+)
+
+// maxRowsPerStatement bounds multi-row statements (TouchKeys, audit
+// inserts), keeping each statement's text and lock footprint moderate.
+const maxRowsPerStatement = 1000
+
+// Ensure KeyStore implements authz.KeyStore.
+var _ authz.KeyStore = (*KeyStore)(nil)
+
+// KeyStore keeps API keys, and the tenants and users they belong to, in a
+// DB. Every change writes the audit events it is given in the same
+// transaction.
+type KeyStore struct {
+	db *DB
+}
+
+// NewKeyStore returns a KeyStore over db.
+func NewKeyStore(db *DB) *KeyStore {
+	return &KeyStore{db: db}
+}
+
+type tenantRow struct {
+	bun.BaseModel `bun:"table:tenants,alias:t"`
+
+	ID        string    `bun:"id,pk"`
+	CreatedAt time.Time `bun:"created_at,notnull"`
+}
+
+type userRow struct {
+	bun.BaseModel `bun:"table:users,alias:u"`
+
+	TenantID  string    `bun:"tenant_id,pk"`
+	ID        string    `bun:"id,pk"`
+	CreatedAt time.Time `bun:"created_at,notnull"`
+}
+
+type apiKeyRow struct {
+	bun.BaseModel `bun:"table:api_keys,alias:k"`
+
+	ID              string     `bun:"id,pk"`
+	TenantID        string     `bun:"tenant_id,notnull"`
+	UserID          string     `bun:"user_id,notnull"`
+	Name            string     `bun:"name,notnull"`
+	KeyHash         string     `bun:"key_hash,notnull"`
+	Start           string     `bun:"start,notnull"`
+	PermissionScope string     `bun:"permission_scope,notnull"` // JSON, encoded here
+	Enabled         bool       `bun:"enabled,notnull"`
+	ExpiresAt       *time.Time `bun:"expires_at"`
+	LastUsedAt      *time.Time `bun:"last_used_at"`
+	CreatedAt       time.Time  `bun:"created_at,notnull"`
+	UpdatedAt       time.Time  `bun:"updated_at,notnull"`
+}
+
+// newAPIKeyRow converts k for storage: scope as JSON, times in UTC.
+func newAPIKeyRow(k *authz.APIKey) (*apiKeyRow, error) {
+	if !authz.ValidID(k.ID) {
+		return nil, fmt.Errorf("store key: id %q is not a canonical UUID", k.ID)
+	}
+	scope, err := json.Marshal(k.Scope)
+	if err != nil {
+		return nil, fmt.Errorf("encode the scope of key %s: %w", k.ID, err)
+	}
+	return &apiKeyRow{
+		ID:              k.ID,
+		TenantID:        k.TenantID,
+		UserID:          k.UserID,
+		Name:            k.Name,
+		KeyHash:         k.Hash,
+		Start:           k.Start,
+		PermissionScope: string(scope),
+		Enabled:         k.Enabled,
+		ExpiresAt:       utcPtr(k.ExpiresAt),
+		LastUsedAt:      utcPtr(k.LastUsedAt),
+		CreatedAt:       utc(k.CreatedAt),
+		UpdatedAt:       utc(k.UpdatedAt),
+	}, nil
+}
+
+// key converts a stored row back into the domain type.
+func (r *apiKeyRow) key() (*authz.APIKey, error) {
+	var scope authz.Scope
+	if err := json.Unmarshal([]byte(r.PermissionScope), &scope); err != nil {
+		return nil, fmt.Errorf("decode the scope of key %s: %w", r.ID, err)
+	}
+	return &authz.APIKey{
+		ID:         r.ID,
+		Name:       r.Name,
+		Start:      r.Start,
+		TenantID:   r.TenantID,
+		UserID:     r.UserID,
+		Scope:      nonNilScope(scope),
+		Enabled:    r.Enabled,
+		ExpiresAt:  utcPtr(r.ExpiresAt),
+		LastUsedAt: utcPtr(r.LastUsedAt),
+		CreatedAt:  utc(r.CreatedAt),
+		UpdatedAt:  utc(r.UpdatedAt),
+		Hash:       r.KeyHash,
+	}, nil
+}
+
+// nonNilScope turns absent lists into empty ones, as the scope document
+// always has all four.
+func nonNilScope(s authz.Scope) authz.Scope {
+	for _, l := range []*[]string{&s.AgentIDs, &s.FlowIDs, &s.MCPToolIDs, &s.VectorStoreIDs} {
+		if *l == nil {
+			*l = []string{}
+		}
+	}
+	return s
+}
+
+// storedForm sets k's times and scope to what the database keeps (UTC,
+// microseconds, empty lists rather than nil), so the caller's copy of a
+// key it just wrote equals the one it would read back.
+func storedForm(k *authz.APIKey) {
+	k.Scope = nonNilScope(k.Scope)
+	k.ExpiresAt = utcPtr(k.ExpiresAt)
+	k.LastUsedAt = utcPtr(k.LastUsedAt)
+	k.CreatedAt = utc(k.CreatedAt)
+	k.UpdatedAt = utc(k.UpdatedAt)
+}
+
+func errKeyNotFound() error {
+	return authz.Errorf(authz.ENOTFOUND, "api key not found")
+}
+
+// keyConflict maps a unique violation on api_keys to ECONFLICT; any other
+// error passes through wrapped. Only the name is named: the hash is secret.
+func keyConflict(err error, name string) error {
+	what, ok := uniqueViolation(err)
+	switch {
+	case !ok:
+		return fmt.Errorf("write api key: %w", err)
+	case what == "api_keys_tenant_id_name_key" || strings.Contains(what, "api_keys.name"):
+		return authz.Errorf(authz.ECONFLICT, "a key named %q already exists in this tenant", name)
+	default:
+		return authz.Errorf(authz.ECONFLICT, "the key conflicts with an existing key")
+	}
+}
+
+// CreateKey inserts key, creating its tenant and user on first use, and
+// writes events, all in one transaction. Returns ECONFLICT when the tenant
+// has a key of that name or the id or hash exists. On success key's times
+// and scope are set to their stored form (UTC, microseconds).
+func (s *KeyStore) CreateKey(ctx context.Context, key *authz.APIKey, events ...authz.AuditEvent) error {
+	row, err := newAPIKeyRow(key)
+	if err != nil {
+		return err
+	}
+	audit, err := newAuditEventRows(events)
+	if err != nil {
+		return err
+	}
+	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := ensureUser(ctx, tx, row.TenantID, row.UserID, row.CreatedAt); err != nil {
+			return err
+		}
+		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+			return keyConflict(err, row.Name)
+		}
+		return insertAuditEventRows(ctx, tx, audit)
+	})
+	if err != nil {
+		return err
+	}
+	storedForm(key)
+	return nil
+}
+
+// ensureUser creates a tenant and a user unless they exist. The identity
+// provider owns both; keygate learns of them on first use.
+func ensureUser(ctx context.Context, tx bun.Tx, tenantID, userID string, at time.Time) error {
+	tenant := &tenantRow{ID: tenantID, CreatedAt: at}
+	if _, err := tx.NewInsert().Model(tenant).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
+		return fmt.Errorf("create tenant: %w", err)
+	}
+	user := &userRow{TenantID: tenantID, ID: userID, CreatedAt: at}
+	if _, err := tx.NewInsert().Model(user).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
+		return fmt.Errorf("create user: %w", err)
+	}
+	return nil
+}
+
+// FindKeyByID returns a key of a tenant; ENOTFOUND when it is absent, in
+// another tenant, or id is not a UUID at all.
+func (s *KeyStore) FindKeyByID(ctx context.Context, tenantID, id string) (*authz.APIKey, error) {
+	if !authz.ValidID(id) {
+		return nil, errKeyNotFound()
+	}
+	return findKey(ctx, s.db.bun.NewSelect(), func(q *bun.SelectQuery) *bun.SelectQuery {
+		return q.Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id)
+	})
+}
+
+// FindKeyByHash returns the key whose token has this SHA-256; ENOTFOUND when
+// none has.
+func (s *KeyStore) FindKeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
+	return findKey(ctx, s.db.bun.NewSelect(), func(q *bun.SelectQuery) *bun.SelectQuery {
+		return q.Where("k.key_hash = ?", hash)
+	})
+}
+
+// findKey runs a one-key select, q narrowed by where.
+func findKey(ctx context.Context, q *bun.SelectQuery, where func(*bun.SelectQuery) *bun.SelectQuery) (*authz.APIKey, error) {
+	row := new(apiKeyRow)
+	if err := where(q.Model(row)).Limit(1).Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errKeyNotFound()
+		}
+		return nil, fmt.Errorf("find api key: %w", err)
+	}
+	return row.key()
+}
+
+// FindKeys returns a page of a tenant's keys, newest first. Pages are cut
+// by id (UUIDv7, so by creation time): keys created while a client pages
+// sort before its cursor, so it sees no key twice and skips none that
+// existed when it began.
+func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (*authz.APIKeyPage, error) {
+	after, err := decodeCursor(cursorKeys, filter.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	limit := pageLimit(filter.Limit)
+
+	var rows []apiKeyRow
+	q := s.db.bun.NewSelect().Model(&rows).Where("k.tenant_id = ?", filter.TenantID)
+	if filter.UserID != nil {
+		q = q.Where("k.user_id = ?", *filter.UserID)
+	}
+	if filter.Enabled != nil {
+		q = q.Where("k.enabled = ?", *filter.Enabled)
+	}
+	if after != "" {
+		q = q.Where("k.id < ?", after)
+	}
+	// One more than the page, to learn whether another page follows.
+	if err := q.OrderExpr("k.id DESC").Limit(int64(limit) + 1).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("find api keys: %w", err)
+	}
+
+	page := &authz.APIKeyPage{Keys: make([]*authz.APIKey, 0, min(len(rows), limit))}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		if page.NextCursor, err = encodeCursor(cursorKeys, rows[limit-1].ID); err != nil {
+			return nil, err
+		}
+	}
+	for i := range rows {
+		k, err := rows[i].key()
+		if err != nil {
+			return nil, err
+		}
+		page.Keys = append(page.Keys, k)
+	}
+	return page, nil
+}
+
+// UpdateKey loads a key, locking its row on Postgres, and passes it to fn;
+// when fn reports changed fields it saves name, enabled, expires_at,
+// permission_scope and updated_at and writes fn's events, all in one
+// transaction. fn's error rolls everything back and is returned as it is.
+// fn runs inside the transaction and must not use the store itself (on
+// SQLite, with one connection, that would wait forever).
+func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*authz.APIKey) (changed []string, events []authz.AuditEvent, err error)) (*authz.APIKey, error) {
+	if !authz.ValidID(id) {
+		return nil, errKeyNotFound()
+	}
+	var out *authz.APIKey
+	err := s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewSelect()
+		if s.db.isPostgres() {
+			q = q.For("UPDATE")
+		}
+		key, err := findKey(ctx, q, func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id)
+		})
+		if err != nil {
+			return err
+		}
+		changed, events, err := fn(key)
+		if err != nil {
+			return err
+		}
+		if len(changed) == 0 {
+			out = key
+			return nil
+		}
+		row, err := newAPIKeyRow(key)
+		if err != nil {
+			return err
+		}
+		// The row's identity is the one loaded, whatever fn did to the key.
+		row.ID, row.TenantID = id, tenantID
+		audit, err := newAuditEventRows(events)
+		if err != nil {
+			return err
+		}
+		_, err = tx.NewUpdate().Model(row).
+			Column("name", "enabled", "expires_at", "permission_scope", "updated_at").
+			Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id).
+			Exec(ctx)
+		if err != nil {
+			return keyConflict(err, row.Name)
+		}
+		if err := insertAuditEventRows(ctx, tx, audit); err != nil {
+			return err
+		}
+		storedForm(key)
+		out = key
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteKey removes a key and writes events in one transaction. Returns
+// ENOTFOUND like FindKeyByID.
+func (s *KeyStore) DeleteKey(ctx context.Context, tenantID, id string, events ...authz.AuditEvent) error {
+	if !authz.ValidID(id) {
+		return errKeyNotFound()
+	}
+	audit, err := newAuditEventRows(events)
+	if err != nil {
+		return err
+	}
+	return s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewDelete().Model((*apiKeyRow)(nil)).
+			Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id).
+			Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("delete api key: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("delete api key: %w", err)
+		} else if n == 0 {
+			return errKeyNotFound()
+		}
+		return insertAuditEventRows(ctx, tx, audit)
+	})
+}
+
+// CountKeys returns the number of keys a tenant holds.
+func (s *KeyStore) CountKeys(ctx context.Context, tenantID string) (int, error) {
+	n, err := s.db.bun.NewSelect().Model((*apiKeyRow)(nil)).Where("k.tenant_id = ?", tenantID).Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count api keys: %w", err)
+	}
+	return int(n), nil
+}
+
+// DeleteUser removes a user of a tenant and, by cascade, their keys, and
+// writes events, in one transaction. It returns how many keys went;
+// ENOTFOUND for a user keygate has not seen in that tenant.
+func (s *KeyStore) DeleteUser(ctx context.Context, tenantID, userID string, events ...authz.AuditEvent) (int, error) {
+	return s.deleteOwner(ctx, "user", (*userRow)(nil),
+		func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("u.tenant_id = ?", tenantID).Where("u.id = ?", userID)
+		},
+		func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("k.tenant_id = ?", tenantID).Where("k.user_id = ?", userID)
+		},
+		func(q *bun.DeleteQuery) *bun.DeleteQuery {
+			return q.Where("u.tenant_id = ?", tenantID).Where("u.id = ?", userID)
+		},
+		events)
+}
+
+// DeleteTenant removes a tenant and, by cascade, its users and keys, and
+// writes events, in one transaction. It returns how many keys went;
+// ENOTFOUND for a tenant keygate has not seen. The audit trail stays.
+func (s *KeyStore) DeleteTenant(ctx context.Context, tenantID string, events ...authz.AuditEvent) (int, error) {
+	return s.deleteOwner(ctx, "tenant", (*tenantRow)(nil),
+		func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("t.id = ?", tenantID)
+		},
+		func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("k.tenant_id = ?", tenantID)
+		},
+		func(q *bun.DeleteQuery) *bun.DeleteQuery {
+			return q.Where("t.id = ?", tenantID)
+		},
+		events)
+}
+
+// deleteOwner deletes the one row of model that owner selects and the keys
+// that cascade from it, returning how many keys went. It locks the owner
+// first (on Postgres; SQLite's write transaction excludes everyone), so no
+// key can be added for it between the count and the delete.
+func (s *KeyStore) deleteOwner(
+	ctx context.Context,
+	what string,
+	model any,
+	owner func(*bun.SelectQuery) *bun.SelectQuery,
+	keys func(*bun.SelectQuery) *bun.SelectQuery,
+	del func(*bun.DeleteQuery) *bun.DeleteQuery,
+	events []authz.AuditEvent,
+) (int, error) {
+	audit, err := newAuditEventRows(events)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		q := owner(tx.NewSelect().Model(model).ColumnExpr("1"))
+		if s.db.isPostgres() {
+			q = q.For("UPDATE")
+		}
+		var one int
+		if err := q.Scan(ctx, &one); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return authz.Errorf(authz.ENOTFOUND, "%s not found", what)
+			}
+			return fmt.Errorf("find %s: %w", what, err)
+		}
+		count, err := keys(tx.NewSelect().Model((*apiKeyRow)(nil))).Count(ctx)
+		if err != nil {
+			return fmt.Errorf("count the %s's api keys: %w", what, err)
+		}
+		n = int(count)
+		if _, err := del(tx.NewDelete().Model(model)).Exec(ctx); err != nil {
+			return fmt.Errorf("delete %s: %w", what, err)
+		}
+		return insertAuditEventRows(ctx, tx, audit)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// TouchKeys moves last_used_at forward for many keys with one UPDATE per
+// thousand keys; an older time never overwrites a newer one, and ids that
+// are unknown or not UUIDs are skipped.
+func (s *KeyStore) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error {
+	ids := make([]string, 0, len(lastUsed))
+	for id := range lastUsed {
+		if authz.ValidID(id) {
+			ids = append(ids, id)
+		}
+	}
+	// A fixed order makes concurrent flushes from several instances lock
+	// rows in the same order.
+	slices.Sort(ids)
+
+	// Postgres types the VALUES list from its casts; SQLite needs none.
+	idCast, tsCast := "", ""
+	if s.db.isPostgres() {
+		idCast, tsCast = "::uuid", "::timestamptz"
+	}
+	for start := 0; start < len(ids); start += maxRowsPerStatement {
+		chunk := ids[start:min(start+maxRowsPerStatement, len(ids))]
+		var b strings.Builder
+		args := make([]any, 0, 2*len(chunk))
+		b.WriteString("WITH v (id, ts) AS (VALUES ")
+		for i, id := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?" + idCast + ", ?" + tsCast + ")")
+			args = append(args, id, utc(lastUsed[id]))
+		}
+		b.WriteString(") UPDATE api_keys SET last_used_at = v.ts FROM v" +
+			" WHERE api_keys.id = v.id" +
+			" AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.ts)")
+		if _, err := s.db.bun.NewRaw(b.String(), args...).Exec(ctx); err != nil {
+			return fmt.Errorf("touch api keys: %w", err)
+		}
+	}
+	return nil
+}
