@@ -1,0 +1,96 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/keygate/keygate/authz"
+)
+
+// ErrorStatus maps a domain error code to its HTTP status. It is the only
+// place that knows the mapping.
+func ErrorStatus(code string) int {
+	switch code {
+	case authz.EMALFORMED:
+		return http.StatusBadRequest
+	case authz.EUNAUTHORIZED, authz.KeyInvalid, authz.KeyDisabled, authz.KeyExpired:
+		return http.StatusUnauthorized
+	case authz.EFORBIDDEN:
+		return http.StatusForbidden
+	case authz.ENOTFOUND:
+		return http.StatusNotFound
+	case authz.ECONFLICT:
+		return http.StatusConflict
+	case authz.ETOOLARGE:
+		return http.StatusRequestEntityTooLarge
+	case authz.EINVALID:
+		return http.StatusUnprocessableEntity
+	case authz.ERATELIMIT:
+		return http.StatusTooManyRequests
+	case authz.EUNAVAILABLE:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// Problem is an RFC 9457 problem document.
+type Problem struct {
+	Type      string             `json:"type"`
+	Title     string             `json:"title"`
+	Status    int                `json:"status"`
+	Detail    string             `json:"detail"`
+	Code      string             `json:"code"`
+	RequestID string             `json:"request_id"`
+	Errors    []authz.FieldError `json:"errors,omitempty"`
+}
+
+// problemContentType is the media type of RFC 9457 documents.
+const problemContentType = "application/problem+json"
+
+// writeError answers with the problem document for err and aborts the
+// chain. Internal errors are logged with the request id and shown to the
+// caller only as "internal error".
+func writeError(c *gin.Context, err error) {
+	code := authz.ErrorCode(err)
+	status := ErrorStatus(code)
+	if status == http.StatusInternalServerError {
+		var e *authz.Error
+		if !errors.As(err, &e) || code == authz.EINTERNAL {
+			loggerFrom(c).LogAttrs(c.Request.Context(), slog.LevelError, "request failed", slog.String("err", err.Error()))
+		}
+	}
+	if status == http.StatusUnauthorized {
+		c.Header("WWW-Authenticate", `Bearer realm="keygate"`)
+	}
+	writeProblem(c, status, code, authz.ErrorMessage(err), authz.ErrorFields(err)...)
+}
+
+// writeProblem answers with a problem document and aborts the chain.
+func writeProblem(c *gin.Context, status int, code, detail string, fields ...authz.FieldError) {
+	c.Abort()
+	c.Render(status, problemRender{Problem{
+		Type:      "urn:keygate:problem:" + code,
+		Title:     http.StatusText(status),
+		Status:    status,
+		Detail:    detail,
+		Code:      code,
+		RequestID: requestID(c),
+		Errors:    fields,
+	}})
+}
+
+// problemRender writes JSON with the problem media type; gin's JSON render
+// would force application/json.
+type problemRender struct{ p Problem }
+
+func (r problemRender) Render(w http.ResponseWriter) error {
+	r.WriteContentType(w)
+	return encodeJSON(w, r.p)
+}
+
+func (problemRender) WriteContentType(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", problemContentType)
+}

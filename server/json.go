@@ -1,0 +1,112 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+	"github.com/keygate/keygate/authz"
+)
+
+// DefaultMaxBodyBytes bounds every request body.
+const DefaultMaxBodyBytes = 1 << 20
+
+func encodeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// readObject reads a bounded JSON object body and returns its members by
+// name. Unknown members are refused by name, so a typo never passes silently.
+func readObject(c *gin.Context, allowed ...string) (map[string]json.RawMessage, error) {
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return nil, authz.Errorf(authz.ETOOLARGE, "the request body is larger than %d bytes", maxErr.Limit)
+		}
+		return nil, authz.Errorf(authz.EMALFORMED, "the request body could not be read")
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, authz.Errorf(authz.EMALFORMED, "the request body must be a JSON object")
+	}
+	var members map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	if err := dec.Decode(&members); err != nil || members == nil {
+		return nil, authz.Errorf(authz.EMALFORMED, "the request body must be a JSON object")
+	}
+	if dec.More() {
+		return nil, authz.Errorf(authz.EMALFORMED, "the request body has data after the JSON object")
+	}
+	var unknown []authz.FieldError
+	for name := range members {
+		if !slices.Contains(allowed, name) {
+			unknown = append(unknown, authz.FieldError{Field: name, Message: "unknown field"})
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Slice(unknown, func(i, j int) bool { return unknown[i].Field < unknown[j].Field })
+		return nil, authz.Invalid(unknown...)
+	}
+	return members, nil
+}
+
+// decodeField decodes one member strictly into v, naming the field on error.
+func decodeField(raw json.RawMessage, field string, v any) *authz.FieldError {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := "has the wrong type"
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr):
+			if typeErr.Field != "" {
+				field += "." + typeErr.Field
+			}
+			msg = "must be " + kindName(typeErr.Type.Kind())
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			field += "." + strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			msg = "unknown field"
+		case strings.Contains(err.Error(), "parsing time"):
+			msg = "must be an RFC 3339 time"
+		}
+		return &authz.FieldError{Field: field, Message: msg}
+	}
+	return nil
+}
+
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	default:
+		return "a number"
+	}
+}
+
+func isNull(raw json.RawMessage) bool {
+	return string(bytes.TrimSpace(raw)) == "null"
+}
+
+func writeJSON(c *gin.Context, status int, v any) {
+	c.Header("Content-Type", "application/json; charset=utf-8")
+	c.Status(status)
+	if err := encodeJSON(c.Writer, v); err != nil {
+		loggerFrom(c).Warn("response not written", "err", err)
+	}
+}

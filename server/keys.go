@@ -1,0 +1,252 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/keygate/keygate/authz"
+)
+
+// createdKey is the one answer that carries a token.
+type createdKey struct {
+	*authz.APIKey
+	Token string `json:"token"`
+}
+
+type keyList struct {
+	Data       []*authz.APIKey `json:"data"`
+	NextCursor *string         `json:"next_cursor"`
+}
+
+func (s *Server) createKey(c *gin.Context) {
+	members, err := readObject(c, "name", "permission_scope", "expires_at")
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	var in authz.CreateKeyInput
+	var fields []authz.FieldError
+	if raw, ok := members["name"]; !ok || isNull(raw) {
+		fields = append(fields, authz.FieldError{Field: "name", Message: "is required"})
+	} else if fe := decodeField(raw, "name", &in.Name); fe != nil {
+		fields = append(fields, *fe)
+	}
+	if raw, ok := members["permission_scope"]; !ok || isNull(raw) {
+		fields = append(fields, authz.FieldError{Field: "permission_scope", Message: "is required"})
+	} else if scope, err := authz.ParseScope(raw); err != nil {
+		fields = append(fields, authz.ErrorFields(err)...)
+	} else {
+		in.Scope = scope
+	}
+	if raw, ok := members["expires_at"]; ok && !isNull(raw) {
+		var t time.Time
+		if fe := decodeField(raw, "expires_at", &t); fe != nil {
+			fields = append(fields, *fe)
+		} else {
+			in.ExpiresAt = &t
+		}
+	}
+	if len(fields) > 0 {
+		writeError(c, authz.Invalid(fields...))
+		return
+	}
+	key, token, err := s.keys.CreateKey(c.Request.Context(), in)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Location", "/api/v1/api-keys/"+key.ID)
+	c.Header("Cache-Control", "no-store")
+	writeJSON(c, http.StatusCreated, createdKey{APIKey: key, Token: token})
+}
+
+func (s *Server) listKeys(c *gin.Context) {
+	filter := authz.APIKeyFilter{Cursor: c.Query("cursor")}
+	var fields []authz.FieldError
+	if v, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > authz.MaxLimit {
+			fields = append(fields, authz.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"})
+		}
+		filter.Limit = n
+	}
+	if v, ok := c.GetQuery("enabled"); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fields = append(fields, authz.FieldError{Field: "enabled", Message: "must be true or false"})
+		}
+		filter.Enabled = &b
+	}
+	if v, ok := c.GetQuery("user_id"); ok {
+		if v == "" {
+			fields = append(fields, authz.FieldError{Field: "user_id", Message: "must not be empty"})
+		}
+		filter.UserID = &v
+	}
+	if len(fields) > 0 {
+		writeError(c, authz.Invalid(fields...))
+		return
+	}
+	page, err := s.keys.ListKeys(c.Request.Context(), filter)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	out := keyList{Data: page.Keys}
+	if out.Data == nil {
+		out.Data = []*authz.APIKey{}
+	}
+	if page.NextCursor != "" {
+		out.NextCursor = &page.NextCursor
+	}
+	writeJSON(c, http.StatusOK, out)
+}
+
+func (s *Server) getKey(c *gin.Context) {
+	key, err := s.keys.Key(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, key)
+}
+
+func (s *Server) updateKey(c *gin.Context) {
+	members, err := readObject(c, "name", "enabled", "expires_at", "permission_scope")
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	var upd authz.APIKeyUpdate
+	var fields []authz.FieldError
+	notNull := func(name string, raw json.RawMessage) bool {
+		if isNull(raw) {
+			fields = append(fields, authz.FieldError{Field: name, Message: "must not be null"})
+			return false
+		}
+		return true
+	}
+	if raw, ok := members["name"]; ok && notNull("name", raw) {
+		var name string
+		if fe := decodeField(raw, "name", &name); fe != nil {
+			fields = append(fields, *fe)
+		}
+		upd.Name = &name
+	}
+	if raw, ok := members["enabled"]; ok && notNull("enabled", raw) {
+		var enabled bool
+		if fe := decodeField(raw, "enabled", &enabled); fe != nil {
+			fields = append(fields, *fe)
+		}
+		upd.Enabled = &enabled
+	}
+	if raw, ok := members["expires_at"]; ok {
+		upd.SetExpiresAt = true
+		if !isNull(raw) {
+			var t time.Time
+			if fe := decodeField(raw, "expires_at", &t); fe != nil {
+				fields = append(fields, *fe)
+			}
+			upd.ExpiresAt = &t
+		}
+	}
+	if raw, ok := members["permission_scope"]; ok && notNull("permission_scope", raw) {
+		scope, err := authz.ParseScope(raw)
+		if err != nil {
+			fields = append(fields, authz.ErrorFields(err)...)
+		}
+		upd.Scope = &scope
+	}
+	if len(fields) > 0 {
+		writeError(c, authz.Invalid(fields...))
+		return
+	}
+	key, err := s.keys.UpdateKey(c.Request.Context(), c.Param("id"), upd)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	writeJSON(c, http.StatusOK, key)
+}
+
+func (s *Server) deleteKey(c *gin.Context) {
+	if err := s.keys.DeleteKey(c.Request.Context(), c.Param("id")); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (s *Server) deleteUser(c *gin.Context) {
+	n, err := s.keys.DeleteUser(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	loggerFrom(c).Info("user deleted", "keys_deleted", n)
+	c.Status(http.StatusNoContent)
+}
+
+func (s *Server) deleteTenant(c *gin.Context) {
+	n, err := s.keys.DeleteTenant(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	loggerFrom(c).Info("tenant deleted", "keys_deleted", n)
+	c.Status(http.StatusNoContent)
+}
+
+type auditList struct {
+	Data       []*authz.AuditEvent `json:"data"`
+	NextCursor *string             `json:"next_cursor"`
+}
+
+func (s *Server) listAuditEvents(c *gin.Context) {
+	filter := authz.AuditFilter{
+		Cursor: c.Query("cursor"),
+		Action: c.Query("action"),
+		KeyID:  c.Query("key_id"),
+	}
+	var fields []authz.FieldError
+	if v, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > authz.MaxLimit {
+			fields = append(fields, authz.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"})
+		}
+		filter.Limit = n
+	}
+	for _, q := range []struct {
+		name string
+		dst  **time.Time
+	}{{"since", &filter.Since}, {"until", &filter.Until}} {
+		if v, ok := c.GetQuery(q.name); ok {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				fields = append(fields, authz.FieldError{Field: q.name, Message: "must be an RFC 3339 time"})
+				continue
+			}
+			*q.dst = &t
+		}
+	}
+	if len(fields) > 0 {
+		writeError(c, authz.Invalid(fields...))
+		return
+	}
+	page, err := s.keys.AuditEvents(c.Request.Context(), filter)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	out := auditList{Data: page.Events}
+	if out.Data == nil {
+		out.Data = []*authz.AuditEvent{}
+	}
+	if page.NextCursor != "" {
+		out.NextCursor = &page.NextCursor
+	}
+	writeJSON(c, http.StatusOK, out)
+}

@@ -1,0 +1,106 @@
+// Package server is keygate's HTTP face: the management API under /api/v1
+// (JWT), the decision API under /v1 (API keys), health endpoints, and the
+// gin middleware other Go services can reuse to authenticate keys and
+// require permissions.
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"github.com/keygate/keygate/authz"
+	"go.opentelemetry.io/contrib/instrumentation/github.com/gin-gonic/gin/otelgin"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Config wires a Server.
+type Config struct {
+	Keys           *authz.KeyService
+	JWT            *JWTVerifier
+	Ready          func(ctx context.Context) error // nil: always ready
+	Logger         *slog.Logger
+	MaxBodyBytes   int64    // default DefaultMaxBodyBytes
+	TrustedProxies []string // whose X-Forwarded-For is believed; none by default
+	TracerProvider trace.TracerProvider
+	Version        string
+	// Mounts are extra handlers on the same port, such as the MCP gateway
+	// at /mcp, keyed by path prefix.
+	Mounts map[string]http.Handler
+}
+
+// Server holds the router and what the handlers need.
+type Server struct {
+	keys   *authz.KeyService
+	jwt    *JWTVerifier
+	ready  func(ctx context.Context) error
+	router *gin.Engine
+}
+
+// New builds the router.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	s := &Server{keys: cfg.Keys, jwt: cfg.JWT, ready: cfg.Ready}
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, authz.Errorf(authz.EINVALID, "trusted proxies: %v", err)
+	}
+	var otelOpts []otelgin.Option
+	if cfg.TracerProvider != nil {
+		otelOpts = append(otelOpts, otelgin.WithTracerProvider(cfg.TracerProvider))
+	}
+	r.Use(otelgin.Middleware("keygate", otelOpts...), requestContext(cfg.Logger, cfg.MaxBodyBytes), recovery())
+	r.NoRoute(func(c *gin.Context) { writeError(c, authz.Errorf(authz.ENOTFOUND, "no such endpoint")) })
+	r.NoMethod(func(c *gin.Context) {
+		writeProblem(c, http.StatusMethodNotAllowed, "method_not_allowed", "this endpoint does not take "+c.Request.Method)
+	})
+
+	r.GET("/healthz", func(c *gin.Context) { writeJSON(c, http.StatusOK, gin.H{"status": "ok", "version": cfg.Version}) })
+	r.GET("/readyz", s.readyz)
+
+	v1 := r.Group("/v1")
+	v1.POST("/authorize", s.authorize)
+	v1.GET("/whoami", RequireAPIKey(cfg.Keys), s.whoami)
+
+	api := r.Group("/api/v1", requireJWT(cfg.JWT))
+	api.POST("/api-keys", s.createKey)
+	api.GET("/api-keys", s.listKeys)
+	api.GET("/api-keys/:id", s.getKey)
+	api.PATCH("/api-keys/:id", s.updateKey)
+	api.DELETE("/api-keys/:id", s.deleteKey)
+	api.GET("/audit-events", s.listAuditEvents)
+	api.DELETE("/users/:id", s.deleteUser)
+	api.DELETE("/tenants/:id", s.deleteTenant)
+
+	for prefix, h := range cfg.Mounts {
+		r.Any(prefix, gin.WrapH(h))
+		r.Any(prefix+"/*rest", gin.WrapH(h))
+	}
+	s.router = r
+	return s, nil
+}
+
+// Router returns the gin engine, for tests and for mounting more routes.
+func (s *Server) Router() *gin.Engine { return s.router }
+
+// ServeHTTP serves a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+func (s *Server) readyz(c *gin.Context) {
+	if s.ready != nil {
+		if err := s.ready(c.Request.Context()); err != nil {
+			loggerFrom(c).Warn("not ready", "err", err)
+			writeJSON(c, http.StatusServiceUnavailable, gin.H{"status": "unavailable", "detail": authz.ErrorMessage(err)})
+			return
+		}
+	}
+	writeJSON(c, http.StatusOK, gin.H{"status": "ready"})
+}
