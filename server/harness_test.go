@@ -1,0 +1,229 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/policies"
+	"github.com/keygate/keygate/server"
+	"github.com/keygate/keygate/storage"
+)
+
+var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
+
+// clock is a settable time source shared by the service and the JWT check.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// harness is the real router over a real store and the embedded policies.
+type harness struct {
+	t      *testing.T
+	db     *storage.DB
+	srv    *server.Server
+	svc    *authz.KeyService
+	clock  *clock
+	audit  *authz.AuditWriter
+	logs   *syncBuffer
+	jwtCfg server.JWTConfig
+}
+
+func newHarness(t *testing.T, db *storage.DB) *harness {
+	t.Helper()
+	ctx := context.Background()
+	modules, err := authz.ReadPolicies(policies.FS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	jwtCfg := server.JWTConfig{Secret: testSecret, Issuer: "https://idp.test", Audience: "keygate", Now: clk.Now}
+	verifier, err := server.NewJWTVerifier(ctx, jwtCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	keyStore, auditStore := storage.NewKeyStore(db), storage.NewAuditStore(db)
+	audit := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{Interval: time.Hour, Logger: logger})
+	t.Cleanup(func() { _ = audit.Close(context.Background()) })
+	svc := &authz.KeyService{Store: keyStore, AuditLog: auditStore, Policy: engine, Events: audit, Now: clk.Now}
+	srv, err := server.New(server.Config{Keys: svc, JWT: verifier, Logger: logger, Ready: db.Ping, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, db: db, srv: srv, svc: svc, clock: clk, audit: audit, logs: logs, jwtCfg: jwtCfg}
+}
+
+// jwt signs a management token valid for an hour of the harness clock.
+func (h *harness) jwt(tenant, user string, roles ...string) string {
+	h.t.Helper()
+	tok, err := server.SignHS256(h.jwtCfg, tenant, user, roles, time.Hour)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tok
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("response is not a JSON object: %v: %s", err, r.body)
+	}
+	return m
+}
+
+// do sends a request through the real router. body is sent as is when it is
+// a string, else JSON-encoded; auth is a Bearer credential when non-empty.
+func (h *harness) do(method, path, auth string, body any, headers ...string) response {
+	h.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.srv.ServeHTTP(rec, req)
+	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+// createKey creates a key as the given JWT and returns its id and token.
+func (h *harness) createKey(jwt, name string, scope map[string]any, extra ...any) (string, string) {
+	h.t.Helper()
+	body := map[string]any{"name": name, "permission_scope": scope}
+	for i := 0; i+1 < len(extra); i += 2 {
+		body[extra[i].(string)] = extra[i+1]
+	}
+	res := h.do("POST", "/api/v1/api-keys", jwt, body)
+	if res.status != http.StatusCreated {
+		h.t.Fatalf("create key %q: status %d: %s", name, res.status, res.body)
+	}
+	m := res.json(h.t)
+	return m["id"].(string), m["token"].(string)
+}
+
+// authorize asks /v1/authorize one question and returns the answer.
+func (h *harness) authorize(token, rtype, id, action string) map[string]any {
+	h.t.Helper()
+	res := h.do("POST", "/v1/authorize", "", map[string]any{
+		"api_key": token, "resource": map[string]any{"type": rtype, "id": id}, "action": action,
+	})
+	if res.status != http.StatusOK {
+		h.t.Fatalf("authorize: status %d: %s", res.status, res.body)
+	}
+	return res.json(h.t)
+}
+
+// flushAudit writes every queued audit event.
+func (h *harness) flushAudit() {
+	h.t.Helper()
+	if err := h.audit.Close(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func wantStatus(t *testing.T, note string, res response, status int) {
+	t.Helper()
+	if res.status != status {
+		t.Fatalf("%s: status %d, want %d: %s", note, res.status, status, res.body)
+	}
+}
+
+// wantProblem checks an RFC 9457 answer: status, code and, when given, the
+// first invalid field.
+func wantProblem(t *testing.T, note string, res response, status int, code, field string) {
+	t.Helper()
+	wantStatus(t, note, res, status)
+	if ct := res.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("%s: content type %q, want application/problem+json", note, ct)
+	}
+	var p server.Problem
+	if err := json.Unmarshal(res.body, &p); err != nil {
+		t.Fatalf("%s: %v", note, err)
+	}
+	if p.Status != status || p.Code != code || p.RequestID == "" || p.Title == "" || p.Type == "" {
+		t.Fatalf("%s: problem %+v, want status %d code %q and a request id", note, p, status, code)
+	}
+	if field != "" && (len(p.Errors) == 0 || p.Errors[0].Field != field) {
+		t.Fatalf("%s: problem errors %+v, want field %q first", note, p.Errors, field)
+	}
+}
+
+func signWith(cfg server.JWTConfig, tenant, user string, roles ...string) (string, error) {
+	return server.SignHS256(cfg, tenant, user, roles, time.Hour)
+}
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode)
+	os.Exit(m.Run())
+}
