@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/keygate/keygate/storage"
@@ -17,22 +18,33 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "Usage: keygate migrate up|down|status [flags]")
 		fs.PrintDefaults()
 	}
+	// The verb may come before or after the flags.
+	var verbs []string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		verbs, args = args[:1], args[1:]
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := cfg.validate(false); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	verbs = append(verbs, fs.Args()...)
+	if len(verbs) != 1 {
 		fs.Usage()
 		return usageError{"migrate takes exactly one of up, down, status"}
+	}
+	verb := verbs[0]
+	if verb != "up" && verb != "down" && verb != "status" {
+		fs.Usage()
+		return usageError{fmt.Sprintf("unknown migrate command %q", verb)}
 	}
 	db, err := storage.Open(ctx, cfg.databaseURL())
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	switch fs.Arg(0) {
+	switch verb {
 	case "up":
 		if err := db.MigrateUp(ctx); err != nil {
 			return err
@@ -54,9 +66,6 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(tw, "%s\t%v\t%d\n", m.Name, m.Applied, m.GroupID)
 		}
 		return tw.Flush()
-	default:
-		fs.Usage()
-		return usageError{fmt.Sprintf("unknown migrate command %q", fs.Arg(0))}
 	}
 	return nil
 }
