@@ -1,0 +1,542 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"maps"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// The queries the engine prepares. Observers see these as the query name.
+const (
+	QueryDecision           = "data.keygate.authz.decision"
+	QueryDecisions          = "data.keygate.authz.decisions"
+	QueryManagementDecision = "data.keygate.management.decision"
+)
+
+// ReasonNoDecision is the reason of the deny given when a policy leaves its
+// decision undefined.
+const ReasonNoDecision = "the policy produced no decision"
+
+// Engine evaluates keygate's Rego policies. Each Load compiles the modules
+// and prepares three queries once (data.keygate.authz.decision,
+// data.keygate.authz.decisions, data.keygate.management.decision); requests
+// only Eval, and a reload swaps the prepared set atomically (atomic.Pointer),
+// so in-flight evaluations finish on the set they started with.
+type Engine struct {
+	observer Observer
+	terms    *inputTerms
+	policy   atomic.Pointer[preparedPolicy]
+
+	// principals caches each key's input term by key id (*cachedPrincipal):
+	// a key's scope is most of the input, and it changes rarely.
+	principals sync.Map
+	cached     atomic.Int64
+}
+
+// EngineOptions configures an Engine. A nil Observer observes nothing.
+type EngineOptions struct {
+	Observer Observer
+}
+
+// preparedPolicy is one compiled policy load; it is never changed after
+// Load publishes it.
+type preparedPolicy struct {
+	decision   rego.PreparedEvalQuery
+	decisions  rego.PreparedEvalQuery
+	management rego.PreparedEvalQuery
+}
+
+// NewEngine returns an engine serving modules (file name → Rego source).
+func NewEngine(ctx context.Context, modules map[string]string, opts EngineOptions) (*Engine, error) {
+	e := &Engine{observer: opts.Observer, terms: newInputTerms()}
+	if e.observer == nil {
+		e.observer = NopObserver{}
+	}
+	if err := e.Load(ctx, modules); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Load compiles modules and, only when they compile and define every query
+// the engine needs, replaces the policy being served. On error the previous
+// policy keeps serving.
+func (e *Engine) Load(ctx context.Context, modules map[string]string) error {
+	if len(modules) == 0 {
+		return Errorf(EINVALID, "policy does not compile: no policy modules")
+	}
+	parsed := make(map[string]*ast.Module, len(modules))
+	for _, name := range slices.Sorted(maps.Keys(modules)) {
+		m, err := ast.ParseModuleWithOpts(name, modules[name], ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return Errorf(EINVALID, "policy does not compile: %s", err)
+		}
+		parsed[name] = m
+	}
+	compiler := ast.NewCompiler()
+	compiler.Compile(parsed)
+	if compiler.Failed() {
+		return Errorf(EINVALID, "policy does not compile: %s", compiler.Errors)
+	}
+	for _, q := range []string{QueryDecision, QueryDecisions, QueryManagementDecision} {
+		if len(compiler.GetRulesExact(ast.MustParseRef(q))) == 0 {
+			return Errorf(EINVALID, "policy does not define %s", q)
+		}
+	}
+
+	// The policies read no data; one empty store serves all three queries.
+	store := inmem.New()
+	p := &preparedPolicy{}
+	for _, pq := range []struct {
+		query string
+		dst   *rego.PreparedEvalQuery
+	}{
+		{QueryDecision, &p.decision},
+		{QueryDecisions, &p.decisions},
+		{QueryManagementDecision, &p.management},
+	} {
+		prepared, err := rego.New(
+			rego.Query(pq.query),
+			rego.Compiler(compiler),
+			rego.Store(store),
+			rego.GenerateJSON(keepTerm),
+		).PrepareForEval(ctx)
+		if err != nil {
+			return Errorf(EINVALID, "policy does not compile: %s", err)
+		}
+		*pq.dst = prepared
+	}
+	e.policy.Store(p)
+	return nil
+}
+
+// keepTerm hands results back as AST terms, skipping OPA's conversion to
+// JSON-like Go values; toDecision reads them directly.
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
+
+// Decide evaluates data.keygate.authz.decision for one check. A nil
+// principal is passed as absent, which the policy denies.
+func (e *Engine) Decide(ctx context.Context, p *Principal, r Resource, action string, dc DecisionContext) (Decision, error) {
+	ctx, done := e.observer.StartEvaluation(ctx, QueryDecision, 1)
+	t := e.terms
+	input := ast.NewObject(
+		[2]*ast.Term{t.principal, e.principalTerm(p)},
+		[2]*ast.Term{t.resource, t.resourceTerm(r)},
+		[2]*ast.Term{t.action, ast.StringTerm(action)},
+		[2]*ast.Term{t.context, t.contextTerm(dc)},
+	)
+	d, err := e.decide(ctx, e.policy.Load().decision, input)
+	done(boolCount(d.Allow), err)
+	return d, err
+}
+
+func (e *Engine) decide(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (Decision, error) {
+	v, err := eval(ctx, pq, input)
+	if err != nil {
+		return denied(), err
+	}
+	if v == nil {
+		return Decision{Allow: false, Reasons: []string{ReasonNoDecision}}, nil
+	}
+	return e.terms.toDecision(v)
+}
+
+// DecideBatch evaluates data.keygate.authz.decisions once for all checks and
+// returns one decision per check, in order, or an error.
+func (e *Engine) DecideBatch(ctx context.Context, p *Principal, checks []Check, dc DecisionContext) ([]Decision, error) {
+	ctx, done := e.observer.StartEvaluation(ctx, QueryDecisions, len(checks))
+	t := e.terms
+	items := make([]*ast.Term, len(checks))
+	for i, c := range checks {
+		items[i] = ast.NewTerm(ast.NewObject(
+			[2]*ast.Term{t.resource, t.resourceTerm(c.Resource)},
+			[2]*ast.Term{t.action, ast.StringTerm(c.Action)},
+		))
+	}
+	input := ast.NewObject(
+		[2]*ast.Term{t.principal, e.principalTerm(p)},
+		[2]*ast.Term{t.checks, ast.ArrayTerm(items...)},
+		[2]*ast.Term{t.context, t.contextTerm(dc)},
+	)
+	out, allowed, err := e.decideBatch(ctx, input, len(checks))
+	done(allowed, err)
+	return out, err
+}
+
+func (e *Engine) decideBatch(ctx context.Context, input ast.Value, n int) ([]Decision, int, error) {
+	v, err := eval(ctx, e.policy.Load().decisions, input)
+	if err != nil {
+		return nil, 0, err
+	}
+	if v == nil {
+		// Undefined is a deny for every check, as for a single decision.
+		out := make([]Decision, n)
+		for i := range out {
+			out[i] = Decision{Allow: false, Reasons: []string{ReasonNoDecision}}
+		}
+		return out, 0, nil
+	}
+	arr, ok := v.(*ast.Array)
+	if !ok || arr.Len() != n {
+		return nil, 0, Errorf(EINTERNAL, "%s must be an array of %d decisions", QueryDecisions, n)
+	}
+	out := make([]Decision, n)
+	allowed := 0
+	for i := range n {
+		d, err := e.terms.toDecision(arr.Elem(i).Value)
+		if err != nil {
+			return nil, 0, err
+		}
+		out[i] = d
+		allowed += boolCount(d.Allow)
+	}
+	return out, allowed, nil
+}
+
+// DecideManagement evaluates data.keygate.management.decision.
+func (e *Engine) DecideManagement(ctx context.Context, in ManagementInput) (Decision, error) {
+	ctx, done := e.observer.StartEvaluation(ctx, QueryManagementDecision, 1)
+	t := e.terms
+	roles := make([]*ast.Term, len(in.Actor.Roles))
+	for i, r := range in.Actor.Roles {
+		roles[i] = ast.StringTerm(r)
+	}
+	input := ast.NewObject(
+		[2]*ast.Term{t.actor, ast.ObjectTerm(
+			[2]*ast.Term{t.tenantID, ast.StringTerm(in.Actor.TenantID)},
+			[2]*ast.Term{t.userID, ast.StringTerm(in.Actor.UserID)},
+			[2]*ast.Term{t.roles, ast.ArrayTerm(roles...)},
+		)},
+		[2]*ast.Term{t.action, ast.StringTerm(in.Action)},
+		[2]*ast.Term{t.target, ast.ObjectTerm(
+			[2]*ast.Term{t.typ, ast.StringTerm(in.Target.Type)},
+			[2]*ast.Term{t.tenantID, ast.StringTerm(in.Target.TenantID)},
+			[2]*ast.Term{t.userID, ast.StringTerm(in.Target.UserID)},
+		)},
+	)
+	d, err := e.decide(ctx, e.policy.Load().management, input)
+	done(boolCount(d.Allow), err)
+	return d, err
+}
+
+// eval runs one prepared query and returns its value, nil when undefined.
+// Cancellation follows ctx through context.AfterFunc rather than the
+// goroutine OPA would start for every evaluation.
+func eval(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (ast.Value, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, evalError(err)
+	}
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	defer stop()
+	rs, err := pq.Eval(ctx,
+		rego.EvalParsedInput(input),
+		rego.EvalExternalCancel(cancel),
+		rego.EvalMetrics(metrics.NoOp()),
+		rego.EvalVirtualCache(newRuleCache()),
+	)
+	if err != nil {
+		return nil, evalError(err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, nil
+	}
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return nil, Errorf(EINTERNAL, "policy result is a %T, not an AST term", rs[0].Expressions[0].Value)
+	}
+	return t.Value, nil
+}
+
+// ruleCache is the evaluation's virtual cache. It memoizes the values of
+// rules, as OPA's does, but not function calls: OPA's cache builds a hash
+// map per argument of every call, most of the allocations of a decision,
+// and keygate's policies call each function once per check.
+type ruleCache struct {
+	frames [][]ruleCacheEntry
+}
+
+type ruleCacheEntry struct {
+	ref   ast.Ref
+	value *ast.Term // nil: the rule is undefined
+}
+
+func newRuleCache() *ruleCache {
+	return &ruleCache{frames: make([][]ruleCacheEntry, 1, 2)}
+}
+
+// Push implements topdown.VirtualCache.
+func (c *ruleCache) Push() { c.frames = append(c.frames, nil) }
+
+// Pop implements topdown.VirtualCache.
+func (c *ruleCache) Pop() {
+	if n := len(c.frames); n > 0 {
+		c.frames = c.frames[:n-1]
+	}
+}
+
+// Get implements topdown.VirtualCache.
+func (c *ruleCache) Get(ref ast.Ref) (*ast.Term, bool) {
+	if len(c.frames) == 0 {
+		return nil, false
+	}
+	for _, e := range c.frames[len(c.frames)-1] {
+		if e.ref.Equal(ref) {
+			return e.value, e.value == nil
+		}
+	}
+	return nil, false
+}
+
+// Put implements topdown.VirtualCache; function calls, whose key starts
+// with the function's ref rather than the var data, are not kept.
+func (c *ruleCache) Put(ref ast.Ref, value *ast.Term) {
+	if len(ref) == 0 || len(c.frames) == 0 {
+		return
+	}
+	if _, ok := ref[0].Value.(ast.Var); !ok {
+		return
+	}
+	top := len(c.frames) - 1
+	c.frames[top] = append(c.frames[top], ruleCacheEntry{ref: slices.Clone(ref), value: value})
+}
+
+// Keys implements topdown.VirtualCache.
+func (c *ruleCache) Keys() []ast.Ref {
+	if len(c.frames) == 0 {
+		return nil
+	}
+	var keys []ast.Ref
+	for _, e := range c.frames[len(c.frames)-1] {
+		if e.value != nil {
+			keys = append(keys, e.ref)
+		}
+	}
+	return keys
+}
+
+// evalError keeps OPA's error for logs while callers see EINTERNAL and a
+// message that reveals nothing of the policy.
+func evalError(err error) error {
+	return fmt.Errorf("%w: %w", Errorf(EINTERNAL, "policy evaluation failed"), err)
+}
+
+func denied() Decision { return Decision{Allow: false} }
+
+func boolCount(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// toDecision reads {"allow": bool, "reasons": [string]} (other fields are
+// ignored, so a policy may carry more); anything else is a deny and an
+// EINTERNAL error, so a broken policy never allows.
+func (t *inputTerms) toDecision(v ast.Value) (Decision, error) {
+	bad := func() (Decision, error) {
+		return denied(), Errorf(EINTERNAL, `policy decision must be {"allow": boolean, "reasons": [string]}`)
+	}
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return bad()
+	}
+	allowTerm, reasonsTerm := obj.Get(t.allow), obj.Get(t.reasons)
+	if allowTerm == nil || reasonsTerm == nil {
+		return bad()
+	}
+	allow, ok := allowTerm.Value.(ast.Boolean)
+	if !ok {
+		return bad()
+	}
+	arr, ok := reasonsTerm.Value.(*ast.Array)
+	if !ok {
+		return bad()
+	}
+	reasons := make([]string, arr.Len())
+	for i := range reasons {
+		s, ok := arr.Elem(i).Value.(ast.String)
+		if !ok {
+			return bad()
+		}
+		reasons[i] = string(s)
+	}
+	return Decision{Allow: bool(allow), Reasons: reasons}, nil
+}
+
+// inputTerms holds the constant terms of the input documents, built once so
+// a request only allocates what varies. Terms are never modified after
+// construction, so evaluations share them.
+type inputTerms struct {
+	principal, resource, action, context, checks   *ast.Term
+	typ, id, keyID, tenantID, userID, scope        *ast.Term
+	time, ip, actor, roles, target, allow, reasons *ast.Term
+	apiKey                                         *ast.Term
+	scopeKeys                                      [4]*ast.Term
+}
+
+func newInputTerms() *inputTerms {
+	s := ast.StringTerm
+	t := &inputTerms{
+		principal: s("principal"), resource: s("resource"), action: s("action"),
+		context: s("context"), checks: s("checks"),
+		typ: s("type"), id: s("id"), keyID: s("key_id"), tenantID: s("tenant_id"),
+		userID: s("user_id"), scope: s("scope"), time: s("time"), ip: s("ip"),
+		actor: s("actor"), roles: s("roles"), target: s("target"),
+		allow: s("allow"), reasons: s("reasons"), apiKey: s(PrincipalTypeAPIKey),
+	}
+	for i, rt := range ResourceTypes() {
+		t.scopeKeys[i] = s(rt.ScopeField())
+	}
+	return t
+}
+
+// principalTerm returns the principal as an input term, from the cache when
+// the key's tenant, user and scope are unchanged since it was built.
+func (e *Engine) principalTerm(p *Principal) *ast.Term {
+	if p == nil {
+		return ast.InternedNullTerm
+	}
+	if v, ok := e.principals.Load(p.KeyID); ok {
+		if c := v.(*cachedPrincipal); c.matches(p) {
+			return c.term
+		}
+	}
+	c := &cachedPrincipal{
+		tenantID: p.TenantID,
+		userID:   p.UserID,
+		scope: Scope{
+			AgentIDs:       slices.Clone(p.Scope.AgentIDs),
+			FlowIDs:        slices.Clone(p.Scope.FlowIDs),
+			MCPToolIDs:     slices.Clone(p.Scope.MCPToolIDs),
+			VectorStoreIDs: slices.Clone(p.Scope.VectorStoreIDs),
+		},
+		term: e.terms.principalTerm(p),
+	}
+	if p.KeyID == "" {
+		return c.term
+	}
+	if _, loaded := e.principals.Swap(p.KeyID, c); !loaded && e.cached.Add(1) > maxCachedPrincipals {
+		// Forget everything rather than track recency: refilling costs one
+		// build per active key.
+		e.principals.Clear()
+		e.cached.Store(0)
+	}
+	return c.term
+}
+
+// maxCachedPrincipals bounds the principal cache of an engine.
+const maxCachedPrincipals = 10_000
+
+// cachedPrincipal is a principal's input term and the fields it was built
+// from, copied, so a change to the key is never served a stale term.
+type cachedPrincipal struct {
+	tenantID, userID string
+	scope            Scope
+	term             *ast.Term
+}
+
+func (c *cachedPrincipal) matches(p *Principal) bool {
+	if c.tenantID != p.TenantID || c.userID != p.UserID {
+		return false
+	}
+	for _, rt := range ResourceTypes() {
+		if !slices.Equal(c.scope.IDs(rt), p.Scope.IDs(rt)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *inputTerms) principalTerm(p *Principal) *ast.Term {
+	var scope [4][2]*ast.Term
+	for i, rt := range ResourceTypes() {
+		scope[i] = [2]*ast.Term{t.scopeKeys[i], stringsTerm(p.Scope.IDs(rt))}
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{t.typ, t.apiKey},
+		[2]*ast.Term{t.keyID, ast.StringTerm(p.KeyID)},
+		[2]*ast.Term{t.tenantID, ast.StringTerm(p.TenantID)},
+		[2]*ast.Term{t.userID, ast.StringTerm(p.UserID)},
+		[2]*ast.Term{t.scope, ast.ObjectTerm(scope[:]...)},
+	)
+}
+
+func (t *inputTerms) resourceTerm(r Resource) *ast.Term {
+	if r.TenantID == "" {
+		return ast.ObjectTerm(
+			[2]*ast.Term{t.typ, ast.StringTerm(string(r.Type))},
+			[2]*ast.Term{t.id, ast.StringTerm(r.ID)},
+		)
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{t.typ, ast.StringTerm(string(r.Type))},
+		[2]*ast.Term{t.id, ast.StringTerm(r.ID)},
+		[2]*ast.Term{t.tenantID, ast.StringTerm(r.TenantID)},
+	)
+}
+
+// contextTerm carries the time (RFC 3339, UTC) and client IP, each only
+// when known.
+func (t *inputTerms) contextTerm(dc DecisionContext) *ast.Term {
+	var kv [2][2]*ast.Term
+	n := 0
+	if !dc.Time.IsZero() {
+		kv[n] = [2]*ast.Term{t.time, ast.StringTerm(dc.Time.UTC().Format(time.RFC3339Nano))}
+		n++
+	}
+	if dc.IP != "" {
+		kv[n] = [2]*ast.Term{t.ip, ast.StringTerm(dc.IP)}
+		n++
+	}
+	return ast.ObjectTerm(kv[:n]...)
+}
+
+// stringsTerm allocates the terms of ss in one block.
+func stringsTerm(ss []string) *ast.Term {
+	block := make([]ast.Term, len(ss))
+	items := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		block[i].Value = ast.String(s)
+		items[i] = &block[i]
+	}
+	return ast.ArrayTerm(items...)
+}
+
+// ReadPolicies returns every *.rego file at the root of fsys except tests
+// (*_test.rego), keyed by file name, ready for NewEngine or Load.
+func ReadPolicies(fsys fs.FS) (map[string]string, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("read policies: %w", err)
+	}
+	modules := map[string]string{}
+	for _, ent := range entries {
+		name := ent.Name()
+		if ent.IsDir() || path.Ext(name) != ".rego" || strings.HasSuffix(name, "_test.rego") {
+			continue
+		}
+		src, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("read policy %s: %w", name, err)
+		}
+		modules[name] = string(src)
+	}
+	if len(modules) == 0 {
+		return nil, Errorf(EINVALID, "no policy files (*.rego, not *_test.rego) found")
+	}
+	return modules, nil
+}

@@ -1,0 +1,126 @@
+# Package keygate.authz decides whether an API key may act on a resource.
+#
+# decision answers one check (input.resource, input.action); decisions answers
+# input.checks in order, all for the one input.principal. Both call check,
+# so every rule is written once.
+#
+# Fail closed: an allow needs every condition to hold, each written
+# positively, so an undefined or erroring condition falls through to a deny.
+# Deny reasons negate the conditions; they read values with object.get, never
+# with a bare ref, because Rego evaluates a ref inside "not f(x.y)" outside
+# the negation, so a missing x.y would silently drop the reason. Anything that
+# leaves check undefined is a deny too (the default here; the engine refuses a
+# batch whose length does not match).
+#
+# Speed (every decision of keygate runs this): check tests its conditions in
+# one body, and only a request failing one other than the scope pays for
+# collecting every reason. check reads input.principal directly, since a
+# batch has one principal, and what depends on the principal alone (its
+# problems, the globs of each scope list) is a rule, which OPA computes once
+# per evaluation rather than once per check.
+package keygate.authz
+
+# actions lists the actions each resource type supports. A key reaches
+# resources of a type through its scope list "<type>_ids". Add a type or an
+# action here and the rules below follow.
+actions := {
+	"agent": {"execute", "read"},
+	"flow": {"execute", "read"},
+	"mcp_tool": {"call", "read"},
+	"vector_store": {"query", "read", "write"},
+}
+
+default decision := {
+	"allow": false,
+	"reasons": ["the input is not an authorization request (an object with principal, resource and action)"],
+}
+
+# decision is the answer to the single check of the input; without a
+# resource or an action it is the default deny.
+decision := check(input.resource, input.action)
+
+# decisions answers input.checks, one decision per check, in order. A check
+# that is not an object is denied in its place (object.get with a path never
+# fails), so answers never shift to another check.
+decisions := [check(object.get(input, ["checks", i, "resource"], null), object.get(input, ["checks", i, "action"], null)) | some i, _ in input.checks]
+
+# principal is the key the request is made with; null when absent.
+principal := object.get(input, "principal", null)
+
+# check decides one request of the principal. When the key, the resource
+# type, the action, the tenant and the id are all in order, the key's scope
+# decides; otherwise the answer is a deny with every reason that applies.
+check(r, action) := scope_decision(r, list) if {
+	input.principal.type == "api_key"
+	action in actions[r.type]
+	object.get(r, "tenant_id", input.principal.tenant_id) == input.principal.tenant_id
+	is_string(r.id)
+	r.id != ""
+	list := concat("", [r.type, "_ids"])
+} else := {"allow": false, "reasons": sort(denials(r, action))}
+
+# scope_decision allows when the id is in the scope list, else when one of
+# the list's globs matches it, naming the entry either way.
+scope_decision(r, list) := {"allow": true, "reasons": [sprintf("%s %q matches %q in the key's %s", [r.type, r.id, r.id, list])]} if {
+	r.id in input.principal.scope[list]
+} else := {"allow": true, "reasons": [sprintf("%s %q matches %q in the key's %s", [r.type, r.id, matches[0], list])]} if {
+	matches := [e | some e in scope_globs[list]; glob.match(e, null, r.id)]
+} else := {"allow": false, "reasons": [sprintf("%s %q is not in the key's %s", [r.type, r.id, list])]}
+
+# scope_globs are the globs of each scope list, in order. Globs have no
+# delimiters: "*" spans any characters, "_" and "." included. An entry
+# without "*" matches only itself, so it is not a glob, and a list without
+# any "*" is not scanned.
+scope_globs[list] := [e | contains(concat(",", ids), "*"); some e in ids; contains(e, "*")] if {
+	some list, ids in input.principal.scope
+}
+
+# denials is every reason check does not allow, each the negation of one of
+# its conditions.
+denials(r, action) := ((principal_denials | resource_denials(r, action)) | tenant_denials(r)) | scope_denials(r)
+
+principal_denials := {"the request has no principal (an API key is required)"} if {
+	not is_object(principal)
+} else := {sprintf("principal type %s is not supported (supported: api_key)", [show(object.get(principal, "type", null))])} if {
+	object.get(principal, "type", null) != "api_key"
+} else := {"the principal has no tenant_id"} if {
+	object.get(principal, "tenant_id", null) == null
+} else := set()
+
+resource_denials(r, action) := {"the request has no resource"} if {
+	not is_object(r)
+} else := type_denials(object.get(r, "type", null), action) | id_denials(object.get(r, "id", null))
+
+type_denials(type, action) := {sprintf("resource type %s is not supported (supported: %s)", [show(type), concat(", ", sort(object.keys(actions)))])} if {
+	not actions[type]
+} else := {sprintf("action %s is not supported on %s (supported: %s)", [show(action), type, concat(", ", sort(actions[type]))])} if {
+	not action in actions[type]
+} else := set()
+
+id_denials(id) := {"the resource has no id"} if {
+	not is_string(id)
+} else := {"the resource has no id"} if {
+	id == ""
+} else := set()
+
+tenant_denials(r) := {"resource belongs to another tenant"} if {
+	is_object(principal)
+	is_object(r)
+	object.get(r, "tenant_id", object.get(principal, "tenant_id", null)) != object.get(principal, "tenant_id", null)
+} else := set()
+
+# scope_denials is the scope's reason, once the type is known and the id
+# present (the other reasons cover the rest).
+scope_denials(r) := {reason | some reason in d.reasons} if {
+	is_object(principal)
+	actions[r.type]
+	is_string(r.id)
+	r.id != ""
+	d := scope_decision(r, concat("", [r.type, "_ids"]))
+	not d.allow
+} else := set()
+
+# show quotes a string and prints any other value as Rego would.
+show(x) := sprintf("%q", [x]) if {
+	is_string(x)
+} else := sprintf("%v", [x])

@@ -1,0 +1,36 @@
+package policies_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/tester"
+)
+
+// TestRegoPolicies runs the Rego tests of ../opa-tests against these
+// policies, as `make opa-test` does, so `go test` alone covers them too.
+func TestRegoPolicies(t *testing.T) {
+	ctx := context.Background()
+	modules, store, err := tester.Load([]string{".", "../opa-tests"}, nil)
+	if err != nil {
+		t.Fatalf("load policies and tests: %v", err)
+	}
+	ch, err := tester.NewRunner().SetStore(store).SetModules(modules).RunTests(ctx, nil)
+	if err != nil {
+		t.Fatalf("run Rego tests: %v", err)
+	}
+	ran := 0
+	for r := range ch {
+		ran++
+		switch {
+		case r.Error != nil:
+			t.Errorf("%s.%s (%s): error: %v", r.Package, r.Name, r.Location, r.Error)
+		case r.Fail:
+			t.Errorf("%s.%s (%s): FAIL (details: go tool opa test --var-values policies opa-tests)", r.Package, r.Name, r.Location)
+		}
+	}
+	if ran == 0 {
+		t.Fatal("no Rego tests ran")
+	}
+	t.Logf("%d Rego tests ran", ran)
+}
