@@ -137,9 +137,13 @@ func validAction(a string) string {
 	}
 	for i := 0; i < len(a); i++ {
 		c := a[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
+		if !isLowerAlnum(c) && c != '_' && c != '.' && c != ':' && c != '-' {
 			return "may only contain a-z 0-9 _ . : -"
 		}
 	}
 	return ""
+}
+
+func isLowerAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9'
 }

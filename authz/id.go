@@ -51,10 +51,14 @@ func ValidID(s string) bool {
 				return false
 			}
 		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			if !isLowerHex(c) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+func isLowerHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f'
 }

@@ -84,7 +84,7 @@ func saneRequestID(id string) bool {
 	}
 	for i := 0; i < len(id); i++ {
 		ch := id[i]
-		if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '-' || ch == '_' || ch == '.') {
+		if !isAlnum(ch) && ch != '-' && ch != '_' && ch != '.' {
 			return false
 		}
 	}
@@ -125,4 +125,8 @@ func bearerToken(r *http.Request) string {
 		return strings.TrimSpace(h[len(prefix):])
 	}
 	return ""
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }

@@ -635,7 +635,7 @@ func TestUpdateKey(t *testing.T) {
 				})
 				switch {
 				case tt.wantErr != nil:
-					if err != tt.wantErr {
+					if !errors.Is(err, tt.wantErr) {
 						t.Fatalf("err = %v, want fn's error itself", err)
 					}
 				default:

@@ -102,7 +102,9 @@ func start(t *testing.T, dataDir, dbURL string, env ...string) *instance {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-inst.exited
+			if err := <-inst.exited; err != nil {
+				t.Logf("keygate killed at cleanup: %v", err)
+			}
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -10,7 +11,7 @@ import (
 	"github.com/keygate/keygate/storage"
 )
 
-func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	var cfg config
 	fs := newFlagSet("migrate", stderr)
 	cfg.bindCommon(fs)
@@ -43,7 +44,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() { err = errors.Join(err, db.Close()) }()
 	switch verb {
 	case "up":
 		if err := db.MigrateUp(ctx); err != nil {
