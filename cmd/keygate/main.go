@@ -15,6 +15,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/gin-gonic/gin"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -32,6 +34,8 @@ Run "keygate <command> -h" for a command's flags. Every flag has a KEYGATE_* env
 `
 
 func main() {
+	// gin's mode is process-wide; set it once, before any router exists.
+	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
