@@ -8,7 +8,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,11 +38,6 @@ type Engine struct {
 	observer Observer
 	terms    *inputTerms
 	policy   atomic.Pointer[preparedPolicy]
-
-	// principals caches each key's input term by key id (*cachedPrincipal):
-	// a key's scope is most of the input, and it changes rarely.
-	principals sync.Map
-	cached     atomic.Int64
 }
 
 // EngineOptions configures an Engine. A nil Observer observes nothing.
@@ -404,61 +398,19 @@ func newInputTerms() *inputTerms {
 	return t
 }
 
-// principalTerm returns the principal as an input term, from the cache when
-// the key's tenant, user and scope are unchanged since it was built.
+// principalTerm returns the principal as an input term, built once per
+// principal: a key's scope is most of the input, and a cached key's
+// principal serves every request made with it.
 func (e *Engine) principalTerm(p *Principal) *ast.Term {
 	if p == nil {
 		return ast.InternedNullTerm
 	}
-	if v, ok := e.principals.Load(p.KeyID); ok {
-		if c := v.(*cachedPrincipal); c.matches(p) {
-			return c.term
-		}
+	if t := p.input.Load(); t != nil {
+		return t
 	}
-	c := &cachedPrincipal{
-		tenantID: p.TenantID,
-		userID:   p.UserID,
-		scope: Scope{
-			AgentIDs:       slices.Clone(p.Scope.AgentIDs),
-			FlowIDs:        slices.Clone(p.Scope.FlowIDs),
-			MCPToolIDs:     slices.Clone(p.Scope.MCPToolIDs),
-			VectorStoreIDs: slices.Clone(p.Scope.VectorStoreIDs),
-		},
-		term: e.terms.principalTerm(p),
-	}
-	if p.KeyID == "" {
-		return c.term
-	}
-	if _, loaded := e.principals.Swap(p.KeyID, c); !loaded && e.cached.Add(1) > maxCachedPrincipals {
-		// Forget everything rather than track recency: refilling costs one
-		// build per active key.
-		e.principals.Clear()
-		e.cached.Store(0)
-	}
-	return c.term
-}
-
-// maxCachedPrincipals bounds the principal cache of an engine.
-const maxCachedPrincipals = 10_000
-
-// cachedPrincipal is a principal's input term and the fields it was built
-// from, copied, so a change to the key is never served a stale term.
-type cachedPrincipal struct {
-	tenantID, userID string
-	scope            Scope
-	term             *ast.Term
-}
-
-func (c *cachedPrincipal) matches(p *Principal) bool {
-	if c.tenantID != p.TenantID || c.userID != p.UserID {
-		return false
-	}
-	for _, rt := range ResourceTypes() {
-		if !slices.Equal(c.scope.IDs(rt), p.Scope.IDs(rt)) {
-			return false
-		}
-	}
-	return true
+	t := e.terms.principalTerm(p)
+	p.input.CompareAndSwap(nil, t)
+	return t
 }
 
 func (t *inputTerms) principalTerm(p *Principal) *ast.Term {

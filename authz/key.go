@@ -31,6 +31,10 @@ type APIKey struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	Hash       string     `json:"-"`
+
+	// principal is built once for a key snapshot the KeyCache shares, so
+	// its policy input is built once too; nil elsewhere.
+	principal *Principal
 }
 
 // Check returns nil for a key that may be used at now, else an *Error with
@@ -72,8 +76,16 @@ func (k *APIKey) MarkUsed(at time.Time) {
 	}
 }
 
-// Principal returns who the key speaks for.
+// Principal returns who the key speaks for. For a cached key it is the one
+// shared principal; callers must not change it.
 func (k *APIKey) Principal() *Principal {
+	if k.principal != nil {
+		return k.principal
+	}
+	return k.buildPrincipal()
+}
+
+func (k *APIKey) buildPrincipal() *Principal {
 	return &Principal{
 		KeyID:     k.ID,
 		KeyName:   k.Name,
@@ -135,6 +147,7 @@ func (k *APIKey) Apply(u APIKeyUpdate, now time.Time) []string {
 	}
 	if len(changed) > 0 {
 		k.UpdatedAt = now
+		k.principal = nil
 	}
 	return changed
 }

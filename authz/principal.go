@@ -3,7 +3,10 @@ package authz
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // PrincipalTypeAPIKey is the only principal type today: a request made with
@@ -19,6 +22,10 @@ type Principal struct {
 	UserID    string     `json:"user_id"`
 	Scope     Scope      `json:"permission_scope"`
 	ExpiresAt *time.Time `json:"expires_at"`
+
+	// input is the principal as a Rego input term, built by the Engine on
+	// first use; a principal is shared and immutable once built.
+	input atomic.Pointer[ast.Term]
 }
 
 // Roles the management policy gives meaning to.

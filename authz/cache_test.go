@@ -1,0 +1,270 @@
+package authz_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// lookupStore is a KeyLookup over a map, counting queries; gate, when set,
+// holds every query until it is closed.
+type lookupStore struct {
+	mu    sync.Mutex
+	keys  map[string]authz.APIKey // hash → key
+	calls atomic.Int64
+	gate  chan struct{}
+	down  bool
+}
+
+func (s *lookupStore) KeyByHash(_ context.Context, hash string) (*authz.APIKey, error) {
+	s.calls.Add(1)
+	if s.gate != nil {
+		<-s.gate
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return nil, errors.New("connection refused")
+	}
+	k, ok := s.keys[hash]
+	if !ok {
+		return nil, authz.Errorf(authz.ENOTFOUND, "no key")
+	}
+	return &k, nil // a fresh copy, as a store returns
+}
+
+func (s *lookupStore) put(k authz.APIKey) {
+	s.mu.Lock()
+	s.keys[k.Hash] = k
+	s.mu.Unlock()
+}
+
+func newLookupStore(n int) *lookupStore {
+	s := &lookupStore{keys: map[string]authz.APIKey{}}
+	for i := range n {
+		s.put(authz.APIKey{ID: fmt.Sprintf("k%d", i), Hash: fmt.Sprintf("h%d", i), TenantID: fmt.Sprintf("t%d", i%2), UserID: fmt.Sprintf("u%d", i%4), Enabled: true})
+	}
+	return s
+}
+
+type testClock struct{ now atomic.Int64 }
+
+func (c *testClock) Now() time.Time          { return time.Unix(0, c.now.Load()) }
+func (c *testClock) Advance(d time.Duration) { c.now.Add(int64(d)) }
+
+func newTestCache(store authz.KeyLookup, opts authz.KeyCacheOptions) (*authz.KeyCache, *testClock) {
+	clk := &testClock{}
+	clk.now.Store(fixedTime.UnixNano())
+	opts.Now = clk.Now
+	return authz.NewKeyCache(store, opts), clk
+}
+
+func TestKeyCacheHitsAndTTL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := newLookupStore(1)
+	c, clk := newTestCache(store, authz.KeyCacheOptions{TTL: time.Minute})
+	first, err := c.KeyByHash(ctx, "h0")
+	if err != nil || first.ID != "k0" {
+		t.Fatalf("first lookup: %v %v", first, err)
+	}
+	for range 10 {
+		k, err := c.KeyByHash(ctx, "h0")
+		if err != nil || k != first {
+			t.Fatal("a hit must return the cached snapshot")
+		}
+	}
+	if first.Principal() != first.Principal() {
+		t.Fatal("a cached key must share one principal")
+	}
+	if n := store.calls.Load(); n != 1 {
+		t.Fatalf("%d queries, want 1", n)
+	}
+	clk.Advance(time.Minute)
+	if _, err := c.KeyByHash(ctx, "h0"); err != nil || store.calls.Load() != 2 {
+		t.Fatalf("after the TTL the key must be looked up again (queries %d)", store.calls.Load())
+	}
+	st := c.Stats()
+	if st.Hits != 10 || st.Misses != 2 || st.Entries != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestKeyCacheNegative(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := newLookupStore(0)
+	c, clk := newTestCache(store, authz.KeyCacheOptions{NegativeTTL: 5 * time.Second})
+	for range 100 {
+		if _, err := c.KeyByHash(ctx, "random"); authz.ErrorCode(err) != authz.ENOTFOUND {
+			t.Fatalf("unknown hash: %v", err)
+		}
+	}
+	if n := store.calls.Load(); n != 1 {
+		t.Fatalf("100 lookups of one unknown hash made %d queries, want 1", n)
+	}
+	clk.Advance(5 * time.Second)
+	store.put(authz.APIKey{ID: "k", Hash: "random", Enabled: true})
+	if k, err := c.KeyByHash(ctx, "random"); err != nil || k.ID != "k" {
+		t.Fatalf("after the negative TTL: %v %v", k, err)
+	}
+}
+
+func TestKeyCacheBounds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := newLookupStore(2000)
+	c, _ := newTestCache(store, authz.KeyCacheOptions{MaxEntries: 160, NegativeMaxEntries: 32})
+	for i := range 2000 {
+		if _, err := c.KeyByHash(ctx, fmt.Sprintf("h%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.KeyByHash(ctx, fmt.Sprintf("nope%d", i))
+	}
+	st := c.Stats()
+	// Each of 16 shards holds MaxEntries/16+1.
+	if st.Entries > 160+16 || st.Entries < 100 || st.NegativeEntries > 32+16 {
+		t.Fatalf("sizes %+v exceed the bounds", st)
+	}
+	// The most recent key is still cached; the oldest is not.
+	before := store.calls.Load()
+	if _, err := c.KeyByHash(ctx, "h1999"); err != nil || store.calls.Load() != before {
+		t.Fatal("the most recently used key was evicted")
+	}
+	if _, err := c.KeyByHash(ctx, "h0"); err != nil || store.calls.Load() != before+1 {
+		t.Fatal("the least recently used key was kept")
+	}
+}
+
+func TestKeyCacheConcurrentMissesShareOneQuery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := newLookupStore(1)
+	store.gate = make(chan struct{})
+	c, _ := newTestCache(store, authz.KeyCacheOptions{})
+	var wg sync.WaitGroup
+	results := make(chan *authz.APIKey, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := c.KeyByHash(ctx, "h0")
+			if err != nil {
+				t.Error(err)
+			}
+			results <- k
+		}()
+	}
+	// Let the waiters pile up behind the first query, then release it.
+	for c.Stats().Misses < 50 {
+		time.Sleep(time.Millisecond)
+	}
+	close(store.gate)
+	wg.Wait()
+	close(results)
+	var first *authz.APIKey
+	for k := range results {
+		if first == nil {
+			first = k
+		}
+		if k != first {
+			t.Fatal("waiters got different snapshots")
+		}
+	}
+	if n := store.calls.Load(); n != 1 {
+		t.Fatalf("50 concurrent misses made %d queries, want 1", n)
+	}
+}
+
+func TestKeyCacheInvalidation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tests := []struct {
+		note   string
+		change authz.KeyChange
+		gone   []string // hashes that must be looked up again
+		kept   []string
+	}{
+		{"by hash", authz.KeyChange{Hash: "h1"}, []string{"h1"}, []string{"h0", "h2", "h3"}},
+		{"by key id, as other instances send", authz.KeyChange{KeyID: "k2"}, []string{"h2"}, []string{"h0", "h1", "h3"}},
+		{"a user's keys", authz.KeyChange{TenantID: "t1", UserID: "u1"}, []string{"h1"}, []string{"h0", "h2", "h3"}},
+		{"a tenant's keys", authz.KeyChange{TenantID: "t0"}, []string{"h0", "h2"}, []string{"h1", "h3"}},
+		{"everything", authz.KeyChange{}, []string{"h0", "h1", "h2", "h3"}, nil},
+	}
+	for _, tc := range tests {
+		store := newLookupStore(4)
+		c, _ := newTestCache(store, authz.KeyCacheOptions{})
+		for i := range 4 {
+			if _, err := c.KeyByHash(ctx, fmt.Sprintf("h%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Invalidate(tc.change)
+		for _, h := range tc.kept {
+			before := store.calls.Load()
+			if _, _ = c.KeyByHash(ctx, h); store.calls.Load() != before {
+				t.Errorf("%s: %s was dropped", tc.note, h)
+			}
+		}
+		for _, h := range tc.gone {
+			before := store.calls.Load()
+			if _, _ = c.KeyByHash(ctx, h); store.calls.Load() != before+1 {
+				t.Errorf("%s: %s was kept", tc.note, h)
+			}
+		}
+	}
+}
+
+// TestKeyCacheInvalidationDuringLoad: a load that read the store before an
+// invalidation must not put its stale result in the cache.
+func TestKeyCacheInvalidationDuringLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := newLookupStore(1)
+	store.gate = make(chan struct{})
+	c, _ := newTestCache(store, authz.KeyCacheOptions{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.KeyByHash(ctx, "h0")
+	}()
+	for store.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.Invalidate(authz.KeyChange{Hash: "h0"})
+	close(store.gate)
+	<-done
+	if c.Stats().Entries != 0 {
+		t.Fatal("a load overtaken by an invalidation was cached")
+	}
+}
+
+func TestKeyCacheStoreDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := newLookupStore(2)
+	c, clk := newTestCache(store, authz.KeyCacheOptions{TTL: time.Minute})
+	if _, err := c.KeyByHash(ctx, "h0"); err != nil {
+		t.Fatal(err)
+	}
+	store.down = true
+	if _, err := c.KeyByHash(ctx, "h0"); err != nil {
+		t.Fatalf("a cached key must keep working while the store is down: %v", err)
+	}
+	if _, err := c.KeyByHash(ctx, "h1"); err == nil || authz.ErrorCode(err) == authz.ENOTFOUND {
+		t.Fatalf("an uncached key with the store down must fail, not be unknown: %v", err)
+	}
+	if _, err := c.KeyByHash(ctx, "h1"); store.calls.Load() != 3 || err == nil {
+		t.Fatal("a failed lookup must not be cached, neither way")
+	}
+	clk.Advance(time.Minute)
+	if _, err := c.KeyByHash(ctx, "h0"); err == nil {
+		t.Fatal("after its TTL a cached key must not outlive the store")
+	}
+}

@@ -1,0 +1,168 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/storage/storagetest"
+)
+
+// feedRecorder collects what a KeyChangeFeed delivers.
+type feedRecorder struct {
+	mu      sync.Mutex
+	changes []authz.KeyChange
+	resyncs int
+}
+
+func (r *feedRecorder) snapshot() ([]authz.KeyChange, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.changes), r.resyncs
+}
+
+func (r *feedRecorder) reset() {
+	r.mu.Lock()
+	r.changes = nil
+	r.mu.Unlock()
+}
+
+// waitFor polls cond; the feed is asynchronous by nature.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func startFeed(t *testing.T, db *storage.DB) (*storage.KeyChangeFeed, *feedRecorder) {
+	t.Helper()
+	rec := &feedRecorder{}
+	feed := storage.NewKeyChangeFeed(db, storage.KeyChangeFeedOptions{
+		Heartbeat: 200 * time.Millisecond,
+		OnChange: func(ch authz.KeyChange) {
+			rec.mu.Lock()
+			rec.changes = append(rec.changes, ch)
+			rec.mu.Unlock()
+		},
+		OnResync: func() {
+			rec.mu.Lock()
+			rec.resyncs++
+			rec.mu.Unlock()
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); feed.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "the feed to listen", feed.Connected)
+	return feed, rec
+}
+
+func TestKeyChangeFeed(t *testing.T) {
+	t.Parallel()
+	if storage.NewKeyChangeFeed(storagetest.MustOpenSQLite(t), storage.KeyChangeFeedOptions{}) != nil {
+		t.Fatal("SQLite has no feed")
+	}
+	db := storagetest.MustOpenPostgres(t)
+	ks := storage.NewKeyStore(db)
+	ctx := context.Background()
+	_, rec := startFeed(t, db)
+
+	a := mustCreate(t, ks, newKey(t, "t1", "u1", "a", at(0)))
+	b := mustCreate(t, ks, newKey(t, "t1", "u2", "b", at(0)))
+	c := mustCreate(t, ks, newKey(t, "t2", "u1", "c", at(0)))
+	ids := func() []string {
+		changes, _ := rec.snapshot()
+		var out []string
+		for _, ch := range changes {
+			out = append(out, ch.KeyID)
+		}
+		slices.Sort(out)
+		return out
+	}
+
+	// last_used_at alone is not a change anyone must hear of.
+	if err := ks.TouchKeys(ctx, map[string]time.Time{a.ID: at(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.UpdateKey(ctx, "t1", a.ID, func(k *authz.APIKey) ([]string, []authz.AuditEvent, error) {
+		return []string{"enabled"}, nil, func() error { k.Disable(); return nil }()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the update", func() bool { return len(ids()) == 1 })
+	if got := ids(); got[0] != a.ID {
+		t.Fatalf("update: %v, want only %s (a touch is not a change)", got, a.ID)
+	}
+
+	rec.reset()
+	if err := ks.DeleteKey(ctx, "t1", b.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the delete", func() bool { return len(ids()) == 1 })
+	if got := ids(); got[0] != b.ID {
+		t.Fatalf("delete: %v", got)
+	}
+
+	rec.reset()
+	if _, err := ks.DeleteTenant(ctx, "t1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the cascade", func() bool { return len(ids()) == 1 })
+	if got := ids(); got[0] != a.ID {
+		t.Fatalf("tenant cascade: %v, want %s", got, a.ID)
+	}
+	_ = c
+
+	// Past 1000 keys in one statement, one message asks for a purge.
+	rec.reset()
+	for i := range 1001 {
+		mustCreate(t, ks, newKey(t, "big", fmt.Sprintf("u%d", i%3), fmt.Sprintf("k%d", i), at(0)))
+	}
+	if _, err := ks.DeleteTenant(ctx, "big"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the purge message", func() bool {
+		changes, _ := rec.snapshot()
+		return slices.Contains(changes, authz.KeyChange{})
+	})
+}
+
+// TestKeyChangeFeedReconnects kills the listening connection: the feed must
+// come back and ask for a resync, and then deliver changes again.
+func TestKeyChangeFeedReconnects(t *testing.T) {
+	t.Parallel()
+	db := storagetest.MustOpenPostgres(t)
+	ks := storage.NewKeyStore(db)
+	ctx := context.Background()
+	feed, rec := startFeed(t, db)
+	if _, n := rec.snapshot(); n != 1 {
+		t.Fatalf("%d resyncs at start, want 1", n)
+	}
+	if _, err := db.Bun().ExecContext(ctx,
+		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the feed to reconnect", func() bool {
+		_, n := rec.snapshot()
+		return n >= 2 && feed.Connected()
+	})
+	k := mustCreate(t, ks, newKey(t, "t1", "u1", "a", at(0)))
+	if err := ks.DeleteKey(ctx, "t1", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a change after reconnecting", func() bool {
+		changes, _ := rec.snapshot()
+		return slices.Contains(changes, authz.KeyChange{KeyID: k.ID})
+	})
+}
