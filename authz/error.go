@@ -1,8 +1,11 @@
 package authz
 
 import (
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net"
 )
 
 // Error codes. Each maps to exactly one HTTP status in server.ErrorStatus; the
@@ -57,8 +60,9 @@ func Invalid(fields ...FieldError) *Error {
 	return &Error{Code: EINVALID, Message: msg, Fields: fields}
 }
 
-// ErrorCode returns the code of an *Error in err's chain, EINTERNAL for any
-// other non-nil error and "" for nil.
+// ErrorCode returns the code of an *Error in err's chain, EUNAVAILABLE for a
+// lost connection (a network error or a connection the database driver
+// gave up on), EINTERNAL for any other non-nil error and "" for nil.
 func ErrorCode(err error) string {
 	if err == nil {
 		return ""
@@ -66,6 +70,10 @@ func ErrorCode(err error) string {
 	var e *Error
 	if errors.As(err, &e) && e.Code != "" {
 		return e.Code
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+		return EUNAVAILABLE
 	}
 	return EINTERNAL
 }
@@ -79,6 +87,9 @@ func ErrorMessage(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Message
+	}
+	if ErrorCode(err) == EUNAVAILABLE {
+		return "a dependency is unavailable; try again"
 	}
 	return "internal error"
 }

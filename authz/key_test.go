@@ -1,7 +1,9 @@
 package authz_test
 
 import (
+	"database/sql/driver"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -154,7 +156,9 @@ func TestErrorHelpers(t *testing.T) {
 		{"nil", nil, "", "", 0},
 		{"domain error", authz.Errorf(authz.ENOTFOUND, "key %s not found", "k1"), authz.ENOTFOUND, "key k1 not found", 0},
 		{"wrapped domain error", fmtWrap(authz.Errorf(authz.ECONFLICT, "taken")), authz.ECONFLICT, "taken", 0},
-		{"plain error hides its text", errors.New("pq: connection refused at 10.0.0.3"), authz.EINTERNAL, "internal error", 0},
+		{"plain error hides its text", errors.New("pq: syntax error at 10.0.0.3"), authz.EINTERNAL, "internal error", 0},
+		{"a lost connection is unavailable", fmtWrap(&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
+		{"a bad driver connection is unavailable", fmtWrap(driver.ErrBadConn), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
 		{"invalid with fields", authz.Invalid(authz.FieldError{Field: "a", Message: "bad"}, authz.FieldError{Field: "b", Message: "bad"}), authz.EINVALID, "the request has invalid fields", 2},
 		{"invalid with one field names it", authz.Invalid(authz.FieldError{Field: "name", Message: "is required"}), authz.EINVALID, "name: is required", 1},
 	}

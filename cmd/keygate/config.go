@@ -33,6 +33,9 @@ type config struct {
 	ShutdownTimeout time.Duration
 	AuditBuffer     int
 	FlushInterval   time.Duration
+	KeyCacheSize    int
+	KeyCacheTTL     time.Duration
+	NegativeTTL     time.Duration
 
 	// envErrs collects environment values that do not parse; start-up
 	// refuses to go on with any.
@@ -68,6 +71,9 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("KEYGATE_TRUSTED_PROXIES", ""), "comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed (KEYGATE_TRUSTED_PROXIES)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration("KEYGATE_SHUTDOWN_TIMEOUT", 30*time.Second), "how long shutdown waits for requests in flight (KEYGATE_SHUTDOWN_TIMEOUT)")
 	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.envInt("KEYGATE_AUDIT_BUFFER", 10000), "audit events queued before new ones are dropped (KEYGATE_AUDIT_BUFFER)")
+	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.envInt("KEYGATE_KEY_CACHE_SIZE", 100_000), "API keys cached per instance, least recently used out (KEYGATE_KEY_CACHE_SIZE)")
+	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", c.envDuration("KEYGATE_KEY_CACHE_TTL", 30*time.Second), "longest a cached key is trusted without a lookup (KEYGATE_KEY_CACHE_TTL)")
+	fs.DurationVar(&c.NegativeTTL, "negative-cache-ttl", c.envDuration("KEYGATE_NEGATIVE_CACHE_TTL", 5*time.Second), "how long an unknown token stays unknown without a lookup (KEYGATE_NEGATIVE_CACHE_TTL)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", time.Second), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 }
 
@@ -77,6 +83,12 @@ func (c *config) validate(serve bool) error {
 	errs := c.envErrs
 	if serve && c.AuditBuffer < 1 {
 		errs = append(errs, fmt.Errorf("audit buffer must be at least 1, got %d", c.AuditBuffer))
+	}
+	if serve && c.KeyCacheSize < 1 {
+		errs = append(errs, fmt.Errorf("key cache size must be at least 1, got %d", c.KeyCacheSize))
+	}
+	if serve && (c.KeyCacheTTL <= 0 || c.NegativeTTL <= 0) {
+		errs = append(errs, errors.New("cache TTLs must be positive"))
 	}
 	if serve && c.FlushInterval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("flush interval must be at least 10ms, got %s", c.FlushInterval))

@@ -85,13 +85,14 @@ func freePort(t *testing.T) int {
 }
 
 // start runs keygate serve on a free port with dbURL ("" for the embedded
-// SQLite default) and waits until it is ready.
-func start(t *testing.T, dataDir, dbURL string, env ...string) *instance {
+// SQLite default) and waits until it is ready. settings are KEYGATE_*
+// environment entries, which override the test defaults.
+func start(t *testing.T, dataDir, dbURL string, settings ...string) *instance {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cmd := exec.Command(binary, "serve", "--addr", addr, "--data-dir", dataDir, "--flush-interval", "50ms")
-	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_LOG_FORMAT=json")
-	cmd.Env = append(cmd.Env, env...)
+	cmd := exec.Command(binary, "serve", "--addr", addr, "--data-dir", dataDir)
+	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_LOG_FORMAT=json", "KEYGATE_FLUSH_INTERVAL=50ms")
+	cmd.Env = append(cmd.Env, settings...)
 	inst := &instance{t: t, cmd: cmd, base: "http://" + addr, dataDir: dataDir, dbURL: dbURL,
 		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = inst.stdout, inst.stderr

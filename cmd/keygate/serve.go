@@ -87,17 +87,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	auditWriter := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{
 		Buffer: cfg.AuditBuffer, Interval: cfg.FlushInterval, Logger: logger})
 	usageWriter := authz.NewUsageWriter(keyStore, cfg.FlushInterval, logger)
+	keyCache := authz.NewKeyCache(keyLookupStore{keyStore}, authz.KeyCacheOptions{
+		MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL, NegativeTTL: cfg.NegativeTTL})
+	startKeyChangeFeed(ctx, db, keyCache, logger)
 	svc := &authz.KeyService{
 		Store:    keyStore,
 		AuditLog: auditStore,
 		Policy:   engine,
+		Lookup:   keyCache,
+		Notifier: keyCache,
 		Events:   auditWriter,
 		Usage:    usageWriter,
 	}
 	srv, err := server.New(server.Config{
 		Keys:           svc,
 		JWT:            verifier,
-		Ready:          db.Ping,
+		Ready:          readiness(db),
 		Logger:         logger,
 		TrustedProxies: cfg.trustedProxies(),
 		TracerProvider: tel.tracerProvider,

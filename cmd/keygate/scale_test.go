@@ -1,0 +1,263 @@
+package main_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/storage/storagetest"
+)
+
+// TestRevocationReachesEveryInstance runs two instances on one Postgres
+// database, disables a key on one and measures how long the other keeps
+// allowing it, over 100 revocations.
+func TestRevocationReachesEveryInstance(t *testing.T) {
+	t.Parallel()
+	dbURL := storagetest.PostgresURL(t)
+	secret := "KEYGATE_JWT_SECRET=revocation-test-secret-of-32-bytes!!"
+	a := start(t, t.TempDir(), dbURL, secret)
+	b := start(t, t.TempDir(), dbURL, secret)
+	admin := a.cli("token", "--tenant", "t1", "--user", "ops", "--role", "admin", "--jwt-secret", "revocation-test-secret-of-32-bytes!!")
+	admin = admin[:len(admin)-1]
+	key := a.call("POST", "/api/v1/api-keys", admin, map[string]any{"name": "revoked", "permission_scope": map[string]any{"flow_ids": []string{"f1"}}})
+	want(t, "create", key, 201, "")
+	id, token := key.body["id"].(string), key.body["token"].(string)
+
+	const rounds = 100
+	lags := make([]time.Duration, 0, rounds)
+	for range rounds {
+		// B holds the key, enabled, in its cache.
+		waitFor(t, "B to allow the key", 5*time.Second, func() bool {
+			return b.check(token, "flow", "f1", "read").body["code"] == "ALLOWED"
+		})
+		want(t, "disable on A", a.call("PATCH", "/api/v1/api-keys/"+id, admin, map[string]any{"enabled": false}), 200, "")
+		disabled := time.Now()
+		for b.check(token, "flow", "f1", "read").body["code"] == "ALLOWED" {
+			if time.Since(disabled) > 5*time.Second {
+				t.Fatal("B still allows the key 5s after it was disabled on A")
+			}
+		}
+		lags = append(lags, time.Since(disabled))
+		want(t, "enable on A", a.call("PATCH", "/api/v1/api-keys/"+id, admin, map[string]any{"enabled": true}), 200, "")
+	}
+	slices.Sort(lags)
+	p50, p99, worst := lags[rounds/2], lags[rounds*99/100-1], lags[rounds-1]
+	t.Logf("revocation reached the other instance: p50 %s, p99 %s, max %s over %d revocations", p50, p99, worst, rounds)
+	if worst >= time.Second {
+		t.Fatalf("a revocation took %s to reach the other instance; the bound is 1s", worst)
+	}
+	a.stop()
+	b.stop()
+}
+
+// TestNoWritesOnTheRequestPath: with the flush interval far away, N allowed
+// and N refused decisions leave the database untouched until a graceful
+// stop writes every audit event and the newest last_used_at.
+func TestNoWritesOnTheRequestPath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		note  string
+		dbURL func(t *testing.T) string
+	}{
+		{"sqlite", func(*testing.T) string { return "" }},
+		{"postgres", func(t *testing.T) string { return storagetest.PostgresURL(t) }},
+	} {
+		t.Run(tc.note, func(t *testing.T) {
+			t.Parallel()
+			const n = 200
+			dataDir := t.TempDir()
+			k := start(t, dataDir, tc.dbURL(t), "KEYGATE_FLUSH_INTERVAL=1h")
+			admin := k.devToken()
+			key := k.call("POST", "/api/v1/api-keys", admin, map[string]any{"name": "busy", "permission_scope": map[string]any{"flow_ids": []string{"f1"}}})
+			want(t, "create", key, 201, "")
+			id, token := key.body["id"].(string), key.body["token"].(string)
+
+			// A refused decision is a use of the key too: the last use is
+			// the last request.
+			var lastBefore, lastAfter time.Time
+			for i := range n {
+				want(t, "allowed", k.check(token, "flow", "f1", "read"), 200, "ALLOWED")
+				if i == n-1 {
+					lastBefore = time.Now()
+				}
+				want(t, "refused", k.check(token, "flow", "f2", "read"), 200, "DENIED")
+			}
+			lastAfter = time.Now()
+
+			db := openInstanceDB(t, k)
+			ctx := context.Background()
+			store := storage.NewKeyStore(db)
+			got, err := store.FindKeyByID(ctx, "default", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			denied := countAudit(t, db, authz.AuditAuthzDenied)
+			if got.LastUsedAt != nil || denied != 0 {
+				t.Fatalf("the request path wrote to the database: last_used_at %v, %d denial events", got.LastUsedAt, denied)
+			}
+
+			k.stop()
+			got, err = store.FindKeyByID(ctx, "default", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if denied := countAudit(t, db, authz.AuditAuthzDenied); denied != n {
+				t.Fatalf("%d denial events after a graceful stop, want %d", denied, n)
+			}
+			if got.LastUsedAt == nil || got.LastUsedAt.Before(lastBefore.Truncate(time.Microsecond)) || got.LastUsedAt.After(lastAfter) {
+				t.Fatalf("last_used_at %v, want the last request's time, between %v and %v", got.LastUsedAt, lastBefore, lastAfter)
+			}
+		})
+	}
+}
+
+// TestDatabaseOutage cuts keygate off from Postgres: readyz says so, a key
+// already cached keeps working, anything else fails closed with 503, and
+// all is well once the database is back.
+func TestDatabaseOutage(t *testing.T) {
+	t.Parallel()
+	target := storagetest.PostgresURL(t)
+	proxy := newTCPProxy(t, "127.0.0.1:5432")
+	dbURL := replaceHost(t, target, proxy.addr)
+	k := start(t, t.TempDir(), dbURL)
+	admin := k.devToken()
+	mk := func(name string) string {
+		res := k.call("POST", "/api/v1/api-keys", admin, map[string]any{"name": name, "permission_scope": map[string]any{"flow_ids": []string{"f1"}}})
+		want(t, "create "+name, res, 201, "")
+		return res.body["token"].(string)
+	}
+	cached, uncached := mk("cached"), mk("uncached")
+	want(t, "warm the cache", k.check(cached, "flow", "f1", "read"), 200, "ALLOWED")
+
+	proxy.cut()
+	want(t, "readyz with the database gone", k.call("GET", "/readyz", "", nil), 503, "")
+	want(t, "a cached key keeps working", k.check(cached, "flow", "f1", "read"), 200, "ALLOWED")
+	res := k.call("POST", "/v1/authorize", "", map[string]any{"api_key": uncached, "resource": map[string]any{"type": "flow", "id": "f1"}, "action": "read"})
+	want(t, "an uncached key fails closed", res, 503, "unavailable")
+	want(t, "management fails closed", k.call("GET", "/api/v1/api-keys", admin, nil), 503, "unavailable")
+
+	proxy.restore()
+	waitFor(t, "readyz after the database is back", 20*time.Second, func() bool {
+		return k.call("GET", "/readyz", "", nil).status == 200
+	})
+	waitFor(t, "the uncached key to work again", 20*time.Second, func() bool {
+		return k.check(uncached, "flow", "f1", "read").body["code"] == "ALLOWED"
+	})
+	k.stop()
+}
+
+func openInstanceDB(t *testing.T, k *instance) *storage.DB {
+	t.Helper()
+	dbURL := k.dbURL
+	if dbURL == "" {
+		dbURL = "sqlite:" + filepath.Join(k.dataDir, "keygate.db")
+	}
+	db, err := storage.Open(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func countAudit(t *testing.T, db *storage.DB, action string) int {
+	t.Helper()
+	n, err := db.Bun().NewSelect().Table("audit_events").Where("action = ?", action).Count(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(n)
+}
+
+// tcpProxy forwards a loopback port to a target and can cut every
+// connection, standing in for a database that goes away.
+type tcpProxy struct {
+	t      *testing.T
+	addr   string
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	p := &tcpProxy{t: t, target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *tcpProxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		}
+	}()
+}
+
+// cut closes the listener and every connection.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// restore listens on the same address again.
+func (p *tcpProxy) restore() {
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			p.serve(ln)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.t.Fatalf("proxy cannot listen on %s again: %v", p.addr, err)
+}
+
+func replaceHost(t *testing.T, rawURL, hostport string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = hostport
+	return u.String()
+}
