@@ -106,6 +106,9 @@ type ManagementInput struct {
 // with the outcome.
 type Observer interface {
 	StartEvaluation(ctx context.Context, query string, checks int) (context.Context, func(allowed int, err error))
+	// CachedDecisions counts answers given from the decision cache, with
+	// no evaluation.
+	CachedDecisions(ctx context.Context, query string, checks, allowed int)
 }
 
 // NopObserver observes nothing.
@@ -115,6 +118,9 @@ type NopObserver struct{}
 func (NopObserver) StartEvaluation(ctx context.Context, _ string, _ int) (context.Context, func(int, error)) {
 	return ctx, func(int, error) {}
 }
+
+// CachedDecisions implements Observer.
+func (NopObserver) CachedDecisions(context.Context, string, int, int) {}
 
 func validPrintable(s string, maxLen int) string {
 	if s == "" || len(s) > maxLen {

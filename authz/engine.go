@@ -35,14 +35,18 @@ const ReasonNoDecision = "the policy produced no decision"
 // only Eval, and a reload swaps the prepared set atomically (atomic.Pointer),
 // so in-flight evaluations finish on the set they started with.
 type Engine struct {
-	observer Observer
-	terms    *inputTerms
-	policy   atomic.Pointer[preparedPolicy]
+	observer  Observer
+	terms     *inputTerms
+	policy    atomic.Pointer[preparedPolicy]
+	loads     atomic.Uint64
+	decisions *decisionCache // nil: no decision cache
 }
 
-// EngineOptions configures an Engine. A nil Observer observes nothing.
+// EngineOptions configures an Engine. A nil Observer observes nothing;
+// DecisionCacheSize bounds the answers remembered for a pure policy (0: none).
 type EngineOptions struct {
-	Observer Observer
+	Observer          Observer
+	DecisionCacheSize int
 }
 
 // preparedPolicy is one compiled policy load; it is never changed after
@@ -51,11 +55,14 @@ type preparedPolicy struct {
 	decision   rego.PreparedEvalQuery
 	decisions  rego.PreparedEvalQuery
 	management rego.PreparedEvalQuery
+	gen        uint64 // tells this load's cached answers from older ones'
+	pure       bool   // answers depend on principal, resource and action only
+	impurity   string // why not, when not
 }
 
 // NewEngine returns an engine serving modules (file name → Rego source).
 func NewEngine(ctx context.Context, modules map[string]string, opts EngineOptions) (*Engine, error) {
-	e := &Engine{observer: opts.Observer, terms: newInputTerms()}
+	e := &Engine{observer: opts.Observer, terms: newInputTerms(), decisions: newDecisionCache(opts.DecisionCacheSize)}
 	if e.observer == nil {
 		e.observer = NopObserver{}
 	}
@@ -93,7 +100,8 @@ func (e *Engine) Load(ctx context.Context, modules map[string]string) error {
 
 	// The policies read no data; one empty store serves all three queries.
 	store := inmem.New()
-	p := &preparedPolicy{}
+	p := &preparedPolicy{gen: e.loads.Add(1)}
+	p.pure, p.impurity = policyPurity(parsed)
 	for _, pq := range []struct {
 		query string
 		dst   *rego.PreparedEvalQuery
@@ -117,6 +125,20 @@ func (e *Engine) Load(ctx context.Context, modules map[string]string) error {
 	return nil
 }
 
+// DecisionCaching reports whether answers of the loaded policy are cached,
+// and when they are not although a cache is configured, why (the policy
+// reads the request's time, say).
+func (e *Engine) DecisionCaching() (bool, string) {
+	p := e.policy.Load()
+	switch {
+	case e.decisions == nil:
+		return false, "the decision cache is off"
+	case !p.pure:
+		return false, "the policy is not a function of principal, resource and action: " + p.impurity
+	}
+	return true, ""
+}
+
 // keepTerm hands results back as AST terms, skipping OPA's conversion to
 // JSON-like Go values; toDecision reads them directly.
 func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
@@ -124,6 +146,16 @@ func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
 // Decide evaluates data.keygate.authz.decision for one check. A nil
 // principal is passed as absent, which the policy denies.
 func (e *Engine) Decide(ctx context.Context, p *Principal, r Resource, action string, dc DecisionContext) (Decision, error) {
+	pol := e.policy.Load()
+	cache := e.cacheFor(pol, p)
+	var key decisionKey
+	if cache != nil {
+		key = decisionKey{principal: p, gen: pol.gen, rtype: r.Type, id: r.ID, tenant: r.TenantID, action: action}
+		if d, ok := cache.get(key); ok {
+			e.observer.CachedDecisions(ctx, QueryDecision, 1, boolCount(d.Allow))
+			return d, nil
+		}
+	}
 	ctx, done := e.observer.StartEvaluation(ctx, QueryDecision, 1)
 	t := e.terms
 	input := ast.NewObject(
@@ -132,9 +164,21 @@ func (e *Engine) Decide(ctx context.Context, p *Principal, r Resource, action st
 		[2]*ast.Term{t.action, ast.StringTerm(action)},
 		[2]*ast.Term{t.context, t.contextTerm(dc)},
 	)
-	d, err := e.decide(ctx, e.policy.Load().decision, input)
+	d, err := e.decide(ctx, pol.decision, input)
 	done(boolCount(d.Allow), err)
+	if err == nil && cache != nil {
+		cache.put(key, d)
+	}
 	return d, err
+}
+
+// cacheFor returns the decision cache when answers for p under pol may be
+// cached: a pure policy and a principal that names its key.
+func (e *Engine) cacheFor(pol *preparedPolicy, p *Principal) *decisionCache {
+	if e.decisions == nil || !pol.pure || p == nil || p.KeyID == "" {
+		return nil
+	}
+	return e.decisions
 }
 
 func (e *Engine) decide(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (Decision, error) {
@@ -148,14 +192,45 @@ func (e *Engine) decide(ctx context.Context, pq rego.PreparedEvalQuery, input as
 	return e.terms.toDecision(v)
 }
 
-// DecideBatch evaluates data.keygate.authz.decisions once for all checks and
-// returns one decision per check, in order, or an error.
+// DecideBatch answers every check in order: cached answers from the cache,
+// the rest in one evaluation of data.keygate.authz.decisions.
 func (e *Engine) DecideBatch(ctx context.Context, p *Principal, checks []Check, dc DecisionContext) ([]Decision, error) {
-	ctx, done := e.observer.StartEvaluation(ctx, QueryDecisions, len(checks))
+	pol := e.policy.Load()
+	cache := e.cacheFor(pol, p)
+	out := make([]Decision, len(checks))
+	missing := make([]int, 0, len(checks))
+	var keys []decisionKey
+	if cache != nil {
+		keys = make([]decisionKey, len(checks))
+		hits, allowed := 0, 0
+		for i, c := range checks {
+			keys[i] = decisionKey{principal: p, gen: pol.gen, rtype: c.Resource.Type, id: c.Resource.ID, tenant: c.Resource.TenantID, action: c.Action}
+			if d, ok := cache.get(keys[i]); ok {
+				out[i] = d
+				hits++
+				allowed += boolCount(d.Allow)
+				continue
+			}
+			missing = append(missing, i)
+		}
+		if hits > 0 {
+			e.observer.CachedDecisions(ctx, QueryDecisions, hits, allowed)
+		}
+		if len(missing) == 0 {
+			return out, nil
+		}
+	} else {
+		for i := range checks {
+			missing = append(missing, i)
+		}
+	}
+
+	ctx, done := e.observer.StartEvaluation(ctx, QueryDecisions, len(missing))
 	t := e.terms
-	items := make([]*ast.Term, len(checks))
-	for i, c := range checks {
-		items[i] = ast.NewTerm(ast.NewObject(
+	items := make([]*ast.Term, len(missing))
+	for j, i := range missing {
+		c := checks[i]
+		items[j] = ast.NewTerm(ast.NewObject(
 			[2]*ast.Term{t.resource, t.resourceTerm(c.Resource)},
 			[2]*ast.Term{t.action, ast.StringTerm(c.Action)},
 		))
@@ -165,13 +240,22 @@ func (e *Engine) DecideBatch(ctx context.Context, p *Principal, checks []Check, 
 		[2]*ast.Term{t.checks, ast.ArrayTerm(items...)},
 		[2]*ast.Term{t.context, t.contextTerm(dc)},
 	)
-	out, allowed, err := e.decideBatch(ctx, input, len(checks))
+	answers, allowed, err := e.decideBatch(ctx, pol, input, len(missing))
 	done(allowed, err)
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range missing {
+		out[i] = answers[j]
+		if cache != nil {
+			cache.put(keys[i], answers[j])
+		}
+	}
+	return out, nil
 }
 
-func (e *Engine) decideBatch(ctx context.Context, input ast.Value, n int) ([]Decision, int, error) {
-	v, err := eval(ctx, e.policy.Load().decisions, input)
+func (e *Engine) decideBatch(ctx context.Context, pol *preparedPolicy, input ast.Value, n int) ([]Decision, int, error) {
+	v, err := eval(ctx, pol.decisions, input)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -398,19 +482,14 @@ func newInputTerms() *inputTerms {
 	return t
 }
 
-// principalTerm returns the principal as an input term, built once per
-// principal: a key's scope is most of the input, and a cached key's
-// principal serves every request made with it.
+// principalTerm returns the principal as an input term. It is built for
+// each evaluation rather than kept: repeated questions are answered by the
+// decision cache, and a term per cached key would cost kilobytes each.
 func (e *Engine) principalTerm(p *Principal) *ast.Term {
 	if p == nil {
 		return ast.InternedNullTerm
 	}
-	if t := p.input.Load(); t != nil {
-		return t
-	}
-	t := e.terms.principalTerm(p)
-	p.input.CompareAndSwap(nil, t)
-	return t
+	return e.terms.principalTerm(p)
 }
 
 func (t *inputTerms) principalTerm(p *Principal) *ast.Term {

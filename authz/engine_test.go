@@ -678,6 +678,13 @@ func (r *recordingObserver) StartEvaluation(ctx context.Context, query string, c
 	}
 }
 
+// CachedDecisions records cached answers as the query prefixed "cached ".
+func (r *recordingObserver) CachedDecisions(_ context.Context, query string, checks, allowed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.obs = append(r.obs, observation{"cached " + query, checks, allowed, nil})
+}
+
 func (r *recordingObserver) seen() []observation {
 	r.mu.Lock()
 	defer r.mu.Unlock()

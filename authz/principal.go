@@ -3,10 +3,7 @@ package authz
 import (
 	"context"
 	"slices"
-	"sync/atomic"
 	"time"
-
-	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // PrincipalTypeAPIKey is the only principal type today: a request made with
@@ -14,7 +11,9 @@ import (
 const PrincipalTypeAPIKey = "api_key"
 
 // Principal is who an authenticated API key speaks for, the subject of every
-// decision.
+// decision. A principal is a snapshot: it is never changed once made (a
+// changed key yields a new one), which is what lets decisions about it be
+// cached.
 type Principal struct {
 	KeyID     string     `json:"key_id"`
 	KeyName   string     `json:"name"`
@@ -22,10 +21,6 @@ type Principal struct {
 	UserID    string     `json:"user_id"`
 	Scope     Scope      `json:"permission_scope"`
 	ExpiresAt *time.Time `json:"expires_at"`
-
-	// input is the principal as a Rego input term, built by the Engine on
-	// first use; a principal is shared and immutable once built.
-	input atomic.Pointer[ast.Term]
 }
 
 // Roles the management policy gives meaning to.

@@ -29,6 +29,16 @@ type telemetry struct {
 	meterProvider  metric.MeterProvider
 	observer       authz.Observer
 	shutdown       func(context.Context) error
+	exporting      bool
+}
+
+// httpTracerProvider is the provider for HTTP spans, nil when nothing is
+// exported, so requests skip the tracing middleware altogether.
+func (t *telemetry) httpTracerProvider() trace.TracerProvider {
+	if !t.exporting {
+		return nil
+	}
+	return t.tracerProvider
 }
 
 func setupTelemetry(ctx context.Context, logger *slog.Logger) (*telemetry, error) {
@@ -66,6 +76,7 @@ func setupTelemetry(ctx context.Context, logger *slog.Logger) (*telemetry, error
 	}
 	logger.Info("exporting traces and metrics over OTLP/HTTP")
 	return &telemetry{
+		exporting:      true,
 		tracerProvider: tp,
 		meterProvider:  mp,
 		observer:       obs,
@@ -96,6 +107,12 @@ func newDecisionObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*dec
 		return nil, err
 	}
 	return &decisionObserver{tracer: tp.Tracer("github.com/keygate/keygate/authz"), decisions: decisions, latency: latency}, nil
+}
+
+func (o *decisionObserver) CachedDecisions(ctx context.Context, query string, checks, allowed int) {
+	q, cached := attribute.String("query", query), attribute.Bool("cached", true)
+	o.decisions.Add(ctx, int64(allowed), metric.WithAttributes(q, cached, attribute.String("outcome", "allowed")))
+	o.decisions.Add(ctx, int64(checks-allowed), metric.WithAttributes(q, cached, attribute.String("outcome", "denied")))
 }
 
 func (o *decisionObserver) StartEvaluation(ctx context.Context, query string, checks int) (context.Context, func(int, error)) {

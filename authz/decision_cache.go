@@ -1,0 +1,186 @@
+package authz
+
+import (
+	"fmt"
+	"hash/maphash"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// decisionCache remembers the answers of a pure policy: one whose decision
+// depends only on the principal, the resource and the action (not on the
+// request's time or IP, and calling no nondeterministic builtin). A key's
+// principal is a snapshot that never changes (a changed key is a new
+// principal), so an answer stays right for as long as that principal and
+// the loaded policy live; both are part of the cache key. Eviction is
+// random within a shard: cheap, and close to LRU for a hot set.
+type decisionCache struct {
+	seed   maphash.Seed
+	shards [decisionShards]decisionShard
+	per    int // entries per shard
+}
+
+const decisionShards = 16
+
+type decisionShard struct {
+	mu sync.RWMutex
+	m  map[decisionKey]Decision
+}
+
+// decisionKey names one question. The principal's address is its identity;
+// the map keeps it alive, so the address cannot be reused while cached.
+type decisionKey struct {
+	principal *Principal
+	gen       uint64
+	rtype     ResourceType
+	id        string
+	tenant    string
+	action    string
+}
+
+func newDecisionCache(size int) *decisionCache {
+	if size <= 0 {
+		return nil
+	}
+	c := &decisionCache{seed: maphash.MakeSeed(), per: size/decisionShards + 1}
+	for i := range c.shards {
+		c.shards[i].m = make(map[decisionKey]Decision)
+	}
+	return c
+}
+
+func (c *decisionCache) shard(k decisionKey) *decisionShard {
+	return &c.shards[maphash.Comparable(c.seed, k)%decisionShards]
+}
+
+func (c *decisionCache) get(k decisionKey) (Decision, bool) {
+	s := c.shard(k)
+	s.mu.RLock()
+	d, ok := s.m[k]
+	s.mu.RUnlock()
+	return d, ok
+}
+
+func (c *decisionCache) put(k decisionKey, d Decision) {
+	s := c.shard(k)
+	s.mu.Lock()
+	if len(s.m) >= c.per {
+		for old := range s.m {
+			delete(s.m, old)
+			break
+		}
+	}
+	s.m[k] = d
+	s.mu.Unlock()
+}
+
+func (c *decisionCache) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// pureInputFields are the parts of the input a cacheable policy may read.
+var pureInputFields = map[string]bool{"principal": true, "resource": true, "action": true, "checks": true}
+
+// policyPurity reports whether the resource policy's decision is
+// a function of principal, resource and action alone, and if not, why. It
+// looks at every module: a read of input.context, of the whole input (but
+// object.get(input, "<allowed field>", …)), of an input field chosen at run
+// time, or a call of a nondeterministic builtin makes answers uncacheable.
+//
+// It reads the modules as parsed: compiling rewrites object.get(input, …)
+// into a copy of the whole input.
+func policyPurity(modules map[string]*ast.Module) (bool, string) {
+	reason := ""
+	var visit func(x any) bool
+	visit = func(x any) bool {
+		if reason != "" {
+			return true
+		}
+		var call []*ast.Term // operator and arguments
+		switch v := x.(type) {
+		case ast.Call:
+			call = v
+		case *ast.Expr:
+			if v.IsCall() {
+				call = v.Terms.([]*ast.Term)
+			}
+		}
+		if call != nil {
+			if ref, ok := call[0].Value.(ast.Ref); ok {
+				name := ref.String()
+				if b, ok := ast.BuiltinMap[name]; ok && b.Nondeterministic {
+					reason = fmt.Sprintf("it calls the nondeterministic builtin %s", name)
+					return true
+				}
+				if name == "object.get" && len(call) > 2 && call[1].Value.Compare(ast.InputRootRef) == 0 {
+					if !pureGetPath(call[2].Value) {
+						reason = "it reads input through object.get with a path outside " + pureFieldList()
+						return true
+					}
+					for _, arg := range call[2:] {
+						ast.NewGenericVisitor(visit).Walk(arg)
+					}
+					if e, ok := x.(*ast.Expr); ok {
+						for _, w := range e.With {
+							ast.NewGenericVisitor(visit).Walk(w)
+						}
+					}
+					return true
+				}
+			}
+		}
+		switch v := x.(type) {
+		case ast.Ref:
+			if v.HasPrefix(ast.InputRootRef) {
+				if len(v) < 2 {
+					reason = "it reads the whole input"
+					return true
+				}
+				s, ok := v[1].Value.(ast.String)
+				if !ok || !pureInputFields[string(s)] {
+					reason = fmt.Sprintf("it reads %v", v[:2])
+					return true
+				}
+			}
+		}
+		return false
+	}
+	management := ast.MustParseRef("data.keygate.management")
+	for _, name := range slices.Sorted(maps.Keys(modules)) {
+		m := modules[name]
+		if m.Package.Path.HasPrefix(management) {
+			continue // the management policy is never cached
+		}
+		ast.NewGenericVisitor(visit).Walk(m)
+		if reason != "" {
+			return false, fmt.Sprintf("%s (%s)", reason, name)
+		}
+	}
+	return true, ""
+}
+
+func pureGetPath(v ast.Value) bool {
+	switch p := v.(type) {
+	case ast.String:
+		return pureInputFields[string(p)]
+	case *ast.Array:
+		if p.Len() == 0 {
+			return false
+		}
+		s, ok := p.Elem(0).Value.(ast.String)
+		return ok && pureInputFields[string(s)]
+	}
+	return false
+}
+
+func pureFieldList() string { return "principal, resource, action and checks" }
