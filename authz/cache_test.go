@@ -80,7 +80,7 @@ func TestKeyCacheHitsAndTTL(t *testing.T) {
 			t.Fatal("a hit must return the cached snapshot")
 		}
 	}
-	if first.Principal() != first.Principal() {
+	if p1, p2 := first.Principal(), first.Principal(); p1 != p2 {
 		t.Fatal("a cached key must share one principal")
 	}
 	if n := store.calls.Load(); n != 1 {

@@ -77,17 +77,6 @@ func (c *decisionCache) put(k decisionKey, d Decision) {
 	s.mu.Unlock()
 }
 
-func (c *decisionCache) len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
-	}
-	return n
-}
-
 // pureInputFields are the parts of the input a cacheable policy may read.
 var pureInputFields = map[string]bool{"principal": true, "resource": true, "action": true, "checks": true}
 

@@ -61,7 +61,7 @@ func (b *syncBuffer) String() string {
 
 // harness is the real router over a real store and the embedded policies.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	db     *storage.DB
 	srv    *server.Server
 	svc    *authz.KeyService
@@ -71,7 +71,7 @@ type harness struct {
 	jwtCfg server.JWTConfig
 }
 
-func newHarness(t *testing.T, db *storage.DB) *harness {
+func newHarness(t testing.TB, db *storage.DB) *harness {
 	t.Helper()
 	ctx := context.Background()
 	modules, err := authz.ReadPolicies(policies.FS())
@@ -117,7 +117,7 @@ type response struct {
 	body   []byte
 }
 
-func (r response) json(t *testing.T) map[string]any {
+func (r response) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -192,7 +192,7 @@ func (h *harness) flushAudit() {
 	}
 }
 
-func wantStatus(t *testing.T, note string, res response, status int) {
+func wantStatus(t testing.TB, note string, res response, status int) {
 	t.Helper()
 	if res.status != status {
 		t.Fatalf("%s: status %d, want %d: %s", note, res.status, status, res.body)
@@ -201,7 +201,7 @@ func wantStatus(t *testing.T, note string, res response, status int) {
 
 // wantProblem checks an RFC 9457 answer: status, code and, when given, the
 // first invalid field.
-func wantProblem(t *testing.T, note string, res response, status int, code, field string) {
+func wantProblem(t testing.TB, note string, res response, status int, code, field string) {
 	t.Helper()
 	wantStatus(t, note, res, status)
 	if ct := res.header.Get("Content-Type"); ct != "application/problem+json" {

@@ -27,6 +27,15 @@ func encodeJSON(w io.Writer, v any) error {
 // readObject reads a bounded JSON object body and returns its members by
 // name. Unknown members are refused by name, so a typo never passes silently.
 func readObject(c *gin.Context, allowed ...string) (map[string]json.RawMessage, error) {
+	body, err := readBody(c)
+	if err != nil {
+		return nil, err
+	}
+	return parseObject(body, allowed...)
+}
+
+// readBody reads the whole (bounded) request body.
+func readBody(c *gin.Context) ([]byte, error) {
 	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
 		var maxErr *http.MaxBytesError
@@ -35,6 +44,11 @@ func readObject(c *gin.Context, allowed ...string) (map[string]json.RawMessage, 
 		}
 		return nil, authz.Errorf(authz.EMALFORMED, "the request body could not be read")
 	}
+	return body, nil
+}
+
+// parseObject splits a JSON object into its members, refusing unknown ones.
+func parseObject(body []byte, allowed ...string) (map[string]json.RawMessage, error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		return nil, authz.Errorf(authz.EMALFORMED, "the request body must be a JSON object")

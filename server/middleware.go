@@ -19,6 +19,7 @@ const RequestIDHeader = "X-Request-Id"
 const (
 	ctxRequestID = "keygate.request_id"
 	ctxLogger    = "keygate.logger"
+	ctxBaseLog   = "keygate.base_logger"
 	ctxPrincipal = "keygate.principal"
 	ctxActor     = "keygate.actor"
 )
@@ -33,9 +34,8 @@ func requestContext(base *slog.Logger, maxBody int64) gin.HandlerFunc {
 			id = newRequestID()
 		}
 		c.Set(ctxRequestID, id)
+		c.Set(ctxBaseLog, base)
 		c.Header(RequestIDHeader, id)
-		logger := base.With(slog.String("request_id", id))
-		c.Set(ctxLogger, logger)
 		if c.Request.Body != nil {
 			c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
 		}
@@ -55,7 +55,14 @@ func requestContext(base *slog.Logger, maxBody int64) gin.HandlerFunc {
 		if route == "" {
 			route = "unmatched"
 		}
-		logger.LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
+		level := slog.LevelInfo
+		if quietRoutes[route] && c.Writer.Status() < http.StatusInternalServerError {
+			level = slog.LevelDebug
+		}
+		if !base.Enabled(c.Request.Context(), level) {
+			return
+		}
+		loggerFrom(c).LogAttrs(c.Request.Context(), level, "request",
 			slog.String("method", c.Request.Method),
 			slog.String("route", route),
 			slog.Int("status", c.Writer.Status()),
@@ -101,13 +108,32 @@ func requestID(c *gin.Context) string {
 	return c.GetString(ctxRequestID)
 }
 
+// loggerFrom returns the request's logger, carrying its id; it is made on
+// first use, as most requests log nothing.
 func loggerFrom(c *gin.Context) *slog.Logger {
 	if l, ok := c.Get(ctxLogger); ok {
 		if logger, ok := l.(*slog.Logger); ok {
 			return logger
 		}
 	}
+	if b, ok := c.Get(ctxBaseLog); ok {
+		if base, ok := b.(*slog.Logger); ok {
+			logger := base.With(slog.String("request_id", requestID(c)))
+			c.Set(ctxLogger, logger)
+			return logger
+		}
+	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// quietRoutes are the hot and the polled endpoints: their successful
+// requests are logged at debug level, so a busy instance does not spend
+// its time writing a line per decision. Denials are in the audit trail.
+var quietRoutes = map[string]bool{
+	"/v1/authorize": true,
+	"/v1/whoami":    true,
+	"/healthz":      true,
+	"/readyz":       true,
 }
 
 func truncate(s string, n int) string {

@@ -1,0 +1,82 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/policies"
+	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/storage/storagetest"
+)
+
+// benchScope is a realistic key: 20 entries per list, the last 3 globs.
+func benchScope() map[string]any {
+	lists := map[string]any{}
+	for _, l := range []string{"agent", "flow", "mcp_tool", "vector_store"} {
+		var ids []string
+		for i := range 17 {
+			ids = append(ids, fmt.Sprintf("%s-%02d", l, i))
+		}
+		ids = append(ids, l+"-a*", l+"-b*", "github__*")
+		lists[l+"_ids"] = ids
+	}
+	return lists
+}
+
+// BenchmarkAuthorizeHandler measures POST /v1/authorize through the real
+// router, key cache and audit writer, without the network: the share of a
+// request keygate itself spends.
+func BenchmarkAuthorizeHandler(b *testing.B) {
+	b.Run("decision-cache", func(b *testing.B) { benchmarkAuthorizeHandler(b, 10_000) })
+	b.Run("no-decision-cache", func(b *testing.B) { benchmarkAuthorizeHandler(b, 0) })
+}
+
+func benchmarkAuthorizeHandler(b *testing.B, decisionCache int) {
+	db := storagetest.MustOpenSQLite(b)
+	h := newHarness(b, db)
+	h.svc.Lookup = authz.NewKeyCache(keyLookup{storage.NewKeyStore(db)}, authz.KeyCacheOptions{})
+	h.svc.Now = time.Now
+	modules, err := authz.ReadPolicies(policies.FS())
+	if err != nil {
+		b.Fatal(err)
+	}
+	engine, err := authz.NewEngine(context.Background(), modules, authz.EngineOptions{DecisionCacheSize: decisionCache})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.svc.Policy = engine
+	_, token := h.createKey(h.jwt("t1", "alice"), "bench", benchScope())
+	bodies := []string{
+		`{"api_key":"` + token + `","resource":{"type":"agent","id":"agent-05"},"action":"execute"}`,
+		`{"api_key":"` + token + `","resource":{"type":"mcp_tool","id":"github__create_issue"},"action":"call"}`,
+		`{"api_key":"` + token + `","resource":{"type":"flow","id":"billing-export"},"action":"execute"}`,
+		`{"api_key":"` + token + `","resource":{"type":"vector_store","id":"vector_store-03"},"action":"delete"}`,
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			req := httptest.NewRequest("POST", "/v1/authorize", strings.NewReader(bodies[i%len(bodies)]))
+			rec := httptest.NewRecorder()
+			h.srv.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("status %d", rec.Code)
+			}
+			_, _ = io.Copy(io.Discard, rec.Body)
+			i++
+		}
+	})
+}
+
+type keyLookup struct{ *storage.KeyStore }
+
+func (k keyLookup) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
+	return k.FindKeyByHash(ctx, hash)
+}
