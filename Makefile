@@ -23,8 +23,12 @@ run: build ## run the service on its embedded default (127.0.0.1:8080, SQLite in
 	./$(BIN) serve
 
 .PHONY: test
-test: opa-test ## run every test: Rego, Go unit, storage on SQLite and Postgres, handlers, end to end
+test: opa-test interop-deps ## run every test: Rego, Go unit, storage on SQLite and Postgres, handlers, MCP interop, end to end
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+.PHONY: interop-deps
+interop-deps: ## install the pinned npm peers of the MCP interop test (needs Node 20+; skipped without npm)
+	@cd mcp/testdata/interop && { [ -d node_modules ] || ! command -v npm >/dev/null || npm ci --no-audit --no-fund --loglevel=error; }
 
 .PHONY: opa-test
 opa-test: ## run the Rego tests with the pinned OPA CLI; fails below $(COVERAGE_THRESHOLD)% coverage

@@ -21,18 +21,22 @@ type Config struct {
 	JWT            *JWTVerifier
 	Ready          func(ctx context.Context) error // nil: always ready
 	Logger         *slog.Logger
-	MaxBodyBytes   int64    // default DefaultMaxBodyBytes
-	TrustedProxies []string // whose X-Forwarded-For is believed; none by default
-	TracerProvider trace.TracerProvider
+	MaxBodyBytes   int64                // default DefaultMaxBodyBytes
+	TrustedProxies []string             // whose X-Forwarded-For is believed; none by default
+	TracerProvider trace.TracerProvider // nil: no HTTP spans
 	Version        string
 	// Mounts are extra handlers on the same port, such as the MCP gateway
 	// at /mcp, keyed by path prefix.
 	Mounts map[string]http.Handler
+	// MCP is the upstream MCP server registry under /api/v1/mcp-servers and
+	// /api/v1/mcp-tools; nil leaves those routes out.
+	MCP *authz.MCPServerService
 }
 
 // Server holds the router and what the handlers need.
 type Server struct {
 	keys   *authz.KeyService
+	mcp    *authz.MCPServerService
 	jwt    *JWTVerifier
 	ready  func(ctx context.Context) error
 	router *gin.Engine
@@ -46,18 +50,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &Server{keys: cfg.Keys, jwt: cfg.JWT, ready: cfg.Ready}
+	s := &Server{keys: cfg.Keys, mcp: cfg.MCP, jwt: cfg.JWT, ready: cfg.Ready}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
 	if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, authz.Errorf(authz.EINVALID, "trusted proxies: %v", err)
 	}
-	var otelOpts []otelgin.Option
+	// Tracing costs a few microseconds a request even with nothing to
+	// export, so it is on only when a tracer provider is given.
 	if cfg.TracerProvider != nil {
-		otelOpts = append(otelOpts, otelgin.WithTracerProvider(cfg.TracerProvider))
+		r.Use(otelgin.Middleware("keygate", otelgin.WithTracerProvider(cfg.TracerProvider)))
 	}
-	r.Use(otelgin.Middleware("keygate", otelOpts...), requestContext(cfg.Logger, cfg.MaxBodyBytes), recovery())
+	r.Use(requestContext(cfg.Logger, cfg.MaxBodyBytes), recovery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, authz.Errorf(authz.ENOTFOUND, "no such endpoint")) })
 	r.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method_not_allowed", "this endpoint does not take "+c.Request.Method)
@@ -79,6 +84,9 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/audit-events", s.listAuditEvents)
 	api.DELETE("/users/:id", s.deleteUser)
 	api.DELETE("/tenants/:id", s.deleteTenant)
+	if cfg.MCP != nil {
+		s.mcpRoutes(api)
+	}
 
 	for prefix, h := range cfg.Mounts {
 		r.Any(prefix, gin.WrapH(h))

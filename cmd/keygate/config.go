@@ -34,8 +34,10 @@ type config struct {
 	AuditBuffer     int
 	FlushInterval   time.Duration
 	KeyCacheSize    int
+	DecisionCache   int
 	KeyCacheTTL     time.Duration
 	NegativeTTL     time.Duration
+	MCPSyncInterval time.Duration
 
 	// envErrs collects environment values that do not parse; start-up
 	// refuses to go on with any.
@@ -72,8 +74,10 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration("KEYGATE_SHUTDOWN_TIMEOUT", 30*time.Second), "how long shutdown waits for requests in flight (KEYGATE_SHUTDOWN_TIMEOUT)")
 	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.envInt("KEYGATE_AUDIT_BUFFER", 10000), "audit events queued before new ones are dropped (KEYGATE_AUDIT_BUFFER)")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.envInt("KEYGATE_KEY_CACHE_SIZE", 100_000), "API keys cached per instance, least recently used out (KEYGATE_KEY_CACHE_SIZE)")
+	fs.IntVar(&c.DecisionCache, "decision-cache-size", c.envInt("KEYGATE_DECISION_CACHE_SIZE", 10_000), "policy answers remembered per instance for a policy that depends only on principal, resource and action; 0 turns it off (KEYGATE_DECISION_CACHE_SIZE)")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", c.envDuration("KEYGATE_KEY_CACHE_TTL", 30*time.Second), "longest a cached key is trusted without a lookup (KEYGATE_KEY_CACHE_TTL)")
 	fs.DurationVar(&c.NegativeTTL, "negative-cache-ttl", c.envDuration("KEYGATE_NEGATIVE_CACHE_TTL", 5*time.Second), "how long an unknown token stays unknown without a lookup (KEYGATE_NEGATIVE_CACHE_TTL)")
+	fs.DurationVar(&c.MCPSyncInterval, "mcp-sync-interval", c.envDuration("KEYGATE_MCP_SYNC_INTERVAL", 5*time.Minute), "how often every enabled upstream MCP server's tool catalog is synced (KEYGATE_MCP_SYNC_INTERVAL)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", time.Second), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 }
 
@@ -84,11 +88,17 @@ func (c *config) validate(serve bool) error {
 	if serve && c.AuditBuffer < 1 {
 		errs = append(errs, fmt.Errorf("audit buffer must be at least 1, got %d", c.AuditBuffer))
 	}
+	if serve && c.DecisionCache < 0 {
+		errs = append(errs, fmt.Errorf("decision cache size must not be negative, got %d", c.DecisionCache))
+	}
 	if serve && c.KeyCacheSize < 1 {
 		errs = append(errs, fmt.Errorf("key cache size must be at least 1, got %d", c.KeyCacheSize))
 	}
 	if serve && (c.KeyCacheTTL <= 0 || c.NegativeTTL <= 0) {
 		errs = append(errs, errors.New("cache TTLs must be positive"))
+	}
+	if serve && c.MCPSyncInterval < time.Second {
+		errs = append(errs, fmt.Errorf("MCP sync interval must be at least 1s, got %s", c.MCPSyncInterval))
 	}
 	if serve && c.FlushInterval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("flush interval must be at least 10ms, got %s", c.FlushInterval))

@@ -67,10 +67,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{Observer: tel.observer})
+	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{Observer: tel.observer, DecisionCacheSize: cfg.DecisionCache})
 	if err != nil {
 		return fmt.Errorf("load policies: %w", err)
 	}
+	logDecisionCaching(engine, logger)
 
 	secret, devSecret, err := jwtSecret(&cfg)
 	if err != nil {
@@ -99,14 +100,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Events:   auditWriter,
 		Usage:    usageWriter,
 	}
+	mcpGW, err := startMCP(ctx, &cfg, db, svc, auditWriter, tel, logger)
+	if err != nil {
+		return fmt.Errorf("MCP gateway: %w", err)
+	}
 	srv, err := server.New(server.Config{
 		Keys:           svc,
 		JWT:            verifier,
 		Ready:          readiness(db),
 		Logger:         logger,
 		TrustedProxies: cfg.trustedProxies(),
-		TracerProvider: tel.tracerProvider,
+		TracerProvider: tel.httpTracerProvider(),
 		Version:        version,
+		MCP:            mcpGW.service,
+		Mounts:         mcpGW.mounts(),
 	})
 	if err != nil {
 		return err
@@ -124,6 +131,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	mcpGW.attach(httpSrv)
 	addr := ln.Addr().String()
 	logger.Info("keygate serving", "addr", "http://"+addr, "database", redactURL(dbURL), "version", version,
 		"policies", policySource(cfg.PolicyDir))
@@ -154,6 +162,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var errs []error
 	if err := httpSrv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := mcpGW.close(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("MCP gateway: %w", err))
 	}
 	if err := auditWriter.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("flush audit events: %w", err))
@@ -209,7 +220,18 @@ func reloadOnSIGHUP(ctx context.Context, engine *authz.Engine, dir string, logge
 				continue
 			}
 			logger.Info("policies reloaded", "dir", dir, "modules", len(modules))
+			logDecisionCaching(engine, logger)
 		}
+	}
+}
+
+// logDecisionCaching says whether policy answers are cached, and if not why,
+// so a policy author sees the price of reading the request's time.
+func logDecisionCaching(engine *authz.Engine, logger *slog.Logger) {
+	if on, why := engine.DecisionCaching(); on {
+		logger.Info("policy answers are cached: the policy depends only on principal, resource and action")
+	} else {
+		logger.Info("policy answers are not cached", "why", why)
 	}
 }
 

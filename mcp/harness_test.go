@@ -1,0 +1,383 @@
+package mcp_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/mcp"
+	"github.com/keygate/keygate/policies"
+	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/storage/storagetest"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode)
+	os.Exit(m.Run())
+}
+
+// clock is a settable time source for the services and the gateway.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// recorder keeps audit events in memory.
+type recorder struct {
+	mu     sync.Mutex
+	events []authz.AuditEvent
+}
+
+func (r *recorder) Record(ev authz.AuditEvent) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+}
+
+// calls returns the mcp_tool.called events, oldest first.
+func (r *recorder) calls() []authz.AuditEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []authz.AuditEvent
+	for _, ev := range r.events {
+		if ev.Action == authz.AuditMCPToolCalled {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// gateway is keygate's MCP side over a real store and the embedded
+// policies: the key and MCP services and the gateway, served on loopback.
+type gateway struct {
+	t      *testing.T
+	db     *storage.DB
+	clock  *clock
+	keys   *authz.KeyService
+	mcpSvc *authz.MCPServerService
+	gw     *mcp.Gateway
+	audit  *recorder
+	logs   *syncBuffer
+	url    string // the /mcp endpoint
+}
+
+func newGateway(t *testing.T, db *storage.DB) *gateway {
+	t.Helper()
+	ctx := context.Background()
+	modules, err := authz.ReadPolicies(policies.FS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	audit := &recorder{}
+	keys := &authz.KeyService{
+		Store: storage.NewKeyStore(db), AuditLog: storage.NewAuditStore(db), Policy: engine, Events: audit, Now: clk.Now,
+	}
+	mcpSvc := &authz.MCPServerService{Store: storage.NewMCPStore(db), Policy: engine, Now: clk.Now}
+	gw, err := mcp.New(mcp.Options{Keys: keys, Catalog: mcpSvc, Audit: audit, Logger: logger, Now: clk.Now, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcpSvc.Upstreams, mcpSvc.Notifier = gw, gw
+	srv := httptest.NewServer(gw.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = gw.Close(ctx)
+		srv.Close()
+	})
+	return &gateway{t: t, db: db, clock: clk, keys: keys, mcpSvc: mcpSvc, gw: gw, audit: audit, logs: logs, url: srv.URL}
+}
+
+func newSQLiteGateway(t *testing.T) *gateway {
+	t.Helper()
+	return newGateway(t, storagetest.MustOpenSQLite(t))
+}
+
+// as returns a context acting as a user of tenant.
+func as(tenant, user string, roles ...string) context.Context {
+	return authz.NewContextWithActor(context.Background(), &authz.Actor{TenantID: tenant, UserID: user, Roles: roles})
+}
+
+// key creates a key of tenant's admin scoped to tools and returns its id and
+// token.
+func (g *gateway) key(tenant, name string, tools ...string) (string, string) {
+	g.t.Helper()
+	if tools == nil {
+		tools = []string{}
+	}
+	k, token, err := g.keys.CreateKey(as(tenant, "admin", authz.RoleAdmin), authz.CreateKeyInput{Name: name, Scope: authz.Scope{MCPToolIDs: tools}})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return k.ID, token
+}
+
+// register adds an upstream to tenant and returns it as created (and
+// synced).
+func (g *gateway) register(tenant, name, url string, headers map[string]string, timeoutMS int) *authz.MCPServer {
+	g.t.Helper()
+	srv, err := g.mcpSvc.CreateServer(as(tenant, "admin", authz.RoleAdmin), authz.CreateMCPServerInput{
+		Name: name, URL: url, Headers: headers, TimeoutMS: timeoutMS,
+	})
+	if err != nil {
+		g.t.Fatalf("register %s: %v", name, err)
+	}
+	return srv
+}
+
+// bearer adds a fixed Authorization header to every request.
+type bearer struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
+}
+
+// client is an MCP client session on keygate's /mcp with a key.
+type client struct {
+	*sdk.ClientSession
+	listChanged chan struct{}
+}
+
+// connect opens a session to url as token. MaxRetries is off so a refused
+// key fails at once rather than after reconnect attempts.
+func connect(t testing.TB, url, token string) *client {
+	t.Helper()
+	c, err := dial(url, token)
+	if err != nil {
+		t.Fatalf("connect to keygate: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func dial(url, token string) (*client, error) {
+	changed := make(chan struct{}, 16)
+	cl := sdk.NewClient(&sdk.Implementation{Name: "test-client", Version: "1"}, &sdk.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *sdk.ToolListChangedRequest) {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	transport := &sdk.StreamableClientTransport{
+		Endpoint:   url,
+		HTTPClient: &http.Client{Transport: &bearer{token: token, base: http.DefaultTransport}},
+		MaxRetries: -1,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := cl.Connect(ctx, transport, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &client{ClientSession: cs, listChanged: changed}, nil
+}
+
+func (c *client) toolNames(t testing.TB) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var names []string
+	for tool, err := range c.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatalf("tools/list: %v", err)
+		}
+		names = append(names, tool.Name)
+	}
+	return names
+}
+
+// waitTools waits until the client lists exactly want, checking again on
+// each change notification.
+func (c *client) waitTools(t testing.TB, want ...string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		got := c.toolNames(t)
+		if slices.Equal(got, want) {
+			return
+		}
+		select {
+		case <-c.listChanged:
+		case <-deadline:
+			t.Fatalf("tools %v, want %v", got, want)
+		}
+	}
+}
+
+func (c *client) call(name string, args any) (*sdk.CallToolResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.CallTool(ctx, &sdk.CallToolParams{Name: name, Arguments: args})
+}
+
+// upstream is an in-process go-sdk MCP server on loopback. It counts tool
+// calls and remembers the Authorization headers it was sent.
+type upstream struct {
+	t      *testing.T
+	server *sdk.Server
+	http   *httptest.Server
+	calls  atomic.Int64
+	down   atomic.Bool // answer every request 503 while set
+	mu     sync.Mutex
+	auth   []string
+	// release unblocks calls to "slow".
+	release chan struct{}
+}
+
+type echoArgs struct {
+	Text string `json:"text"`
+}
+
+type sumOut struct {
+	Sum int `json:"sum"`
+}
+
+// newUpstream serves tools named in names; "echo", "sum", "fail" and
+// "slow" behave as their names say, any other name echoes.
+func newUpstream(t *testing.T, names ...string) *upstream {
+	t.Helper()
+	u := &upstream{t: t, release: make(chan struct{})}
+	u.server = sdk.NewServer(&sdk.Implementation{Name: "upstream", Version: "1"}, nil)
+	for _, name := range names {
+		u.addTool(name)
+	}
+	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return u.server }, nil)
+	u.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		u.mu.Lock()
+		u.auth = append(u.auth, r.Header.Get("Authorization"))
+		u.mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		select {
+		case <-u.release:
+		default:
+			close(u.release)
+		}
+		u.http.CloseClientConnections()
+		u.http.Close()
+	})
+	return u
+}
+
+func (u *upstream) url() string { return u.http.URL }
+
+func (u *upstream) addTool(name string) {
+	switch name {
+	case "sum":
+		sdk.AddTool(u.server, &sdk.Tool{Name: name, Description: "adds a and b"},
+			func(_ context.Context, _ *sdk.CallToolRequest, in struct{ A, B int }) (*sdk.CallToolResult, sumOut, error) {
+				u.calls.Add(1)
+				return nil, sumOut{Sum: in.A + in.B}, nil
+			})
+	case "fail":
+		sdk.AddTool(u.server, &sdk.Tool{Name: name, Description: "always fails"},
+			func(context.Context, *sdk.CallToolRequest, struct{}) (*sdk.CallToolResult, any, error) {
+				u.calls.Add(1)
+				return &sdk.CallToolResult{IsError: true, Content: []sdk.Content{&sdk.TextContent{Text: "it failed upstream"}}}, nil, nil
+			})
+	case "slow":
+		sdk.AddTool(u.server, &sdk.Tool{Name: name, Description: "waits to be released"},
+			func(ctx context.Context, _ *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+				u.calls.Add(1)
+				select {
+				case <-u.release:
+				case <-ctx.Done():
+				}
+				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "finally"}}}, nil, nil
+			})
+	default:
+		sdk.AddTool(u.server, &sdk.Tool{Name: name, Description: "echoes text (" + name + ")"},
+			func(_ context.Context, _ *sdk.CallToolRequest, in echoArgs) (*sdk.CallToolResult, any, error) {
+				u.calls.Add(1)
+				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: name + ": " + in.Text}}}, nil, nil
+			})
+	}
+}
+
+func (u *upstream) authHeaders() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.auth...)
+}
+
+func textOf(t testing.TB, res *sdk.CallToolResult) string {
+	t.Helper()
+	if res == nil || len(res.Content) != 1 {
+		t.Fatalf("result %+v: want one content block", res)
+	}
+	tc, ok := res.Content[0].(*sdk.TextContent)
+	if !ok {
+		t.Fatalf("content %T, want text", res.Content[0])
+	}
+	return tc.Text
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS mcp_tools;
+DROP TABLE IF EXISTS mcp_servers;

@@ -1,0 +1,132 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/mcp"
+	"github.com/keygate/keygate/server"
+	"github.com/keygate/keygate/storage"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// mcpHarness is the harness's router with the MCP server registry and the
+// gateway mounted at /mcp, as cmd/keygate wires them.
+type mcpHarness struct {
+	*harness
+	mcp *authz.MCPServerService
+	gw  *mcp.Gateway
+}
+
+func newMCPHarness(t *testing.T, db *storage.DB) *mcpHarness {
+	t.Helper()
+	h := newHarness(t, db)
+	svc := &authz.MCPServerService{Store: storage.NewMCPStore(db), Policy: h.svc.Policy, Now: h.clock.Now}
+	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	gw, err := mcp.New(mcp.Options{Keys: h.svc, Catalog: svc, Audit: h.audit, Logger: logger, Now: h.clock.Now, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Upstreams, svc.Notifier = gw, gw
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = gw.Close(ctx)
+	})
+	verifier, err := server.NewJWTVerifier(context.Background(), h.jwtCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{
+		Keys: h.svc, JWT: verifier, Logger: logger, Ready: db.Ping, Version: "test",
+		MCP: svc, Mounts: map[string]http.Handler{"/mcp": gw.Handler()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = srv
+	return &mcpHarness{harness: h, mcp: svc, gw: gw}
+}
+
+// listen serves the router on loopback, for clients that need real HTTP
+// (event streams).
+func (h *mcpHarness) listen() string {
+	h.t.Helper()
+	ts := httptest.NewServer(h.srv)
+	h.t.Cleanup(func() {
+		h.gw.EndSessions()
+		ts.Close()
+	})
+	return ts.URL
+}
+
+// testUpstream is an in-process go-sdk MCP server on loopback that records
+// the Authorization headers it is sent.
+type testUpstream struct {
+	url   string
+	close func()
+	auth  chan string
+}
+
+func newTestUpstream(t *testing.T, tools ...string) *testUpstream {
+	t.Helper()
+	s := sdk.NewServer(&sdk.Implementation{Name: "upstream", Version: "1"}, nil)
+	for _, name := range tools {
+		sdk.AddTool(s, &sdk.Tool{Name: name, Description: "echoes " + name},
+			func(_ context.Context, _ *sdk.CallToolRequest, in struct {
+				Text string `json:"text"`
+			}) (*sdk.CallToolResult, any, error) {
+				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: name + ": " + in.Text}}}, nil, nil
+			})
+	}
+	u := &testUpstream{auth: make(chan string, 1000)}
+	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case u.auth <- r.Header.Get("Authorization"):
+		default:
+		}
+		h.ServeHTTP(w, r)
+	}))
+	u.url = ts.URL
+	closed := false
+	u.close = func() {
+		if !closed {
+			closed = true
+			ts.CloseClientConnections()
+			ts.Close()
+		}
+	}
+	t.Cleanup(u.close)
+	return u
+}
+
+// bearerTransport adds a fixed Authorization header to every request.
+type bearerTransport struct{ token string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// mcpConnect opens an MCP client session on base/mcp with an API key.
+func mcpConnect(t *testing.T, base, token string) *sdk.ClientSession {
+	t.Helper()
+	cl := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "1"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs, err := cl.Connect(ctx, &sdk.StreamableClientTransport{
+		Endpoint: base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{token}}, MaxRetries: -1,
+	}, nil)
+	if err != nil {
+		t.Fatalf("connect to /mcp: %v", err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	return cs
+}
