@@ -1,12 +1,13 @@
 package authz
 
 import (
-	"container/list"
 	"context"
+	"encoding/hex"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 )
 
 // KeyCacheOptions sizes a KeyCache; zero values take the defaults.
@@ -25,8 +26,12 @@ type KeyCacheOptions struct {
 // KeyService reach it at once (KeysChanged); changes made on other instances
 // reach it through Invalidate, and at worst after TTL.
 //
-// Snapshots are shared and never modified: callers must not change a key or
-// principal they get from the cache.
+// A cached key is kept as its principal and the two facts authentication
+// checks (enabled, expiry), in one allocation with its strings compacted
+// and the strings keys share (tenants, users, scope entries) interned: an
+// instance holds a hundred thousand keys in well under a hundred megabytes.
+// Every key served from one entry shares its principal, which must not be
+// changed.
 type KeyCache struct {
 	store  KeyLookup
 	opts   KeyCacheOptions
@@ -37,10 +42,6 @@ type KeyCache struct {
 	// epoch may have read what was just invalidated, so it is not kept.
 	epoch atomic.Uint64
 
-	// byID finds a cached key's hash by key id (id → hash), for changes
-	// that name a key by id, as other instances do.
-	byID sync.Map
-
 	hits, misses, negativeHits, loads atomic.Int64
 }
 
@@ -48,29 +49,30 @@ const cacheShards = 16
 
 type cacheShard struct {
 	mu       sync.Mutex
-	entries  map[string]*list.Element // hash → *cacheEntry
-	lru      list.List                // front: most recently used
-	negative map[string]*list.Element // hash → *negativeEntry
-	negLRU   list.List
-	inflight map[string]*cacheLoad
+	entries  map[[32]byte]*cacheEntry
+	byID     map[string]*cacheEntry // key id → entry, for changes named by id
+	lru      cacheEntry             // sentinel: lru.next is the most recent
+	size     int
+	negative map[[32]byte]int64 // unknown hash → expiry (Unix nanoseconds)
+	negRing  [][32]byte         // insertion order, to bound negative
+	negNext  int
+	inflight map[[32]byte]*cacheLoad
 }
 
+// cacheEntry is one cached key: what authentication needs, nothing more.
 type cacheEntry struct {
-	hash    string
-	key     *APIKey
-	expires time.Time
-}
-
-type negativeEntry struct {
-	hash    string
-	expires time.Time
+	hash       [32]byte
+	prev, next *cacheEntry
+	expires    int64 // Unix nanoseconds; the entry is not served after
+	enabled    bool
+	principal  Principal
 }
 
 // cacheLoad is one query in flight that concurrent misses wait for.
 type cacheLoad struct {
-	done chan struct{}
-	key  *APIKey
-	err  error
+	done  chan struct{}
+	entry *cacheEntry
+	err   error
 }
 
 // NewKeyCache returns a cache in front of store.
@@ -91,11 +93,15 @@ func NewKeyCache(store KeyLookup, opts KeyCacheOptions) *KeyCache {
 		opts.Now = time.Now
 	}
 	c := &KeyCache{store: store, opts: opts, seed: maphash.MakeSeed()}
+	negPerShard := opts.NegativeMaxEntries/cacheShards + 1
 	for i := range c.shards {
 		s := &c.shards[i]
-		s.entries = map[string]*list.Element{}
-		s.negative = map[string]*list.Element{}
-		s.inflight = map[string]*cacheLoad{}
+		s.entries = map[[32]byte]*cacheEntry{}
+		s.byID = map[string]*cacheEntry{}
+		s.lru.next, s.lru.prev = &s.lru, &s.lru
+		s.negative = map[[32]byte]int64{}
+		s.negRing = make([][32]byte, negPerShard)
+		s.inflight = map[[32]byte]*cacheLoad{}
 	}
 	return c
 }
@@ -105,49 +111,59 @@ var (
 	_ KeyChangeNotifier = (*KeyCache)(nil)
 )
 
-func (c *KeyCache) shard(hash string) *cacheShard {
-	return &c.shards[maphash.String(c.seed, hash)%cacheShards]
+func (c *KeyCache) shard(h [32]byte) *cacheShard {
+	return &c.shards[maphash.Comparable(c.seed, h)%cacheShards]
 }
 
-// KeyByHash returns the key with the hash, from the cache when it holds a
-// live snapshot. Returns ENOTFOUND for an unknown hash and the store's error
-// (which authentication turns into EUNAVAILABLE) when the lookup fails;
-// cached keys keep working while the store is down, until their TTL.
+// KeyByHash returns the key with the hash (hex SHA-256), from the cache
+// when it holds a live snapshot. Returns ENOTFOUND for an unknown hash and
+// the store's error (which authentication turns into EUNAVAILABLE) when the
+// lookup fails; cached keys keep working while the store is down, until
+// their TTL. The key returned carries what authentication needs: id, name,
+// tenant, user, scope, enabled, expiry and hash.
 func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) {
-	now := c.opts.Now()
-	s := c.shard(hash)
+	var h [32]byte
+	if len(hash) != 2*len(h) {
+		return nil, Errorf(ENOTFOUND, "no key has this hash")
+	}
+	if _, err := hex.Decode(h[:], []byte(hash)); err != nil {
+		return nil, Errorf(ENOTFOUND, "no key has this hash")
+	}
+	now := c.opts.Now().UnixNano()
+	s := c.shard(h)
 	s.mu.Lock()
-	if el, ok := s.entries[hash]; ok {
-		e := el.Value.(*cacheEntry)
-		if now.Before(e.expires) {
-			s.lru.MoveToFront(el)
+	if e, ok := s.entries[h]; ok {
+		if now < e.expires {
+			s.moveToFront(e)
 			s.mu.Unlock()
 			c.hits.Add(1)
-			return e.key, nil
+			return e.key(hash), nil
 		}
-		c.removeEntry(s, el)
+		s.remove(e)
 	}
-	if el, ok := s.negative[hash]; ok {
-		if now.Before(el.Value.(*negativeEntry).expires) {
+	if exp, ok := s.negative[h]; ok {
+		if now < exp {
 			s.mu.Unlock()
 			c.negativeHits.Add(1)
 			return nil, Errorf(ENOTFOUND, "no key has this hash")
 		}
-		s.negLRU.Remove(el)
-		delete(s.negative, hash)
+		delete(s.negative, h)
 	}
 	c.misses.Add(1)
-	if load, ok := s.inflight[hash]; ok {
+	if load, ok := s.inflight[h]; ok {
 		s.mu.Unlock()
 		select {
 		case <-load.done:
-			return load.key, load.err
+			if load.err != nil {
+				return nil, load.err
+			}
+			return load.entry.key(hash), nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
 	load := &cacheLoad{done: make(chan struct{})}
-	s.inflight[hash] = load
+	s.inflight[h] = load
 	epoch := c.epoch.Load()
 	s.mu.Unlock()
 
@@ -157,63 +173,120 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	key, err := c.store.KeyByHash(qctx, hash)
 	cancel()
 	c.loads.Add(1)
-	if key != nil {
-		key.principal = key.buildPrincipal()
+	if err == nil {
+		load.entry = newCacheEntry(h, key, now+int64(c.opts.TTL))
 	}
-	load.key, load.err = key, err
+	load.err = err
 
 	s.mu.Lock()
-	if s.inflight[hash] == load {
-		delete(s.inflight, hash)
+	if s.inflight[h] == load {
+		delete(s.inflight, h)
 	}
 	if c.epoch.Load() == epoch {
 		switch {
 		case err == nil:
-			c.addEntry(s, &cacheEntry{hash: hash, key: key, expires: now.Add(c.opts.TTL)})
+			c.add(s, load.entry)
 		case ErrorCode(err) == ENOTFOUND:
-			s.addNegative(&negativeEntry{hash: hash, expires: now.Add(c.opts.NegativeTTL)}, c.opts.NegativeMaxEntries/cacheShards+1)
+			s.addNegative(h, now+int64(c.opts.NegativeTTL))
 		}
 	}
 	s.mu.Unlock()
 	close(load.done)
-	return key, err
+	if err != nil {
+		return nil, err
+	}
+	return load.entry.key(hash), nil
 }
 
-// addEntry caches e in s, whose lock the caller holds, evicting the least
+// newCacheEntry keeps what authentication needs of key: its principal,
+// with the key's own strings in one allocation and the shared ones
+// interned, and whether it is enabled.
+func newCacheEntry(h [32]byte, key *APIKey, expires int64) *cacheEntry {
+	e := &cacheEntry{hash: h, expires: expires, enabled: key.Enabled}
+	own := key.ID + key.Name
+	p := &e.principal
+	p.KeyID, p.KeyName = own[:len(key.ID)], own[len(key.ID):]
+	p.TenantID = unique.Make(key.TenantID).Value()
+	p.UserID = unique.Make(key.UserID).Value()
+	p.ExpiresAt = copyTime(key.ExpiresAt)
+	lists := ResourceTypes()
+	n := 0
+	for _, rt := range lists {
+		n += len(key.Scope.IDs(rt))
+	}
+	all := make([]string, 0, n)
+	var parts [4][]string
+	for i, rt := range lists {
+		start := len(all)
+		for _, id := range key.Scope.IDs(rt) {
+			all = append(all, unique.Make(id).Value())
+		}
+		parts[i] = all[start:len(all):len(all)]
+	}
+	p.Scope = Scope{AgentIDs: parts[0], FlowIDs: parts[1], MCPToolIDs: parts[2], VectorStoreIDs: parts[3]}
+	return e
+}
+
+// key presents the entry as the APIKey authentication reads; its principal
+// is the entry's, shared by every request the entry serves.
+func (e *cacheEntry) key(hash string) *APIKey {
+	p := &e.principal
+	return &APIKey{
+		ID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID,
+		Scope: p.Scope, Enabled: e.enabled, ExpiresAt: p.ExpiresAt, Hash: hash,
+		principal: p,
+	}
+}
+
+// add caches e in s, whose lock the caller holds, evicting the least
 // recently used keys beyond the shard's share of MaxEntries.
-func (c *KeyCache) addEntry(s *cacheShard, e *cacheEntry) {
-	if el, ok := s.entries[e.hash]; ok {
-		c.removeEntry(s, el)
+func (c *KeyCache) add(s *cacheShard, e *cacheEntry) {
+	if old, ok := s.entries[e.hash]; ok {
+		s.remove(old)
 	}
-	if el, ok := s.negative[e.hash]; ok {
-		s.negLRU.Remove(el)
-		delete(s.negative, e.hash)
-	}
-	s.entries[e.hash] = s.lru.PushFront(e)
-	c.byID.Store(e.key.ID, e.hash)
-	for capacity := c.opts.MaxEntries/cacheShards + 1; s.lru.Len() > capacity; {
-		c.removeEntry(s, s.lru.Back())
+	delete(s.negative, e.hash)
+	s.entries[e.hash] = e
+	s.byID[e.principal.KeyID] = e
+	e.prev, e.next = &s.lru, s.lru.next
+	e.next.prev, s.lru.next = e, e
+	s.size++
+	for capacity := c.opts.MaxEntries/cacheShards + 1; s.size > capacity; {
+		s.remove(s.lru.prev)
 	}
 }
 
-// removeEntry drops a cached key from s, whose lock the caller holds.
-func (c *KeyCache) removeEntry(s *cacheShard, el *list.Element) {
-	e := el.Value.(*cacheEntry)
-	s.lru.Remove(el)
+// remove drops a cached key from s, whose lock the caller holds.
+func (s *cacheShard) remove(e *cacheEntry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
 	delete(s.entries, e.hash)
-	c.byID.CompareAndDelete(e.key.ID, e.hash)
+	if s.byID[e.principal.KeyID] == e {
+		delete(s.byID, e.principal.KeyID)
+	}
+	s.size--
 }
 
-func (s *cacheShard) addNegative(e *negativeEntry, capacity int) {
-	if el, ok := s.negative[e.hash]; ok {
-		s.negLRU.Remove(el)
+func (s *cacheShard) moveToFront(e *cacheEntry) {
+	if s.lru.next == e {
+		return
 	}
-	s.negative[e.hash] = s.negLRU.PushFront(e)
-	for s.negLRU.Len() > capacity {
-		el := s.negLRU.Back()
-		s.negLRU.Remove(el)
-		delete(s.negative, el.Value.(*negativeEntry).hash)
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = &s.lru, s.lru.next
+	e.next.prev, s.lru.next = e, e
+}
+
+// addNegative remembers an unknown hash, forgetting the oldest beyond the
+// shard's share of NegativeMaxEntries.
+func (s *cacheShard) addNegative(h [32]byte, expires int64) {
+	if _, ok := s.negative[h]; !ok {
+		old := s.negRing[s.negNext]
+		if exp, ok := s.negative[old]; ok && exp != 0 {
+			delete(s.negative, old)
+		}
+		s.negRing[s.negNext] = h
+		s.negNext = (s.negNext + 1) % len(s.negRing)
 	}
+	s.negative[h] = expires
 }
 
 // KeysChanged drops what a change made on this instance touched. Other
@@ -228,84 +301,73 @@ func (c *KeyCache) KeysChanged(_ context.Context, change KeyChange) {
 // nothing empties the cache.
 func (c *KeyCache) Invalidate(change KeyChange) {
 	c.epoch.Add(1)
-	hash := change.Hash
-	if hash == "" && change.KeyID != "" {
-		if h, ok := c.byID.Load(change.KeyID); ok {
-			hash = h.(string)
+	var h [32]byte
+	if len(change.Hash) == 2*len(h) {
+		if _, err := hex.Decode(h[:], []byte(change.Hash)); err == nil {
+			s := c.shard(h)
+			s.mu.Lock()
+			if e, ok := s.entries[h]; ok {
+				s.remove(e)
+			}
+			clear(s.inflight)
+			s.mu.Unlock()
+			return
 		}
 	}
 	switch {
-	case hash != "":
-		s := c.shard(hash)
-		s.mu.Lock()
-		if el, ok := s.entries[hash]; ok {
-			c.removeEntry(s, el)
-		}
-		clear(s.inflight)
-		s.mu.Unlock()
 	case change.KeyID != "":
-		// Not cached here; only loads in flight may hold it.
-		c.clearInflight()
+		c.each(func(s *cacheShard) {
+			if e, ok := s.byID[change.KeyID]; ok {
+				s.remove(e)
+			}
+		})
 	case change.TenantID != "":
-		c.removeMatching(change)
+		c.each(func(s *cacheShard) {
+			for e := s.lru.next; e != &s.lru; {
+				next := e.next
+				if change.matches(&e.principal) {
+					s.remove(e)
+				}
+				e = next
+			}
+		})
 	default:
 		c.Purge()
 	}
 }
 
-// removeMatching drops every cached key of the change's tenant or user; a
-// scan, as offboarding is rare.
-func (c *KeyCache) removeMatching(change KeyChange) {
+// each runs fn on every shard under its lock and forgets loads in flight,
+// which may have read what changed.
+func (c *KeyCache) each(fn func(s *cacheShard)) {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		for el := s.lru.Front(); el != nil; {
-			next := el.Next()
-			if change.matches(el.Value.(*cacheEntry).key) {
-				c.removeEntry(s, el)
-			}
-			el = next
-		}
+		fn(s)
 		clear(s.inflight)
 		s.mu.Unlock()
 	}
 }
 
-func (c *KeyCache) clearInflight() {
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		clear(s.inflight)
-		s.mu.Unlock()
-	}
-}
-
-// matches reports whether k is among the keys of the change's user, or of
+// matches reports whether p is among the keys of the change's user, or of
 // its tenant when it names no user.
-func (ch KeyChange) matches(k *APIKey) bool {
-	switch {
-	case ch.UserID != "":
-		return k.TenantID == ch.TenantID && k.UserID == ch.UserID
-	default:
-		return k.TenantID == ch.TenantID
+func (ch KeyChange) matches(p *Principal) bool {
+	if ch.UserID != "" {
+		return p.TenantID == ch.TenantID && p.UserID == ch.UserID
 	}
+	return p.TenantID == ch.TenantID
 }
 
 // Purge empties the cache, for when changes may have been missed (the
 // change feed dropped).
 func (c *KeyCache) Purge() {
 	c.epoch.Add(1)
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
+	c.each(func(s *cacheShard) {
 		clear(s.entries)
-		s.lru.Init()
-		c.byID.Clear()
+		clear(s.byID)
+		s.lru.next, s.lru.prev = &s.lru, &s.lru
+		s.size = 0
 		clear(s.negative)
-		s.negLRU.Init()
-		clear(s.inflight)
-		s.mu.Unlock()
-	}
+	})
 }
 
 // KeyCacheStats are counters since the cache was made.
@@ -320,8 +382,8 @@ func (c *KeyCache) Stats() KeyCacheStats {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		st.Entries += s.lru.Len()
-		st.NegativeEntries += s.negLRU.Len()
+		st.Entries += s.size
+		st.NegativeEntries += len(s.negative)
 		s.mu.Unlock()
 	}
 	return st

@@ -48,7 +48,7 @@ func (s *lookupStore) put(k authz.APIKey) {
 func newLookupStore(n int) *lookupStore {
 	s := &lookupStore{keys: map[string]authz.APIKey{}}
 	for i := range n {
-		s.put(authz.APIKey{ID: fmt.Sprintf("k%d", i), Hash: fmt.Sprintf("h%d", i), TenantID: fmt.Sprintf("t%d", i%2), UserID: fmt.Sprintf("u%d", i%4), Enabled: true})
+		s.put(authz.APIKey{ID: fmt.Sprintf("k%d", i), Hash: hx(i), TenantID: fmt.Sprintf("t%d", i%2), UserID: fmt.Sprintf("u%d", i%4), Enabled: true})
 	}
 	return s
 }
@@ -70,24 +70,21 @@ func TestKeyCacheHitsAndTTL(t *testing.T) {
 	ctx := context.Background()
 	store := newLookupStore(1)
 	c, clk := newTestCache(store, authz.KeyCacheOptions{TTL: time.Minute})
-	first, err := c.KeyByHash(ctx, "h0")
+	first, err := c.KeyByHash(ctx, hx(0))
 	if err != nil || first.ID != "k0" {
 		t.Fatalf("first lookup: %v %v", first, err)
 	}
 	for range 10 {
-		k, err := c.KeyByHash(ctx, "h0")
-		if err != nil || k != first {
-			t.Fatal("a hit must return the cached snapshot")
+		k, err := c.KeyByHash(ctx, hx(0))
+		if err != nil || k.Principal() != first.Principal() || k.ID != "k0" || !k.Enabled || k.Hash != hx(0) {
+			t.Fatalf("a hit must serve the cached snapshot and its one principal: %+v %v", k, err)
 		}
-	}
-	if p1, p2 := first.Principal(), first.Principal(); p1 != p2 {
-		t.Fatal("a cached key must share one principal")
 	}
 	if n := store.calls.Load(); n != 1 {
 		t.Fatalf("%d queries, want 1", n)
 	}
 	clk.Advance(time.Minute)
-	if _, err := c.KeyByHash(ctx, "h0"); err != nil || store.calls.Load() != 2 {
+	if _, err := c.KeyByHash(ctx, hx(0)); err != nil || store.calls.Load() != 2 {
 		t.Fatalf("after the TTL the key must be looked up again (queries %d)", store.calls.Load())
 	}
 	st := c.Stats()
@@ -102,7 +99,7 @@ func TestKeyCacheNegative(t *testing.T) {
 	store := newLookupStore(0)
 	c, clk := newTestCache(store, authz.KeyCacheOptions{NegativeTTL: 5 * time.Second})
 	for range 100 {
-		if _, err := c.KeyByHash(ctx, "random"); authz.ErrorCode(err) != authz.ENOTFOUND {
+		if _, err := c.KeyByHash(ctx, hx(424242)); authz.ErrorCode(err) != authz.ENOTFOUND {
 			t.Fatalf("unknown hash: %v", err)
 		}
 	}
@@ -110,8 +107,8 @@ func TestKeyCacheNegative(t *testing.T) {
 		t.Fatalf("100 lookups of one unknown hash made %d queries, want 1", n)
 	}
 	clk.Advance(5 * time.Second)
-	store.put(authz.APIKey{ID: "k", Hash: "random", Enabled: true})
-	if k, err := c.KeyByHash(ctx, "random"); err != nil || k.ID != "k" {
+	store.put(authz.APIKey{ID: "k", Hash: hx(424242), Enabled: true})
+	if k, err := c.KeyByHash(ctx, hx(424242)); err != nil || k.ID != "k" {
 		t.Fatalf("after the negative TTL: %v %v", k, err)
 	}
 }
@@ -122,10 +119,10 @@ func TestKeyCacheBounds(t *testing.T) {
 	store := newLookupStore(2000)
 	c, _ := newTestCache(store, authz.KeyCacheOptions{MaxEntries: 160, NegativeMaxEntries: 32})
 	for i := range 2000 {
-		if _, err := c.KeyByHash(ctx, fmt.Sprintf("h%d", i)); err != nil {
+		if _, err := c.KeyByHash(ctx, hx(i)); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = c.KeyByHash(ctx, fmt.Sprintf("nope%d", i))
+		_, _ = c.KeyByHash(ctx, hx(1_000_000+i))
 	}
 	st := c.Stats()
 	// Each of 16 shards holds MaxEntries/16+1.
@@ -134,10 +131,10 @@ func TestKeyCacheBounds(t *testing.T) {
 	}
 	// The most recent key is still cached; the oldest is not.
 	before := store.calls.Load()
-	if _, err := c.KeyByHash(ctx, "h1999"); err != nil || store.calls.Load() != before {
+	if _, err := c.KeyByHash(ctx, hx(1999)); err != nil || store.calls.Load() != before {
 		t.Fatal("the most recently used key was evicted")
 	}
-	if _, err := c.KeyByHash(ctx, "h0"); err != nil || store.calls.Load() != before+1 {
+	if _, err := c.KeyByHash(ctx, hx(0)); err != nil || store.calls.Load() != before+1 {
 		t.Fatal("the least recently used key was kept")
 	}
 }
@@ -154,7 +151,7 @@ func TestKeyCacheConcurrentMissesShareOneQuery(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			k, err := c.KeyByHash(ctx, "h0")
+			k, err := c.KeyByHash(ctx, hx(0))
 			if err != nil {
 				t.Error(err)
 			}
@@ -168,12 +165,12 @@ func TestKeyCacheConcurrentMissesShareOneQuery(t *testing.T) {
 	close(store.gate)
 	wg.Wait()
 	close(results)
-	var first *authz.APIKey
+	var first *authz.Principal
 	for k := range results {
 		if first == nil {
-			first = k
+			first = k.Principal()
 		}
-		if k != first {
+		if k.Principal() != first {
 			t.Fatal("waiters got different snapshots")
 		}
 	}
@@ -188,34 +185,34 @@ func TestKeyCacheInvalidation(t *testing.T) {
 	tests := []struct {
 		note   string
 		change authz.KeyChange
-		gone   []string // hashes that must be looked up again
-		kept   []string
+		gone   []int // keys whose hash must be looked up again
+		kept   []int
 	}{
-		{"by hash", authz.KeyChange{Hash: "h1"}, []string{"h1"}, []string{"h0", "h2", "h3"}},
-		{"by key id, as other instances send", authz.KeyChange{KeyID: "k2"}, []string{"h2"}, []string{"h0", "h1", "h3"}},
-		{"a user's keys", authz.KeyChange{TenantID: "t1", UserID: "u1"}, []string{"h1"}, []string{"h0", "h2", "h3"}},
-		{"a tenant's keys", authz.KeyChange{TenantID: "t0"}, []string{"h0", "h2"}, []string{"h1", "h3"}},
-		{"everything", authz.KeyChange{}, []string{"h0", "h1", "h2", "h3"}, nil},
+		{"by hash", authz.KeyChange{Hash: hx(1)}, []int{1}, []int{0, 2, 3}},
+		{"by key id, as other instances send", authz.KeyChange{KeyID: "k2"}, []int{2}, []int{0, 1, 3}},
+		{"a user's keys", authz.KeyChange{TenantID: "t1", UserID: "u1"}, []int{1}, []int{0, 2, 3}},
+		{"a tenant's keys", authz.KeyChange{TenantID: "t0"}, []int{0, 2}, []int{1, 3}},
+		{"everything", authz.KeyChange{}, []int{0, 1, 2, 3}, nil},
 	}
 	for _, tc := range tests {
 		store := newLookupStore(4)
 		c, _ := newTestCache(store, authz.KeyCacheOptions{})
 		for i := range 4 {
-			if _, err := c.KeyByHash(ctx, fmt.Sprintf("h%d", i)); err != nil {
+			if _, err := c.KeyByHash(ctx, hx(i)); err != nil {
 				t.Fatal(err)
 			}
 		}
 		c.Invalidate(tc.change)
-		for _, h := range tc.kept {
+		for _, i := range tc.kept {
 			before := store.calls.Load()
-			if _, _ = c.KeyByHash(ctx, h); store.calls.Load() != before {
-				t.Errorf("%s: %s was dropped", tc.note, h)
+			if _, _ = c.KeyByHash(ctx, hx(i)); store.calls.Load() != before {
+				t.Errorf("%s: key %d was dropped", tc.note, i)
 			}
 		}
-		for _, h := range tc.gone {
+		for _, i := range tc.gone {
 			before := store.calls.Load()
-			if _, _ = c.KeyByHash(ctx, h); store.calls.Load() != before+1 {
-				t.Errorf("%s: %s was kept", tc.note, h)
+			if _, _ = c.KeyByHash(ctx, hx(i)); store.calls.Load() != before+1 {
+				t.Errorf("%s: key %d was kept", tc.note, i)
 			}
 		}
 	}
@@ -232,12 +229,12 @@ func TestKeyCacheInvalidationDuringLoad(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = c.KeyByHash(ctx, "h0")
+		_, _ = c.KeyByHash(ctx, hx(0))
 	}()
 	for store.calls.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	c.Invalidate(authz.KeyChange{Hash: "h0"})
+	c.Invalidate(authz.KeyChange{Hash: hx(0)})
 	close(store.gate)
 	<-done
 	if c.Stats().Entries != 0 {
@@ -250,21 +247,24 @@ func TestKeyCacheStoreDown(t *testing.T) {
 	ctx := context.Background()
 	store := newLookupStore(2)
 	c, clk := newTestCache(store, authz.KeyCacheOptions{TTL: time.Minute})
-	if _, err := c.KeyByHash(ctx, "h0"); err != nil {
+	if _, err := c.KeyByHash(ctx, hx(0)); err != nil {
 		t.Fatal(err)
 	}
 	store.down = true
-	if _, err := c.KeyByHash(ctx, "h0"); err != nil {
+	if _, err := c.KeyByHash(ctx, hx(0)); err != nil {
 		t.Fatalf("a cached key must keep working while the store is down: %v", err)
 	}
-	if _, err := c.KeyByHash(ctx, "h1"); err == nil || authz.ErrorCode(err) == authz.ENOTFOUND {
+	if _, err := c.KeyByHash(ctx, hx(1)); err == nil || authz.ErrorCode(err) == authz.ENOTFOUND {
 		t.Fatalf("an uncached key with the store down must fail, not be unknown: %v", err)
 	}
-	if _, err := c.KeyByHash(ctx, "h1"); store.calls.Load() != 3 || err == nil {
+	if _, err := c.KeyByHash(ctx, hx(1)); store.calls.Load() != 3 || err == nil {
 		t.Fatal("a failed lookup must not be cached, neither way")
 	}
 	clk.Advance(time.Minute)
-	if _, err := c.KeyByHash(ctx, "h0"); err == nil {
+	if _, err := c.KeyByHash(ctx, hx(0)); err == nil {
 		t.Fatal("after its TTL a cached key must not outlive the store")
 	}
 }
+
+// hx is the hash of test key i: 64 hex characters.
+func hx(i int) string { return fmt.Sprintf("%064x", i) }
