@@ -70,6 +70,7 @@ type options struct {
 	cacheKeys   int
 	seedScope   int
 	distinct    int
+	memLimit    string
 	out         string
 }
 
@@ -94,6 +95,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.cacheKeys, "cache-keys", 100_000, "distinct keys to warm into keygate's cache before reading its memory (also KEYGATE_KEY_CACHE_SIZE)")
 	fs.IntVar(&o.seedScope, "seed-scope", 5, "entries in each scope list of a seeded key")
 	fs.IntVar(&o.distinct, "distinct", 1, "distinct resource ids per kind of request in the mix; 1 repeats four requests, more keeps a decision cache from answering most of them")
+	fs.StringVar(&o.memLimit, "memory-limit", "", "GOMEMLIMIT for keygate on Postgres (such as 170MiB); empty: Go's default, no limit")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root; empty: print only")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -271,10 +273,13 @@ func (b *bench) runPostgres(ctx context.Context, rep *report, opa *server) (err 
 	}
 
 	kgEnv := env
+	if b.opts.memLimit != "" {
+		kgEnv = append(slices.Clip(kgEnv), "GOMEMLIMIT="+b.opts.memLimit)
+	}
 	if seeded != nil {
 		// One line per GC on stderr, so the scale part can tell the live
 		// heap from the garbage the resident size also holds.
-		kgEnv = append(slices.Clip(env), "GODEBUG=gctrace=1")
+		kgEnv = append(slices.Clip(kgEnv), "GODEBUG=gctrace=1")
 	}
 	kg, key, err := b.startKeygate(ctx, "postgres", kgEnv)
 	if err != nil {

@@ -47,6 +47,7 @@ type scaleResult struct {
 	rssPeak      uint64 // VmHWM at the end
 	heapLive     string // MB marked live by the last GC before rssAfter, from gctrace
 	heapGoal     string // MB the heap could grow to before the next GC
+	memLimit     string // GOMEMLIMIT keygate ran with, "" for none
 }
 
 // machineInfo describes where the numbers come from.
@@ -332,7 +333,11 @@ func (r *report) scaleMarkdown(b *strings.Builder, s *scaleResult) {
 	b.WriteString(mdTable([]string{"phase", "conns", "requests", "req/s", "p50", "p90", "p99", "errors"}, rows, "lrrrrrrr"))
 	b.WriteString("\n")
 	if s.warm != nil {
-		fmt.Fprintf(b, "Resident memory of `keygate serve` (VmRSS, `KEYGATE_KEY_CACHE_SIZE=%d`): %s before the first seeded key was used, %s after the uncached and warming phases (%s distinct keys); peak (VmHWM) %s at the end. At that point the last GC (`GODEBUG=gctrace=1`) had marked %s MB of Go heap live, with a goal of %s MB for the next.\n\n",
+		limit := "no `GOMEMLIMIT`"
+		if s.memLimit != "" {
+			limit = "`GOMEMLIMIT=" + s.memLimit + "`"
+		}
+		fmt.Fprintf(b, "Resident memory of `keygate serve` (VmRSS, `KEYGATE_KEY_CACHE_SIZE=%d`, "+limit+"): %s before the first seeded key was used, %s after the uncached and warming phases (%s distinct keys); peak (VmHWM) %s at the end. At that point the last GC (`GODEBUG=gctrace=1`) had marked %s MB of Go heap live, with a goal of %s MB for the next.\n\n",
 			s.cacheKeys, fmtMiB(s.rssBefore), fmtMiB(s.rssAfter), thousands(float64(s.usedKeys)), fmtMiB(s.rssPeak), s.heapLive, s.heapGoal)
 	}
 }

@@ -11,7 +11,7 @@ import (
 // has just used.
 func (b *bench) runScale(ctx context.Context, kg *server, seeded *seedStats) (*scaleResult, error) {
 	s := &scaleResult{seed: seeded, scopeEntries: b.opts.seedScope, cacheKeys: b.opts.cacheKeys,
-		usedKeys: b.opts.uncached + b.opts.cacheKeys + uncachedOne}
+		usedKeys: b.opts.uncached + b.opts.cacheKeys + uncachedOne, memLimit: b.opts.memLimit}
 	var err error
 	if s.rssBefore, err = residentBytes(kg.pid(), "VmRSS"); err != nil {
 		return nil, err
