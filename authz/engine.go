@@ -8,6 +8,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,7 @@ type Engine struct {
 	policy    atomic.Pointer[preparedPolicy]
 	loads     atomic.Uint64
 	decisions *decisionCache // nil: no decision cache
+	inputs    principalTerms
 }
 
 // EngineOptions configures an Engine. A nil Observer observes nothing;
@@ -482,14 +484,55 @@ func newInputTerms() *inputTerms {
 	return t
 }
 
-// principalTerm returns the principal as an input term. It is built for
-// each evaluation rather than kept: repeated questions are answered by the
-// decision cache, and a term per cached key would cost kilobytes each.
+// principalTerm returns the principal as an input term, reusing the term of
+// a recently seen principal: a key's scope is most of the input, and the
+// keys in use now are few. Principals are snapshots, so a term never goes
+// stale.
 func (e *Engine) principalTerm(p *Principal) *ast.Term {
 	if p == nil {
 		return ast.InternedNullTerm
 	}
-	return e.terms.principalTerm(p)
+	if t := e.inputs.get(p); t != nil {
+		return t
+	}
+	t := e.terms.principalTerm(p)
+	if p.KeyID != "" {
+		e.inputs.put(p, t)
+	}
+	return t
+}
+
+// principalTerms keeps the input terms of the principals seen last, a few
+// thousand at most: a term of a large scope costs kilobytes, so keeping one
+// for every cached key would cost more than building the rare ones again.
+// Eviction is random, which keeps the busy keys with high probability.
+type principalTerms struct {
+	mu sync.RWMutex
+	m  map[*Principal]*ast.Term
+}
+
+const maxPrincipalTerms = 4096
+
+func (c *principalTerms) get(p *Principal) *ast.Term {
+	c.mu.RLock()
+	t := c.m[p]
+	c.mu.RUnlock()
+	return t
+}
+
+func (c *principalTerms) put(p *Principal, t *ast.Term) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[*Principal]*ast.Term)
+	}
+	if len(c.m) >= maxPrincipalTerms {
+		for old := range c.m {
+			delete(c.m, old)
+			break
+		}
+	}
+	c.m[p] = t
+	c.mu.Unlock()
 }
 
 func (t *inputTerms) principalTerm(p *Principal) *ast.Term {

@@ -116,3 +116,25 @@ func BenchmarkDecideManagement(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecideCached is the same check asked again of an engine with a
+// decision cache, as a busy key asks it.
+func BenchmarkDecideCached(b *testing.B) {
+	modules, err := authz.ReadPolicies(policies.FS())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := authz.NewEngine(context.Background(), modules, authz.EngineOptions{DecisionCacheSize: 10_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	p := benchPrincipal()
+	r := authz.Resource{Type: authz.ResourceMCPTool, ID: "github__create_issue", TenantID: "t1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := e.Decide(ctx, p, r, "call", benchContext); err != nil || !d.Allow {
+			b.Fatal(d, err)
+		}
+	}
+}

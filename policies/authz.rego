@@ -30,6 +30,15 @@ actions := {
 	"vector_store": {"query", "read", "write"},
 }
 
+# scope_lists names the scope list of each resource type; a new type in
+# actions needs its list here too.
+scope_lists := {
+	"agent": "agent_ids",
+	"flow": "flow_ids",
+	"mcp_tool": "mcp_tool_ids",
+	"vector_store": "vector_store_ids",
+}
+
 default decision := {
 	"allow": false,
 	"reasons": ["the input is not an authorization request (an object with principal, resource and action)"],
@@ -56,7 +65,7 @@ check(r, action) := scope_decision(r, list) if {
 	object.get(r, "tenant_id", input.principal.tenant_id) == input.principal.tenant_id
 	is_string(r.id)
 	r.id != ""
-	list := concat("", [r.type, "_ids"])
+	list := scope_lists[r.type]
 } else := {"allow": false, "reasons": sort(denials(r, action))}
 
 # scope_decision allows when the id is in the scope list, else when one of
@@ -71,7 +80,7 @@ scope_decision(r, list) := {"allow": true, "reasons": [sprintf("%s %q matches %q
 # delimiters: "*" spans any characters, "_" and "." included. An entry
 # without "*" matches only itself, so it is not a glob, and a list without
 # any "*" is not scanned.
-scope_globs[list] := [e | contains(concat(",", ids), "*"); some e in ids; contains(e, "*")] if {
+scope_globs[list] := [e | some e in ids; contains(e, "*")] if {
 	some list, ids in input.principal.scope
 }
 
@@ -116,7 +125,7 @@ scope_denials(r) := {reason | some reason in d.reasons} if {
 	actions[r.type]
 	is_string(r.id)
 	r.id != ""
-	d := scope_decision(r, concat("", [r.type, "_ids"]))
+	d := scope_decision(r, scope_lists[r.type])
 	not d.allow
 } else := set()
 
