@@ -16,11 +16,6 @@ type createdKey struct {
 	Token string `json:"token"`
 }
 
-type keyList struct {
-	Data       []*authz.APIKey `json:"data"`
-	NextCursor *string         `json:"next_cursor"`
-}
-
 func (s *Server) createKey(c *gin.Context) {
 	members, err := readObject(c, "name", "permission_scope", "expires_at")
 	if err != nil {
@@ -66,13 +61,7 @@ func (s *Server) createKey(c *gin.Context) {
 func (s *Server) listKeys(c *gin.Context) {
 	filter := authz.APIKeyFilter{Cursor: c.Query("cursor")}
 	var fields []authz.FieldError
-	if v, ok := c.GetQuery("limit"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > authz.MaxLimit {
-			fields = append(fields, authz.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"})
-		}
-		filter.Limit = n
-	}
+	filter.Limit, fields = queryLimit(c, fields)
 	if v, ok := c.GetQuery("enabled"); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -80,12 +69,7 @@ func (s *Server) listKeys(c *gin.Context) {
 		}
 		filter.Enabled = &b
 	}
-	if v, ok := c.GetQuery("user_id"); ok {
-		if v == "" {
-			fields = append(fields, authz.FieldError{Field: "user_id", Message: "must not be empty"})
-		}
-		filter.UserID = &v
-	}
+	filter.UserID, fields = queryUserID(c, fields)
 	if len(fields) > 0 {
 		writeError(c, authz.Invalid(fields...))
 		return
@@ -95,14 +79,7 @@ func (s *Server) listKeys(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	out := keyList{Data: page.Keys}
-	if out.Data == nil {
-		out.Data = []*authz.APIKey{}
-	}
-	if page.NextCursor != "" {
-		out.NextCursor = &page.NextCursor
-	}
-	writeJSON(c, http.StatusOK, out)
+	writePage(c, page.Keys, page.NextCursor)
 }
 
 func (s *Server) getKey(c *gin.Context) {
@@ -200,11 +177,6 @@ func (s *Server) deleteTenant(c *gin.Context) {
 	c.Status(http.StatusNoContent)
 }
 
-type auditList struct {
-	Data       []*authz.AuditEvent `json:"data"`
-	NextCursor *string             `json:"next_cursor"`
-}
-
 func (s *Server) listAuditEvents(c *gin.Context) {
 	filter := authz.AuditFilter{
 		Cursor: c.Query("cursor"),
@@ -212,13 +184,7 @@ func (s *Server) listAuditEvents(c *gin.Context) {
 		KeyID:  c.Query("key_id"),
 	}
 	var fields []authz.FieldError
-	if v, ok := c.GetQuery("limit"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > authz.MaxLimit {
-			fields = append(fields, authz.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"})
-		}
-		filter.Limit = n
-	}
+	filter.Limit, fields = queryLimit(c, fields)
 	for _, q := range []struct {
 		name string
 		dst  **time.Time
@@ -241,12 +207,5 @@ func (s *Server) listAuditEvents(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	out := auditList{Data: page.Events}
-	if out.Data == nil {
-		out.Data = []*authz.AuditEvent{}
-	}
-	if page.NextCursor != "" {
-		out.NextCursor = &page.NextCursor
-	}
-	writeJSON(c, http.StatusOK, out)
+	writePage(c, page.Events, page.NextCursor)
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
@@ -12,16 +11,6 @@ import (
 // mcpServerFields are the members a server's JSON body may hold. headers is
 // write-only: it is read here and never written back.
 var mcpServerFields = []string{"name", "url", "headers", "enabled", "timeout_ms"}
-
-type mcpServerList struct {
-	Data       []*authz.MCPServer `json:"data"`
-	NextCursor *string            `json:"next_cursor"`
-}
-
-type mcpToolList struct {
-	Data       []*authz.MCPTool `json:"data"`
-	NextCursor *string          `json:"next_cursor"`
-}
 
 // mcpRoutes registers the upstream MCP server registry on the management
 // API.
@@ -89,12 +78,7 @@ func (s *Server) listMCPServers(c *gin.Context) {
 	filter := authz.MCPServerFilter{Cursor: c.Query("cursor")}
 	var fields []authz.FieldError
 	filter.Limit, fields = queryLimit(c, fields)
-	if v, ok := c.GetQuery("user_id"); ok {
-		if v == "" {
-			fields = append(fields, authz.FieldError{Field: "user_id", Message: "must not be empty"})
-		}
-		filter.UserID = &v
-	}
+	filter.UserID, fields = queryUserID(c, fields)
 	if len(fields) > 0 {
 		writeError(c, authz.Invalid(fields...))
 		return
@@ -104,14 +88,7 @@ func (s *Server) listMCPServers(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	out := mcpServerList{Data: page.Servers}
-	if out.Data == nil {
-		out.Data = []*authz.MCPServer{}
-	}
-	if page.NextCursor != "" {
-		out.NextCursor = &page.NextCursor
-	}
-	writeJSON(c, http.StatusOK, out)
+	writePage(c, page.Servers, page.NextCursor)
 }
 
 func (s *Server) getMCPServer(c *gin.Context) {
@@ -211,12 +188,7 @@ func (s *Server) listMCPTools(c *gin.Context) {
 	filter := authz.MCPToolFilter{Cursor: c.Query("cursor"), ServerID: c.Query("server_id")}
 	var fields []authz.FieldError
 	filter.Limit, fields = queryLimit(c, fields)
-	if v, ok := c.GetQuery("user_id"); ok {
-		if v == "" {
-			fields = append(fields, authz.FieldError{Field: "user_id", Message: "must not be empty"})
-		}
-		filter.UserID = &v
-	}
+	filter.UserID, fields = queryUserID(c, fields)
 	if len(fields) > 0 {
 		writeError(c, authz.Invalid(fields...))
 		return
@@ -226,25 +198,5 @@ func (s *Server) listMCPTools(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
-	out := mcpToolList{Data: page.Tools}
-	if out.Data == nil {
-		out.Data = []*authz.MCPTool{}
-	}
-	if page.NextCursor != "" {
-		out.NextCursor = &page.NextCursor
-	}
-	writeJSON(c, http.StatusOK, out)
-}
-
-// queryLimit reads the limit query parameter as listKeys does.
-func queryLimit(c *gin.Context, fields []authz.FieldError) (int, []authz.FieldError) {
-	v, ok := c.GetQuery("limit")
-	if !ok {
-		return 0, fields
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > authz.MaxLimit {
-		fields = append(fields, authz.FieldError{Field: "limit", Message: "must be an integer from 1 to 100"})
-	}
-	return n, fields
+	writePage(c, page.Tools, page.NextCursor)
 }

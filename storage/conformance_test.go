@@ -230,7 +230,7 @@ func TestCreateKey_Conflicts(t *testing.T) {
 					return k
 				},
 				wantCode: authz.ECONFLICT,
-				wantMsg:  "the key conflicts with an existing key",
+				wantMsg:  "a key conflicts with an existing one",
 			},
 			{
 				note: "an id is unique",

@@ -141,14 +141,21 @@ func errKeyNotFound() error {
 // keyConflict maps a unique violation on api_keys to ECONFLICT; any other
 // error passes through wrapped. Only the name is named: the hash is secret.
 func keyConflict(err error, name string) error {
-	what, ok := uniqueViolation(err)
+	return nameConflict(err, "api_keys", "a key", name)
+}
+
+// nameConflict maps a unique violation on table to ECONFLICT, naming the
+// name when it is the name that clashed; any other error passes through
+// wrapped.
+func nameConflict(err error, table, what, name string) error {
+	constraint, ok := uniqueViolation(err)
 	switch {
 	case !ok:
-		return fmt.Errorf("write api key: %w", err)
-	case what == "api_keys_tenant_id_name_key" || strings.Contains(what, "api_keys.name"):
-		return authz.Errorf(authz.ECONFLICT, "a key named %q already exists in this tenant", name)
+		return fmt.Errorf("write %s: %w", table, err)
+	case constraint == table+"_tenant_id_name_key" || strings.Contains(constraint, table+".name"):
+		return authz.Errorf(authz.ECONFLICT, "%s named %q already exists in this tenant", what, name)
 	default:
-		return authz.Errorf(authz.ECONFLICT, "the key conflicts with an existing key")
+		return authz.Errorf(authz.ECONFLICT, "%s conflicts with an existing one", what)
 	}
 }
 
@@ -165,20 +172,27 @@ func (s *KeyStore) CreateKey(ctx context.Context, key *authz.APIKey, events ...a
 	if err != nil {
 		return err
 	}
-	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := ensureUser(ctx, tx, row.TenantID, row.UserID, row.CreatedAt); err != nil {
-			return err
-		}
-		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
-			return keyConflict(err, row.Name)
-		}
-		return insertAuditEventRows(ctx, tx, audit)
-	})
-	if err != nil {
+	if err := s.db.insertOwned(ctx, row, row.TenantID, row.UserID, row.CreatedAt, audit,
+		func(err error) error { return keyConflict(err, row.Name) }); err != nil {
 		return err
 	}
 	storedForm(key)
 	return nil
+}
+
+// insertOwned inserts row, which belongs to a tenant's user, creating both
+// on first use, and the audit rows, in one transaction; conflict maps the
+// insert's error.
+func (db *DB) insertOwned(ctx context.Context, row any, tenantID, userID string, at time.Time, audit []auditEventRow, conflict func(error) error) error {
+	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := ensureUser(ctx, tx, tenantID, userID, at); err != nil {
+			return err
+		}
+		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+			return conflict(err)
+		}
+		return insertAuditEventRows(ctx, tx, audit)
+	})
 }
 
 // ensureUser creates a tenant and a user unless they exist. The identity

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/keygate/keygate/authz"
@@ -198,15 +197,7 @@ func errMCPServerNotFound() error {
 
 // mcpServerConflict maps a unique violation on mcp_servers to ECONFLICT.
 func mcpServerConflict(err error, name string) error {
-	what, ok := uniqueViolation(err)
-	switch {
-	case !ok:
-		return fmt.Errorf("write mcp server: %w", err)
-	case what == "mcp_servers_tenant_id_name_key" || strings.Contains(what, "mcp_servers.name"):
-		return authz.Errorf(authz.ECONFLICT, "an MCP server named %q already exists in this tenant", name)
-	default:
-		return authz.Errorf(authz.ECONFLICT, "the MCP server conflicts with an existing one")
-	}
+	return nameConflict(err, "mcp_servers", "an MCP server", name)
 }
 
 // CreateMCPServer inserts srv, creating its tenant and user on first use,
@@ -222,16 +213,8 @@ func (s *MCPStore) CreateMCPServer(ctx context.Context, srv *authz.MCPServer, ev
 	if err != nil {
 		return err
 	}
-	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if err := ensureUser(ctx, tx, row.TenantID, row.UserID, row.CreatedAt); err != nil {
-			return err
-		}
-		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
-			return mcpServerConflict(err, row.Name)
-		}
-		return insertAuditEventRows(ctx, tx, audit)
-	})
-	if err != nil {
+	if err := s.db.insertOwned(ctx, row, row.TenantID, row.UserID, row.CreatedAt, audit,
+		func(err error) error { return mcpServerConflict(err, row.Name) }); err != nil {
 		return err
 	}
 	storedServerForm(srv)
