@@ -354,17 +354,24 @@ func (s *KeyStore) DeleteKey(ctx context.Context, tenantID, id string, events ..
 	if err != nil {
 		return err
 	}
-	return s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewDelete().Model((*apiKeyRow)(nil)).
-			Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id).
+	return s.db.deleteOwned(ctx, (*apiKeyRow)(nil), "k", tenantID, id, audit, errKeyNotFound)
+}
+
+// deleteOwned deletes the row of model (whose table alias is alias) with id
+// in tenantID and writes the audit rows, in one transaction; notFound is
+// the error when no row matched.
+func (db *DB) deleteOwned(ctx context.Context, model any, alias, tenantID, id string, audit []auditEventRow, notFound func() error) error {
+	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewDelete().Model(model).
+			Where("?.tenant_id = ?", bun.Ident(alias), tenantID).Where("?.id = ?", bun.Ident(alias), id).
 			Exec(ctx)
 		if err != nil {
-			return fmt.Errorf("delete api key: %w", err)
+			return fmt.Errorf("delete: %w", err)
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete api key: %w", err)
+			return fmt.Errorf("delete: %w", err)
 		} else if n == 0 {
-			return errKeyNotFound()
+			return notFound()
 		}
 		return insertAuditEventRows(ctx, tx, audit)
 	})

@@ -350,20 +350,7 @@ func (s *MCPStore) DeleteMCPServer(ctx context.Context, tenantID, id string, eve
 	if err != nil {
 		return err
 	}
-	return s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewDelete().Model((*mcpServerRow)(nil)).
-			Where("s.tenant_id = ?", tenantID).Where("s.id = ?", id).
-			Exec(ctx)
-		if err != nil {
-			return fmt.Errorf("delete mcp server: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete mcp server: %w", err)
-		} else if n == 0 {
-			return errMCPServerNotFound()
-		}
-		return insertAuditEventRows(ctx, tx, audit)
-	})
+	return s.db.deleteOwned(ctx, (*mcpServerRow)(nil), "s", tenantID, id, audit, errMCPServerNotFound)
 }
 
 // SaveMCPSync records a sync in one transaction, so a catalog is replaced
