@@ -445,7 +445,7 @@ func (s *MCPServerService) ListServers(ctx context.Context, filter MCPServerFilt
 	}
 	filter.TenantID = actor.TenantID
 	filter.Limit = clampLimit(filter.Limit)
-	if filter.UserID, err = s.listScope(ctx, actor, filter.UserID); err != nil {
+	if filter.UserID, err = listScope(ctx, s.Policy, actor, TargetMCPServer, filter.UserID); err != nil {
 		return nil, err
 	}
 	return s.Store.FindMCPServers(ctx, filter)
@@ -566,7 +566,7 @@ func (s *MCPServerService) ListTools(ctx context.Context, filter MCPToolFilter) 
 		if err := s.allowServer(ctx, actor, ActionRead, srv); err != nil {
 			return nil, err
 		}
-	} else if filter.UserID, err = s.listScope(ctx, actor, filter.UserID); err != nil {
+	} else if filter.UserID, err = listScope(ctx, s.Policy, actor, TargetMCPServer, filter.UserID); err != nil {
 		return nil, err
 	}
 	return s.Store.FindMCPTools(ctx, filter)
@@ -837,28 +837,6 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// listScope narrows a listing the way ListKeys does: without a user filter
-// an actor who may not list everyone's servers falls back to their own.
-func (s *MCPServerService) listScope(ctx context.Context, actor *Actor, userID *string) (*string, error) {
-	target := ManagementTarget{Type: TargetMCPServer, TenantID: actor.TenantID}
-	if userID != nil {
-		target.UserID = *userID
-	}
-	err := s.allow(ctx, actor, ActionList, target)
-	if err == nil {
-		return userID, nil
-	}
-	if userID != nil || ErrorCode(err) != EFORBIDDEN {
-		return nil, err
-	}
-	own := actor.UserID
-	target.UserID = own
-	if err := s.allow(ctx, actor, ActionList, target); err != nil {
-		return nil, err
-	}
-	return &own, nil
-}
-
 func (s *MCPServerService) allowServer(ctx context.Context, actor *Actor, action string, srv *MCPServer) error {
 	return s.allow(ctx, actor, action, ManagementTarget{Type: TargetMCPServer, TenantID: srv.TenantID, UserID: srv.UserID})
 }
@@ -866,7 +844,7 @@ func (s *MCPServerService) allowServer(ctx context.Context, actor *Actor, action
 // allow asks the management policy. It borrows KeyService's check so both
 // services turn a refusal into the same EFORBIDDEN with the policy's reasons.
 func (s *MCPServerService) allow(ctx context.Context, actor *Actor, action string, target ManagementTarget) error {
-	return (&KeyService{Policy: s.Policy}).allow(ctx, actor, action, target)
+	return allowManagement(ctx, s.Policy, actor, action, target)
 }
 
 // serverEvent is a management event about srv, built as key events are.

@@ -141,21 +141,8 @@ func (s *KeyService) ListKeys(ctx context.Context, filter APIKeyFilter) (*APIKey
 	}
 	filter.TenantID = actor.TenantID
 	filter.Limit = clampLimit(filter.Limit)
-	target := ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID}
-	if filter.UserID != nil {
-		target.UserID = *filter.UserID
-	}
-	if err := s.allow(ctx, actor, ActionList, target); err != nil {
-		if filter.UserID != nil || ErrorCode(err) != EFORBIDDEN {
-			return nil, err
-		}
-		// Not allowed to list everyone: fall back to the actor's own keys.
-		own := actor.UserID
-		filter.UserID = &own
-		target.UserID = own
-		if err := s.allow(ctx, actor, ActionList, target); err != nil {
-			return nil, err
-		}
+	if filter.UserID, err = listScope(ctx, s.Policy, actor, TargetAPIKey, filter.UserID); err != nil {
+		return nil, err
 	}
 	return s.Store.FindKeys(ctx, filter)
 }
@@ -399,10 +386,15 @@ func (s *KeyService) allowKey(ctx context.Context, actor *Actor, action string, 
 	return s.allow(ctx, actor, action, ManagementTarget{Type: TargetAPIKey, TenantID: key.TenantID, UserID: key.UserID})
 }
 
-// allow asks the management policy and turns a refusal into EFORBIDDEN with
-// the policy's reasons. An evaluation error is a refusal too.
+// allow asks the management policy about target.
 func (s *KeyService) allow(ctx context.Context, actor *Actor, action string, target ManagementTarget) error {
-	d, err := s.Policy.DecideManagement(ctx, ManagementInput{Actor: *actor, Action: action, Target: target})
+	return allowManagement(ctx, s.Policy, actor, action, target)
+}
+
+// allowManagement asks the management policy and turns a refusal into
+// EFORBIDDEN with the policy's reasons. An evaluation error is a refusal too.
+func allowManagement(ctx context.Context, policy Decider, actor *Actor, action string, target ManagementTarget) error {
+	d, err := policy.DecideManagement(ctx, ManagementInput{Actor: *actor, Action: action, Target: target})
 	if err != nil {
 		return err
 	}
@@ -414,6 +406,30 @@ func (s *KeyService) allow(ctx context.Context, actor *Actor, action string, tar
 		return Errorf(EFORBIDDEN, "%s", msg)
 	}
 	return nil
+}
+
+// listScope decides whose things of targetType the actor may list: the
+// user asked for (userID), or with none asked, everyone's when the policy
+// allows and else the actor's own. Returns EFORBIDDEN for another user's
+// things without the right.
+func listScope(ctx context.Context, policy Decider, actor *Actor, targetType string, userID *string) (*string, error) {
+	target := ManagementTarget{Type: targetType, TenantID: actor.TenantID}
+	if userID != nil {
+		target.UserID = *userID
+	}
+	err := allowManagement(ctx, policy, actor, ActionList, target)
+	if err == nil {
+		return userID, nil
+	}
+	if userID != nil || ErrorCode(err) != EFORBIDDEN {
+		return nil, err
+	}
+	own := actor.UserID
+	target.UserID = own
+	if err := allowManagement(ctx, policy, actor, ActionList, target); err != nil {
+		return nil, err
+	}
+	return &own, nil
 }
 
 func (s *KeyService) keyEvent(ctx context.Context, actor *Actor, action string, key *APIKey, details map[string]any) AuditEvent {
