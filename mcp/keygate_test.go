@@ -42,13 +42,13 @@ func newKeygate(tb testing.TB, logger *slog.Logger) *keygate {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{})
+	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{DecisionCacheSize: 10_000})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	keyStore, auditStore := storage.NewKeyStore(db), storage.NewAuditStore(db)
 	audit := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{Interval: 50 * time.Millisecond, Logger: logger})
-	cache := authz.NewKeyCache(keyLookup{keyStore}, authz.KeyCacheOptions{})
+	cache := authz.NewKeyCache(keyStore, authz.KeyCacheOptions{})
 	keys := &authz.KeyService{Store: keyStore, AuditLog: auditStore, Policy: engine, Lookup: cache, Notifier: cache, Events: audit}
 	svc := &authz.MCPServerService{Store: storage.NewMCPStore(db), Policy: engine}
 	gw, err := mcp.New(mcp.Options{Keys: keys, Catalog: svc, Audit: audit, Logger: logger, Version: "test"})
@@ -83,12 +83,6 @@ func newKeygate(tb testing.TB, logger *slog.Logger) *keygate {
 		tb.Fatal(err)
 	}
 	return &keygate{tb: tb, base: ts.URL, admin: admin, gw: gw, db: db, audit: audit}
-}
-
-type keyLookup struct{ *storage.KeyStore }
-
-func (k keyLookup) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
-	return k.FindKeyByHash(ctx, hash)
 }
 
 // api calls the management API as the tenant admin and decodes the answer.

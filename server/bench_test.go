@@ -40,7 +40,7 @@ func BenchmarkAuthorizeHandler(b *testing.B) {
 func benchmarkAuthorizeHandler(b *testing.B, decisionCache int) {
 	db := storagetest.MustOpenSQLite(b)
 	h := newHarness(b, db)
-	h.svc.Lookup = authz.NewKeyCache(keyLookup{storage.NewKeyStore(db)}, authz.KeyCacheOptions{})
+	h.svc.Lookup = authz.NewKeyCache(storage.NewKeyStore(db), authz.KeyCacheOptions{})
 	h.svc.Now = time.Now
 	modules, err := authz.ReadPolicies(policies.FS())
 	if err != nil {
@@ -73,10 +73,4 @@ func benchmarkAuthorizeHandler(b *testing.B, decisionCache int) {
 			i++
 		}
 	})
-}
-
-type keyLookup struct{ *storage.KeyStore }
-
-func (k keyLookup) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
-	return k.FindKeyByHash(ctx, hash)
 }

@@ -19,7 +19,10 @@ import (
 const maxRowsPerStatement = 1000
 
 // Ensure KeyStore implements authz.KeyStore.
-var _ authz.KeyStore = (*KeyStore)(nil)
+var (
+	_ authz.KeyStore  = (*KeyStore)(nil)
+	_ authz.KeyLookup = (*KeyStore)(nil)
+)
 
 // KeyStore keeps API keys, and the tenants and users they belong to, in a
 // DB. Every change writes the audit events it is given in the same
@@ -218,6 +221,12 @@ func (s *KeyStore) FindKeyByID(ctx context.Context, tenantID, id string) (*authz
 	return findKey(ctx, s.db.bun.NewSelect(), func(q *bun.SelectQuery) *bun.SelectQuery {
 		return q.Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id)
 	})
+}
+
+// KeyByHash is FindKeyByHash under the name authentication looks keys up
+// by, so a KeyCache can stand in front of the store.
+func (s *KeyStore) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
+	return s.FindKeyByHash(ctx, hash)
 }
 
 // FindKeyByHash returns the key whose token has this SHA-256; ENOTFOUND when

@@ -8,13 +8,6 @@ import (
 	"github.com/keygate/keygate/storage"
 )
 
-// keyLookupStore adapts the key store to the cache's lookup interface.
-type keyLookupStore struct{ *storage.KeyStore }
-
-func (s keyLookupStore) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
-	return s.FindKeyByHash(ctx, hash)
-}
-
 // startKeyChangeFeed keeps the cache true to changes other instances make:
 // on Postgres it listens for them until ctx ends; on SQLite, the only
 // instance makes every change itself, so there is nothing to hear.

@@ -88,7 +88,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	auditWriter := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{
 		Buffer: cfg.AuditBuffer, Interval: cfg.FlushInterval, Logger: logger})
 	usageWriter := authz.NewUsageWriter(keyStore, cfg.FlushInterval, logger)
-	keyCache := authz.NewKeyCache(keyLookupStore{keyStore}, authz.KeyCacheOptions{
+	keyCache := authz.NewKeyCache(keyStore, authz.KeyCacheOptions{
 		MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL, NegativeTTL: cfg.NegativeTTL})
 	startKeyChangeFeed(ctx, db, keyCache, logger)
 	svc := &authz.KeyService{
