@@ -17,6 +17,10 @@ const (
 	AuditAuthzDenied   = "authorization.denied"
 )
 
+// TargetChecks is the target type of a denial event for a batch of
+// checks; its details list every denied check.
+const TargetChecks = "checks"
+
 // Audit actor types.
 const (
 	ActorTypeUser      = "user"

@@ -339,11 +339,7 @@ func (s *KeyService) Authorize(ctx context.Context, p *Principal, checks []Check
 		}
 		decisions = ds
 	}
-	for i, d := range decisions {
-		if !d.Allow {
-			s.authzDenied(ctx, now, decisionID, p, checks[i], d)
-		}
-	}
+	s.authzDenied(ctx, now, decisionID, p, checks, decisions)
 	return &AuthorizeResult{DecisionID: decisionID, Decisions: decisions}, nil
 }
 
@@ -486,27 +482,53 @@ func (s *KeyService) authFailed(ctx context.Context, now time.Time, key *APIKey,
 	s.Events.Record(ev)
 }
 
-func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID string, p *Principal, c Check, d Decision) {
+// authzDenied records one event per decision request that denied anything:
+// a single denied check names its resource as the target; a batch names
+// every denied check in details.denied, so a batch of a hundred checks is
+// one line of the trail, not a hundred, and nothing is left out.
+func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID string, p *Principal, checks []Check, decisions []Decision) {
 	if s.Events == nil {
 		return
 	}
+	var denied []int
+	for i, d := range decisions {
+		if !d.Allow {
+			denied = append(denied, i)
+		}
+	}
+	if len(denied) == 0 {
+		return
+	}
 	info := RequestInfoFromContext(ctx)
-	s.Events.Record(AuditEvent{
+	ev := AuditEvent{
 		OccurredAt: now,
 		TenantID:   p.TenantID,
 		ActorType:  ActorTypeAPIKey,
 		ActorID:    p.KeyID,
 		Action:     AuditAuthzDenied,
-		TargetType: string(c.Resource.Type),
-		TargetID:   c.Resource.ID,
 		Outcome:    OutcomeDenied,
-		Reason:     strings.Join(d.Reasons, "; "),
 		IP:         info.IP,
 		UserAgent:  info.UserAgent,
 		RequestID:  info.RequestID,
 		TraceID:    info.TraceID,
-		Details:    map[string]any{"action": c.Action, "resource_tenant_id": c.Resource.TenantID, "decision_id": decisionID},
-	})
+	}
+	if len(checks) == 1 {
+		c := checks[0]
+		ev.TargetType, ev.TargetID = string(c.Resource.Type), c.Resource.ID
+		ev.Reason = strings.Join(decisions[0].Reasons, "; ")
+		ev.Details = map[string]any{"action": c.Action, "resource_tenant_id": c.Resource.TenantID, "decision_id": decisionID}
+	} else {
+		list := make([]map[string]any, len(denied))
+		for n, i := range denied {
+			c := checks[i]
+			list[n] = map[string]any{"type": c.Resource.Type, "id": c.Resource.ID, "tenant_id": c.Resource.TenantID,
+				"action": c.Action, "reasons": decisions[i].Reasons}
+		}
+		ev.TargetType = TargetChecks
+		ev.Reason = fmt.Sprintf("%d of %d checks denied", len(denied), len(checks))
+		ev.Details = map[string]any{"decision_id": decisionID, "checks": len(checks), "denied": list}
+	}
+	s.Events.Record(ev)
 }
 
 func requireActor(ctx context.Context) (*Actor, error) {

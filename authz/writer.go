@@ -13,13 +13,19 @@ type AuditWriterOptions struct {
 	Buffer   int           // events held before new ones are dropped; 10000
 	Batch    int           // events per insert; 500
 	Interval time.Duration // longest an event waits; 1s
-	Logger   *slog.Logger
+	// MaxWait is how long Record waits for room when the queue is full
+	// before it drops the event: a burst beyond what the database takes
+	// slows requests down rather than losing their record; a database that
+	// is gone cannot stall them for longer. Default 100ms.
+	MaxWait time.Duration
+	Logger  *slog.Logger
 }
 
 // AuditWriter records audit events off the request path: Record queues an
-// event without waiting, and a single goroutine inserts them in batches. The
-// queue is bounded so a slow database cannot exhaust memory; an event that
-// does not fit is dropped and counted, never blocking a request.
+// event, and a single goroutine inserts them in batches. The queue is
+// bounded so a slow database cannot exhaust memory; when it is full, Record
+// waits up to MaxWait for room, and only then drops the event, counting and
+// logging the loss.
 type AuditWriter struct {
 	store   AuditStore
 	opts    AuditWriterOptions
@@ -41,6 +47,9 @@ func NewAuditWriter(store AuditStore, opts AuditWriterOptions) *AuditWriter {
 	}
 	if opts.Interval <= 0 {
 		opts.Interval = time.Second
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = 100 * time.Millisecond
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -70,7 +79,14 @@ func (w *AuditWriter) Record(ev AuditEvent) {
 	}
 	select {
 	case w.queue <- ev:
+		return
 	default:
+	}
+	wait := time.NewTimer(w.opts.MaxWait)
+	defer wait.Stop()
+	select {
+	case w.queue <- ev:
+	case <-wait.C:
 		if w.dropped.Add(1)%1000 == 1 {
 			w.opts.Logger.Warn("audit queue full; dropping events", "dropped_total", w.dropped.Load())
 		}

@@ -75,10 +75,10 @@ func TestAuditWriterBatchesAndFlushesOnClose(t *testing.T) {
 	}
 }
 
-func TestAuditWriterDropsWhenFullWithoutBlocking(t *testing.T) {
+func TestAuditWriterDropsWhenFullWithoutStalling(t *testing.T) {
 	t.Parallel()
 	store := &memAuditStore{block: make(chan struct{})}
-	w := authz.NewAuditWriter(store, authz.AuditWriterOptions{Buffer: 5, Batch: 1, Interval: time.Hour})
+	w := authz.NewAuditWriter(store, authz.AuditWriterOptions{Buffer: 5, Batch: 1, Interval: time.Hour, MaxWait: time.Millisecond})
 	done := make(chan struct{})
 	go func() {
 		for range 100 {
@@ -98,6 +98,23 @@ func TestAuditWriterDropsWhenFullWithoutBlocking(t *testing.T) {
 	written, dropped := w.Written(), w.Dropped()
 	if written+dropped != 100 || dropped < 90 {
 		t.Fatalf("written %d + dropped %d: want 100 in all and most dropped", written, dropped)
+	}
+}
+
+// TestAuditWriterWaitsForRoom: a burst larger than the queue slows the
+// recorders down while the store keeps up, and loses nothing.
+func TestAuditWriterWaitsForRoom(t *testing.T) {
+	t.Parallel()
+	store := &memAuditStore{}
+	w := authz.NewAuditWriter(store, authz.AuditWriterOptions{Buffer: 4, Batch: 2, Interval: time.Hour, MaxWait: 10 * time.Second})
+	for range 1000 {
+		w.Record(authz.AuditEvent{OccurredAt: fixedTime})
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(store.events()); got != 1000 || w.Dropped() != 0 {
+		t.Fatalf("wrote %d, dropped %d: want all 1000 written", got, w.Dropped())
 	}
 }
 

@@ -104,6 +104,19 @@ func TestAuthorizeBatch(t *testing.T) {
 			t.Errorf("result %d: %v, want allowed=%v with reasons", i, r, want)
 		}
 	}
+	// The batch is one line of the audit trail, naming each denied check.
+	h.flushAudit()
+	events := h.do("GET", "/api/v1/audit-events?action=authorization.denied", h.jwt("t1", "root", "admin"), nil).json(t)["data"].([]any)
+	if len(events) != 1 {
+		t.Fatalf("%d denial events for one batch, want 1", len(events))
+	}
+	ev := events[0].(map[string]any)
+	details := ev["details"].(map[string]any)
+	denied := details["denied"].([]any)
+	if ev["target_type"] != "checks" || details["checks"] != float64(3) || len(denied) != 1 ||
+		denied[0].(map[string]any)["id"] != "f9" || details["decision_id"] != m["decision_id"] {
+		t.Fatalf("batch denial event %v", ev)
+	}
 	all := h.do("POST", "/v1/authorize", "", map[string]any{"api_key": token, "checks": []any{check("f1")}}).json(t)
 	if all["code"] != "ALLOWED" {
 		t.Errorf("all allowed: code %v", all["code"])
