@@ -217,7 +217,9 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 		url: kg.base + "/v1/authorize", bodies: [][]byte{batchBody(key.Token, mix)}, check: batchCheck(mix)}); err != nil {
 		return err
 	}
-	kg.stop()
+	if err := stopKeygate(kg); err != nil {
+		return err
+	}
 
 	// The same with the decision cache off: every check is a policy
 	// evaluation, as every request is for OPA.
@@ -233,7 +235,9 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 		url: raw.base + "/v1/authorize", bodies: [][]byte{batchBody(rawKey.Token, mix)}, check: batchCheck(mix)}); err != nil {
 		return err
 	}
-	raw.stop()
+	if err := stopKeygate(raw); err != nil {
+		return err
+	}
 
 	if b.opts.postgres {
 		if err := b.runPostgres(ctx, rep, opa); err != nil {
@@ -285,7 +289,7 @@ func (b *bench) runPostgres(ctx context.Context, rep *report, opa *server) (err 
 	if err != nil {
 		return err
 	}
-	defer kg.stop()
+	defer func() { err = errors.Join(err, stopKeygate(kg)) }()
 	if err := verify(ctx, kg.base, opa.base, key, rep.mix); err != nil {
 		return fmt.Errorf("keygate (Postgres) and OPA disagree: %w", err)
 	}
@@ -357,6 +361,16 @@ func (b *bench) startKeygate(ctx context.Context, name string, env []string) (*s
 		return nil, nil, err
 	}
 	return kg, key, nil
+}
+
+// stopKeygate stops a keygate gracefully and fails the run if it dropped
+// audit events: its figures would then count work it did not do.
+func stopKeygate(kg *server) error {
+	kg.stop()
+	if out := kg.output.String(); strings.Contains(out, "audit events were dropped") || strings.Contains(out, "audit queue full") {
+		return fmt.Errorf("%s dropped audit events under load; its output ends:\n%s", kg.name, out)
+	}
+	return nil
 }
 
 // repoRoot is the folder of the go.mod the harness runs in.
