@@ -1,7 +1,6 @@
 package mcp_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/authztest"
 	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/policies"
 	"github.com/keygate/keygate/storage"
@@ -26,42 +26,6 @@ import (
 func TestMain(m *testing.M) {
 	gin.SetMode(gin.ReleaseMode)
 	os.Exit(m.Run())
-}
-
-// clock is a settable time source for the services and the gateway.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // recorder keeps audit events in memory.
@@ -94,12 +58,12 @@ func (r *recorder) calls() []authz.AuditEvent {
 type gateway struct {
 	t      *testing.T
 	db     *storage.DB
-	clock  *clock
+	clock  *authztest.Clock
 	keys   *authz.KeyService
 	mcpSvc *authz.MCPServerService
 	gw     *mcp.Gateway
 	audit  *recorder
-	logs   *syncBuffer
+	logs   *authztest.SyncBuffer
 	url    string // the /mcp endpoint
 }
 
@@ -114,8 +78,8 @@ func newGateway(t *testing.T, db *storage.DB) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-	logs := &syncBuffer{}
+	clk := authztest.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	logs := &authztest.SyncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	audit := &recorder{}
 	keys := &authz.KeyService{

@@ -10,12 +10,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/authztest"
 	"github.com/keygate/keygate/policies"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
@@ -23,51 +23,15 @@ import (
 
 var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
 
-// clock is a settable time source shared by the service and the JWT check.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harness is the real router over a real store and the embedded policies.
 type harness struct {
 	t      testing.TB
 	db     *storage.DB
 	srv    *server.Server
 	svc    *authz.KeyService
-	clock  *clock
+	clock  *authztest.Clock
 	audit  *authz.AuditWriter
-	logs   *syncBuffer
+	logs   *authztest.SyncBuffer
 	jwtCfg server.JWTConfig
 }
 
@@ -82,13 +46,13 @@ func newHarness(t testing.TB, db *storage.DB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	clk := authztest.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	jwtCfg := server.JWTConfig{Secret: testSecret, Issuer: "https://idp.test", Audience: "keygate", Now: clk.Now}
 	verifier, err := server.NewJWTVerifier(ctx, jwtCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &authztest.SyncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	keyStore, auditStore := storage.NewKeyStore(db), storage.NewAuditStore(db)
 	audit := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{Interval: time.Hour, Logger: logger})

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/authztest"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
 )
@@ -52,26 +53,9 @@ type instance struct {
 	base    string
 	dataDir string
 	dbURL   string
-	stdout  *lockedBuffer
-	stderr  *lockedBuffer
+	stdout  *authztest.SyncBuffer
+	stderr  *authztest.SyncBuffer
 	exited  chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func freePort(t *testing.T) int {
@@ -94,7 +78,7 @@ func start(t *testing.T, dataDir, dbURL string, settings ...string) *instance {
 	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_LOG_FORMAT=json", "KEYGATE_FLUSH_INTERVAL=50ms")
 	cmd.Env = append(cmd.Env, settings...)
 	inst := &instance{t: t, cmd: cmd, base: "http://" + addr, dataDir: dataDir, dbURL: dbURL,
-		stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
+		stdout: &authztest.SyncBuffer{}, stderr: &authztest.SyncBuffer{}, exited: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = inst.stdout, inst.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
