@@ -5,7 +5,8 @@ BIN := bin/keygate
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 OPA := $(GO) tool opa
-LINT := $(GO) tool -modfile=tools/go.mod golangci-lint
+# golangci-lint is pinned in a module of its own: its dependencies clash with OPA's.
+LINT := $(GO) tool -modfile=.tools/go.mod golangci-lint
 COVERAGE_THRESHOLD ?= 90
 
 .DEFAULT_GOAL := help
