@@ -73,29 +73,40 @@ func (s *Server) authorize(c *gin.Context) {
 
 // decideRequest validates a decoded request's checks and answers it.
 func (s *Server) decideRequest(c *gin.Context, req authorizeRequest) {
-	var checks []authz.Check
-	var fields []authz.FieldError
 	batch := req.Checks != nil
+	checks := []authz.Check{{Resource: deref(req.Resource), Action: deref(req.Action)}}
 	if batch {
 		checks = *req.Checks
-		if len(checks) == 0 || len(checks) > authz.MaxBatchChecks {
-			fields = append(fields, authz.FieldError{Field: "checks", Message: fmt.Sprintf("must hold 1 to %d checks", authz.MaxBatchChecks)})
-		}
-		for i, ch := range checks {
-			if len(fields) > 0 {
-				break
-			}
-			fields = append(fields, ch.Validate(fmt.Sprintf("checks[%d]", i))...)
-		}
-	} else {
-		checks = []authz.Check{{Resource: *req.Resource, Action: *req.Action}}
-		fields = checks[0].Validate("")
 	}
-	if len(fields) > 0 {
+	if fields := checkFields(checks, batch); len(fields) > 0 {
 		writeError(c, authz.Invalid(fields...))
 		return
 	}
 	s.answer(c, *req.APIKey, checks, batch)
+}
+
+// checkFields validates decoded checks: a batch holds 1 to MaxBatchChecks,
+// and every check names a known resource type, an id and an action.
+func checkFields(checks []authz.Check, batch bool) []authz.FieldError {
+	if !batch {
+		return checks[0].Validate("")
+	}
+	if len(checks) == 0 || len(checks) > authz.MaxBatchChecks {
+		return []authz.FieldError{{Field: "checks", Message: fmt.Sprintf("must hold 1 to %d checks", authz.MaxBatchChecks)}}
+	}
+	var fields []authz.FieldError
+	for i, ch := range checks {
+		fields = append(fields, ch.Validate(fmt.Sprintf("checks[%d]", i))...)
+	}
+	return fields
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }
 
 // authorizeSlow parses a request the fast path refused, member by member,
@@ -126,12 +137,8 @@ func (s *Server) authorizeSlow(c *gin.Context, body []byte) {
 	case hasChecks:
 		if fe := decodeField(members["checks"], "checks", &checks); fe != nil {
 			fields = append(fields, *fe)
-		} else if len(checks) == 0 || len(checks) > authz.MaxBatchChecks {
-			fields = append(fields, authz.FieldError{Field: "checks", Message: fmt.Sprintf("must hold 1 to %d checks", authz.MaxBatchChecks)})
 		} else {
-			for i, ch := range checks {
-				fields = append(fields, ch.Validate(fmt.Sprintf("checks[%d]", i))...)
-			}
+			fields = append(fields, checkFields(checks, true)...)
 		}
 	default:
 		var ch authz.Check
@@ -145,10 +152,10 @@ func (s *Server) authorizeSlow(c *gin.Context, body []byte) {
 		} else if fe := decodeField(members["action"], "action", &ch.Action); fe != nil {
 			fields = append(fields, *fe)
 		}
-		if hasResource && hasAction && len(fields) == 0 {
-			fields = append(fields, ch.Validate("")...)
-		}
 		checks = []authz.Check{ch}
+		if hasResource && hasAction && len(fields) == 0 {
+			fields = append(fields, checkFields(checks, false)...)
+		}
 	}
 	if len(fields) > 0 {
 		writeError(c, authz.Invalid(fields...))
@@ -160,7 +167,6 @@ func (s *Server) authorizeSlow(c *gin.Context, body []byte) {
 // answer authenticates the key and decides valid checks; batch selects the
 // answer's shape.
 func (s *Server) answer(c *gin.Context, token string, checks []authz.Check, batch bool) {
-	hasChecks := batch
 	ctx := c.Request.Context()
 	p, err := s.keys.Authenticate(ctx, token)
 	if err != nil {
@@ -175,7 +181,7 @@ func (s *Server) answer(c *gin.Context, token string, checks []authz.Check, batc
 			return
 		}
 		reasons := []string{authz.ErrorMessage(err)}
-		if hasChecks {
+		if batch {
 			results := make([]checkResult, len(checks))
 			for i := range results {
 				results[i] = checkResult{Allowed: false, Reasons: reasons}
@@ -197,7 +203,7 @@ func (s *Server) answer(c *gin.Context, token string, checks []authz.Check, batc
 		code = authz.CodeAllowed
 	}
 	pv := &principalView{Type: authz.PrincipalTypeAPIKey, KeyID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID}
-	if !hasChecks {
+	if !batch {
 		d := res.Decisions[0]
 		writeJSON(c, http.StatusOK, singleAnswer{Allowed: d.Allow, Code: code, Reasons: nonNil(d.Reasons), DecisionID: res.DecisionID, Principal: pv})
 		return

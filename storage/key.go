@@ -329,18 +329,9 @@ func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*
 		}
 		// The row's identity is the one loaded, whatever fn did to the key.
 		row.ID, row.TenantID = id, tenantID
-		audit, err := newAuditEventRows(events)
-		if err != nil {
-			return err
-		}
-		_, err = tx.NewUpdate().Model(row).
-			Column("name", "enabled", "expires_at", "permission_scope", "updated_at").
-			Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id).
-			Exec(ctx)
-		if err != nil {
-			return keyConflict(err, row.Name)
-		}
-		if err := insertAuditEventRows(ctx, tx, audit); err != nil {
+		if err := updateOwned(ctx, tx, row, "k", tenantID, id, events,
+			func(err error) error { return keyConflict(err, row.Name) },
+			"name", "enabled", "expires_at", "permission_scope", "updated_at"); err != nil {
 			return err
 		}
 		storedForm(key)
@@ -364,6 +355,23 @@ func (s *KeyStore) DeleteKey(ctx context.Context, tenantID, id string, events ..
 		return err
 	}
 	return s.db.deleteOwned(ctx, (*apiKeyRow)(nil), "k", tenantID, id, audit, errKeyNotFound)
+}
+
+// updateOwned writes columns of row, the tenant's row with id (its table's
+// alias is alias), and the audit rows of events, inside tx; conflict maps
+// the update's error.
+func updateOwned(ctx context.Context, tx bun.Tx, row any, alias, tenantID, id string, events []authz.AuditEvent, conflict func(error) error, columns ...string) error {
+	audit, err := newAuditEventRows(events)
+	if err != nil {
+		return err
+	}
+	_, err = tx.NewUpdate().Model(row).Column(columns...).
+		Where("?.tenant_id = ?", bun.Ident(alias), tenantID).Where("?.id = ?", bun.Ident(alias), id).
+		Exec(ctx)
+	if err != nil {
+		return conflict(err)
+	}
+	return insertAuditEventRows(ctx, tx, audit)
 }
 
 // deleteOwned deletes the row of model (whose table alias is alias) with id

@@ -316,18 +316,9 @@ func (s *MCPStore) UpdateMCPServer(ctx context.Context, tenantID, id string, fn 
 		if err != nil {
 			return err
 		}
-		audit, err := newAuditEventRows(events)
-		if err != nil {
-			return err
-		}
-		_, err = tx.NewUpdate().Model(row).
-			Column("name", "url", "headers", "enabled", "timeout_ms", "updated_at").
-			Where("s.tenant_id = ?", tenantID).Where("s.id = ?", id).
-			Exec(ctx)
-		if err != nil {
-			return mcpServerConflict(err, row.Name)
-		}
-		if err := insertAuditEventRows(ctx, tx, audit); err != nil {
+		if err := updateOwned(ctx, tx, row, "s", tenantID, id, events,
+			func(err error) error { return mcpServerConflict(err, row.Name) },
+			"name", "url", "headers", "enabled", "timeout_ms", "updated_at"); err != nil {
 			return err
 		}
 		storedServerForm(srv)
