@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"hash/maphash"
 	"sync"
@@ -16,6 +17,7 @@ type KeyCacheOptions struct {
 	TTL                time.Duration // longest a key is served without a lookup; 30s
 	NegativeMaxEntries int           // unknown hashes remembered; 10000
 	NegativeTTL        time.Duration // how long an unknown hash stays unknown; 5s
+	Principals         int           // keys held ready as principals, the rest compact; 10000
 	Now                func() time.Time
 }
 
@@ -26,12 +28,13 @@ type KeyCacheOptions struct {
 // KeyService reach it at once (KeysChanged); changes made on other instances
 // reach it through Invalidate, and at worst after TTL.
 //
-// A cached key is kept as its principal and the two facts authentication
-// checks (enabled, expiry), in one allocation with its strings compacted
-// and the strings keys share (tenants, users, scope entries) interned: an
-// instance holds a hundred thousand keys in well under a hundred megabytes.
-// Every key served from one entry shares its principal, which must not be
-// changed.
+// A cached key is kept compact: its id, name and scope in one string, its
+// tenant and user interned. Only the keys used most recently, Principals
+// of them, also hold a ready Principal (with a string header for each scope
+// entry, which would double the size of every entry); a compact key becomes
+// a principal again when it is next used. Every request served from one entry meanwhile shares its principal,
+// which must not be changed. A principal made again from the same entry is
+// the same snapshot: decisions cached about it still apply.
 type KeyCache struct {
 	store  KeyLookup
 	opts   KeyCacheOptions
@@ -47,12 +50,18 @@ type KeyCache struct {
 
 const cacheShards = 16
 
+// The maps of a shard are keyed by 64-bit hashes (with the cache's seed) of
+// the token hash and of the key id: a quarter of the size of the full hash
+// as a key. An entry found is checked against its
+// full hash and id; two keys colliding on 64 bits evict each other.
 type cacheShard struct {
 	mu       sync.Mutex
-	entries  map[[32]byte]*cacheEntry
-	byID     map[string]*cacheEntry // key id → entry, for changes named by id
+	entries  map[uint64]*cacheEntry // first 8 bytes of the token hash → entry
+	byID     map[uint64]*cacheEntry // key id hash → entry, for changes named by id
 	lru      cacheEntry             // sentinel: lru.next is the most recent
 	size     int
+	ready    []*cacheEntry // entries holding a principal, oldest overwritten first
+	readyAt  int
 	negative map[[32]byte]int64 // unknown hash → expiry (Unix nanoseconds)
 	negRing  [][32]byte         // insertion order, to bound negative
 	negNext  int
@@ -61,18 +70,22 @@ type cacheShard struct {
 
 // cacheEntry is one cached key: what authentication needs, nothing more.
 type cacheEntry struct {
-	hash       [32]byte
-	prev, next *cacheEntry
-	expires    int64 // Unix nanoseconds; the entry is not served after
-	enabled    bool
-	principal  Principal
+	hash         [32]byte
+	prev, next   *cacheEntry
+	expires      int64 // Unix nanoseconds; the entry is not served after
+	expiresAt    *time.Time
+	enabled      bool
+	text         string     // key id, name and scope; see newCacheEntry
+	tenant, user string     // interned
+	principal    *Principal // while the entry is among its shard's ready ones
 }
 
 // cacheLoad is one query in flight that concurrent misses wait for.
 type cacheLoad struct {
-	done  chan struct{}
-	entry *cacheEntry
-	err   error
+	done      chan struct{}
+	entry     *cacheEntry
+	principal *Principal
+	err       error
 }
 
 // NewKeyCache returns a cache in front of store.
@@ -89,6 +102,9 @@ func NewKeyCache(store KeyLookup, opts KeyCacheOptions) *KeyCache {
 	if opts.NegativeTTL <= 0 {
 		opts.NegativeTTL = 5 * time.Second
 	}
+	if opts.Principals <= 0 {
+		opts.Principals = 10_000
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -96,8 +112,9 @@ func NewKeyCache(store KeyLookup, opts KeyCacheOptions) *KeyCache {
 	negPerShard := opts.NegativeMaxEntries/cacheShards + 1
 	for i := range c.shards {
 		s := &c.shards[i]
-		s.entries = map[[32]byte]*cacheEntry{}
-		s.byID = map[string]*cacheEntry{}
+		s.entries = map[uint64]*cacheEntry{}
+		s.byID = map[uint64]*cacheEntry{}
+		s.ready = make([]*cacheEntry, opts.Principals/cacheShards+1)
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
 		s.negative = map[[32]byte]int64{}
 		s.negRing = make([][32]byte, negPerShard)
@@ -111,8 +128,23 @@ var (
 	_ KeyChangeNotifier = (*KeyCache)(nil)
 )
 
-func (c *KeyCache) shard(h [32]byte) *cacheShard {
-	return &c.shards[maphash.Comparable(c.seed, h)%cacheShards]
+// hashKey is the 64-bit key of a token hash, and picks its shard.
+func (c *KeyCache) hashKey(h [32]byte) uint64 { return maphash.Comparable(c.seed, h) }
+
+func (c *KeyCache) idKey(id string) uint64 { return maphash.String(c.seed, id) }
+
+func (c *KeyCache) shard(h [32]byte) (*cacheShard, uint64) {
+	k := c.hashKey(h)
+	return &c.shards[k%cacheShards], k
+}
+
+// lookup returns the entry of h, whose 64-bit key is k, in s, whose lock
+// the caller holds.
+func (s *cacheShard) lookup(h [32]byte, k uint64) *cacheEntry {
+	if e := s.entries[k]; e != nil && e.hash == h {
+		return e
+	}
+	return nil
 }
 
 // KeyByHash returns the key with the hash (hex SHA-256), from the cache
@@ -130,16 +162,21 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 		return nil, Errorf(ENOTFOUND, "no key has this hash")
 	}
 	now := c.opts.Now().UnixNano()
-	s := c.shard(h)
+	s, k := c.shard(h)
 	s.mu.Lock()
-	if e, ok := s.entries[h]; ok {
+	if e := s.lookup(h, k); e != nil {
 		if now < e.expires {
 			s.moveToFront(e)
+			p := e.principal
+			if p == nil {
+				p = e.newPrincipal()
+				s.makeReady(e, p)
+			}
 			s.mu.Unlock()
 			c.hits.Add(1)
-			return e.key(hash), nil
+			return e.key(p, hash), nil
 		}
-		s.remove(e)
+		s.remove(c, e)
 	}
 	if exp, ok := s.negative[h]; ok {
 		if now < exp {
@@ -157,7 +194,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 			if load.err != nil {
 				return nil, load.err
 			}
-			return load.entry.key(hash), nil
+			return load.entry.key(load.principal, hash), nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -175,6 +212,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	c.loads.Add(1)
 	if err == nil {
 		load.entry = newCacheEntry(h, key, now+int64(c.opts.TTL))
+		load.principal = load.entry.newPrincipal()
 	}
 	load.err = err
 
@@ -186,6 +224,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 		switch {
 		case err == nil:
 			c.add(s, load.entry)
+			s.makeReady(load.entry, load.principal)
 		case ErrorCode(err) == ENOTFOUND:
 			s.addNegative(h, now+int64(c.opts.NegativeTTL))
 		}
@@ -195,42 +234,103 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	if err != nil {
 		return nil, err
 	}
-	return load.entry.key(hash), nil
+	return load.entry.key(load.principal, hash), nil
 }
 
-// newCacheEntry keeps what authentication needs of key: its principal,
-// with the key's own strings in one allocation and the shared ones
-// interned, and whether it is enabled.
+// newCacheEntry keeps what authentication needs of key, compactly: whether
+// it is enabled, its expiry, its tenant and user interned, and the rest in
+// one string: the key id and name, then each scope list (ResourceTypes
+// order) as its length and entries, every string prefixed with its length
+// as a uvarint. A principal's strings are then substrings of it.
 func newCacheEntry(h [32]byte, key *APIKey, expires int64) *cacheEntry {
-	e := &cacheEntry{hash: h, expires: expires, enabled: key.Enabled}
-	own := key.ID + key.Name
-	p := &e.principal
-	p.KeyID, p.KeyName = own[:len(key.ID)], own[len(key.ID):]
-	p.TenantID = unique.Make(key.TenantID).Value()
-	p.UserID = unique.Make(key.UserID).Value()
-	p.ExpiresAt = copyTime(key.ExpiresAt)
-	lists := ResourceTypes()
-	n := 0
-	for _, rt := range lists {
-		n += len(key.Scope.IDs(rt))
-	}
-	all := make([]string, 0, n)
-	var parts [4][]string
-	for i, rt := range lists {
-		start := len(all)
+	n := 2*binary.MaxVarintLen64 + len(key.ID) + len(key.Name)
+	for _, rt := range ResourceTypes() {
+		n += binary.MaxVarintLen64
 		for _, id := range key.Scope.IDs(rt) {
-			all = append(all, unique.Make(id).Value())
+			n += binary.MaxVarintLen64 + len(id)
 		}
-		parts[i] = all[start:len(all):len(all)]
 	}
-	p.Scope = Scope{AgentIDs: parts[0], FlowIDs: parts[1], MCPToolIDs: parts[2], VectorStoreIDs: parts[3]}
-	return e
+	b := make([]byte, 0, n)
+	b = appendString(b, key.ID)
+	b = appendString(b, key.Name)
+	for _, rt := range ResourceTypes() {
+		ids := key.Scope.IDs(rt)
+		b = binary.AppendUvarint(b, uint64(len(ids)))
+		for _, id := range ids {
+			b = appendString(b, id)
+		}
+	}
+	return &cacheEntry{hash: h, expires: expires, enabled: key.Enabled, text: string(b),
+		tenant: unique.Make(key.TenantID).Value(), user: unique.Make(key.UserID).Value(),
+		expiresAt: copyTime(key.ExpiresAt)}
 }
 
-// key presents the entry as the APIKey authentication reads; its principal
-// is the entry's, shared by every request the entry serves.
-func (e *cacheEntry) key(hash string) *APIKey {
-	p := &e.principal
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// textReader reads back what newCacheEntry wrote.
+type textReader struct {
+	s   string
+	pos int
+}
+
+func (r *textReader) uvarint() int {
+	var v uint64
+	for shift := 0; ; shift += 7 {
+		c := r.s[r.pos]
+		r.pos++
+		v |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			return int(v)
+		}
+	}
+}
+
+func (r *textReader) string() string {
+	n := r.uvarint()
+	r.pos += n
+	return r.s[r.pos-n : r.pos]
+}
+
+func (e *cacheEntry) keyID() string {
+	r := textReader{s: e.text}
+	return r.string()
+}
+
+// newPrincipal makes the entry's principal: the same snapshot every time,
+// in a new allocation.
+func (e *cacheEntry) newPrincipal() *Principal {
+	r := textReader{s: e.text}
+	p := &Principal{KeyID: r.string(), KeyName: r.string(), TenantID: e.tenant, UserID: e.user,
+		ExpiresAt: e.expiresAt, snapshot: e}
+	var lists [4][]string
+	for i := range lists {
+		if n := r.uvarint(); n > 0 {
+			lists[i] = make([]string, n)
+			for j := range n {
+				lists[i][j] = r.string()
+			}
+		}
+	}
+	p.Scope = Scope{AgentIDs: lists[0], FlowIDs: lists[1], MCPToolIDs: lists[2], VectorStoreIDs: lists[3]}
+	return p
+}
+
+// makeReady lets e hold p, in place of the principal held longest in s,
+// whose lock the caller holds.
+func (s *cacheShard) makeReady(e *cacheEntry, p *Principal) {
+	if old := s.ready[s.readyAt]; old != nil {
+		old.principal = nil
+	}
+	e.principal = p
+	s.ready[s.readyAt] = e
+	s.readyAt = (s.readyAt + 1) % len(s.ready)
+}
+
+// key presents the entry as the APIKey authentication reads, with p, the
+// entry's principal, shared by the requests it serves.
+func (e *cacheEntry) key(p *Principal, hash string) *APIKey {
 	return &APIKey{
 		ID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID,
 		Scope: p.Scope, Enabled: e.enabled, ExpiresAt: p.ExpiresAt, Hash: hash,
@@ -241,27 +341,33 @@ func (e *cacheEntry) key(hash string) *APIKey {
 // add caches e in s, whose lock the caller holds, evicting the least
 // recently used keys beyond the shard's share of MaxEntries.
 func (c *KeyCache) add(s *cacheShard, e *cacheEntry) {
-	if old, ok := s.entries[e.hash]; ok {
-		s.remove(old)
+	k, idk := c.hashKey(e.hash), c.idKey(e.keyID())
+	if old := s.entries[k]; old != nil {
+		s.remove(c, old)
+	}
+	if old := s.byID[idk]; old != nil {
+		s.remove(c, old)
 	}
 	delete(s.negative, e.hash)
-	s.entries[e.hash] = e
-	s.byID[e.principal.KeyID] = e
+	s.entries[k] = e
+	s.byID[idk] = e
 	e.prev, e.next = &s.lru, s.lru.next
 	e.next.prev, s.lru.next = e, e
 	s.size++
 	for capacity := c.opts.MaxEntries/cacheShards + 1; s.size > capacity; {
-		s.remove(s.lru.prev)
+		s.remove(c, s.lru.prev)
 	}
 }
 
 // remove drops a cached key from s, whose lock the caller holds.
-func (s *cacheShard) remove(e *cacheEntry) {
+func (s *cacheShard) remove(c *KeyCache, e *cacheEntry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
-	delete(s.entries, e.hash)
-	if s.byID[e.principal.KeyID] == e {
-		delete(s.byID, e.principal.KeyID)
+	if k := c.hashKey(e.hash); s.entries[k] == e {
+		delete(s.entries, k)
+	}
+	if k := c.idKey(e.keyID()); s.byID[k] == e {
+		delete(s.byID, k)
 	}
 	s.size--
 }
@@ -304,10 +410,10 @@ func (c *KeyCache) Invalidate(change KeyChange) {
 	var h [32]byte
 	if len(change.Hash) == 2*len(h) {
 		if _, err := hex.Decode(h[:], []byte(change.Hash)); err == nil {
-			s := c.shard(h)
+			s, k := c.shard(h)
 			s.mu.Lock()
-			if e, ok := s.entries[h]; ok {
-				s.remove(e)
+			if e := s.lookup(h, k); e != nil {
+				s.remove(c, e)
 			}
 			clear(s.inflight)
 			s.mu.Unlock()
@@ -316,17 +422,18 @@ func (c *KeyCache) Invalidate(change KeyChange) {
 	}
 	switch {
 	case change.KeyID != "":
+		idk := c.idKey(change.KeyID)
 		c.each(func(s *cacheShard) {
-			if e, ok := s.byID[change.KeyID]; ok {
-				s.remove(e)
+			if e := s.byID[idk]; e != nil && e.keyID() == change.KeyID {
+				s.remove(c, e)
 			}
 		})
 	case change.TenantID != "":
 		c.each(func(s *cacheShard) {
 			for e := s.lru.next; e != &s.lru; {
 				next := e.next
-				if change.matches(&e.principal) {
-					s.remove(e)
+				if change.matches(e) {
+					s.remove(c, e)
 				}
 				e = next
 			}
@@ -348,13 +455,13 @@ func (c *KeyCache) each(fn func(s *cacheShard)) {
 	}
 }
 
-// matches reports whether p is among the keys of the change's user, or of
+// matches reports whether e is among the keys of the change's user, or of
 // its tenant when it names no user.
-func (ch KeyChange) matches(p *Principal) bool {
+func (ch KeyChange) matches(e *cacheEntry) bool {
 	if ch.UserID != "" {
-		return p.TenantID == ch.TenantID && p.UserID == ch.UserID
+		return e.tenant == ch.TenantID && e.user == ch.UserID
 	}
-	return p.TenantID == ch.TenantID
+	return e.tenant == ch.TenantID
 }
 
 // Purge empties the cache, for when changes may have been missed (the
@@ -364,6 +471,12 @@ func (c *KeyCache) Purge() {
 	c.each(func(s *cacheShard) {
 		clear(s.entries)
 		clear(s.byID)
+		for _, e := range s.ready {
+			if e != nil {
+				e.principal = nil
+			}
+		}
+		clear(s.ready)
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
 		s.size = 0
 		clear(s.negative)

@@ -23,14 +23,17 @@ func (genStore) KeyByHash(_ context.Context, hash string) (*authz.APIKey, error)
 		}
 		return out
 	}
-	return &authz.APIKey{ID: id, Name: fmt.Sprintf("seed-%d", i), Start: "pk_abcde", TenantID: fmt.Sprintf("tenant-%d", i%100), UserID: fmt.Sprintf("user-%d", i%1000), Hash: fmt.Sprintf("%064d", i), Enabled: true,
+	k := &authz.APIKey{ID: id, Name: fmt.Sprintf("seed-%d", i), Start: "pk_abcde", TenantID: fmt.Sprintf("tenant-%d", i%100), UserID: fmt.Sprintf("user-%d", i%1000), Hash: fmt.Sprintf("%064d", i), Enabled: true,
 		CreatedAt: fixedTime, UpdatedAt: fixedTime,
-		Scope: authz.Scope{AgentIDs: mk("agent"), FlowIDs: mk("flow"), MCPToolIDs: mk("tool"), VectorStoreIDs: mk("vs")}}, nil
+		Scope: authz.Scope{AgentIDs: mk("agent"), FlowIDs: mk("flow"), MCPToolIDs: mk("tool"), VectorStoreIDs: mk("vs")}}
+	k.Scope.FlowIDs[0] = fmt.Sprintf("flow-of-key-%d", i) // no two keys share a scope
+	return k, nil
 }
 
-// BenchmarkKeyCacheMemory reports the live heap each cached key costs, with
-// its principal and a decision about it, as a database would return keys:
-// fresh strings for every one, scopes of 20 entries.
+// BenchmarkKeyCacheMemory reports the live heap each cached key costs, as a
+// database would return keys (fresh strings for every one, scopes of 20
+// entries, one of them the key's own), each used once for a decision: the
+// compact entries, and the last 10,000 principals and decisions.
 func BenchmarkKeyCacheMemory(b *testing.B) {
 	ctx := context.Background()
 	const n = 100_000

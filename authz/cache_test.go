@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -268,3 +270,62 @@ func TestKeyCacheStoreDown(t *testing.T) {
 
 // hx is the hash of test key i: 64 hex characters.
 func hx(i int) string { return fmt.Sprintf("%064x", i) }
+
+// A key past its shard's ready principals is kept compact and made a
+// principal again when next used: the same key, the same snapshot, so the
+// decisions cached about it still answer.
+func TestKeyCacheCompactRoundTrip(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	exp := fixedTime.Add(time.Hour)
+	store := newLookupStore(64)
+	want := authz.APIKey{ID: "0196a6f2-0000-7000-8000-000000000001", Name: "ci-agent ünïcode", Hash: hx(1000),
+		TenantID: "t1", UserID: "u1", Enabled: true, ExpiresAt: &exp,
+		Scope: authz.Scope{AgentIDs: []string{"a", strings.Repeat("x", authz.MaxScopeEntryLen)}, MCPToolIDs: []string{"github__*"},
+			VectorStoreIDs: make([]string, 0)}}
+	for i := range 300 {
+		want.Scope.FlowIDs = append(want.Scope.FlowIDs, fmt.Sprintf("flow-%d", i)) // lengths past one varint byte
+	}
+	store.put(want)
+	obs := &recordingObserver{}
+	e, err := authz.NewEngine(ctx, embeddedModules(t), authz.EngineOptions{Observer: obs, DecisionCacheSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newTestCache(store, authz.KeyCacheOptions{Principals: 1})
+	first, err := c.KeyByHash(ctx, hx(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flow := authz.Resource{Type: authz.ResourceFlow, ID: "flow-299"}
+	if d, err := e.Decide(ctx, first.Principal(), flow, "read", testContext); err != nil || !d.Allow {
+		t.Fatalf("first decision: %+v %v", d, err)
+	}
+	for i := range 64 { // every shard's one ready principal is another key's now
+		if _, err := c.KeyByHash(ctx, hx(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := c.KeyByHash(ctx, hx(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, q := first.Principal(), again.Principal()
+	if p == q {
+		t.Fatal("the principal was not made again; the test shows nothing")
+	}
+	if !reflect.DeepEqual(*p, *q) || q.KeyID != want.ID || q.KeyName != want.Name || !reflect.DeepEqual(q.Scope, authz.Scope{
+		AgentIDs: want.Scope.AgentIDs, FlowIDs: want.Scope.FlowIDs, MCPToolIDs: want.Scope.MCPToolIDs}) ||
+		!q.ExpiresAt.Equal(exp) || q.TenantID != "t1" || q.UserID != "u1" || !again.Enabled {
+		t.Fatalf("made again: %+v\nwant the key %+v", q, want)
+	}
+	if d, err := e.Decide(ctx, q, flow, "read", testContext); err != nil || !d.Allow {
+		t.Fatalf("second decision: %+v %v", d, err)
+	}
+	if got := obs.seen(); len(got) != 2 || got[1].Query != "cached "+authz.QueryDecision {
+		t.Fatalf("the principal made again was not answered from the decision cache: %+v", got)
+	}
+	if n := store.calls.Load(); n != 65 {
+		t.Fatalf("%d queries, want 65: making a principal again needs none", n)
+	}
+}

@@ -30,10 +30,11 @@ type decisionShard struct {
 	m  map[decisionKey]Decision
 }
 
-// decisionKey names one question. The principal's address is its identity;
-// the map keeps it alive, so the address cannot be reused while cached.
+// decisionKey names one question. The principal is named by its identity
+// (a pointer, which the map keeps alive, so it cannot be reused while
+// cached).
 type decisionKey struct {
-	principal *Principal
+	principal any
 	gen       uint64
 	rtype     ResourceType
 	id        string

@@ -152,7 +152,7 @@ func (e *Engine) Decide(ctx context.Context, p *Principal, r Resource, action st
 	cache := e.cacheFor(pol, p)
 	var key decisionKey
 	if cache != nil {
-		key = decisionKey{principal: p, gen: pol.gen, rtype: r.Type, id: r.ID, tenant: r.TenantID, action: action}
+		key = decisionKey{principal: p.identity(), gen: pol.gen, rtype: r.Type, id: r.ID, tenant: r.TenantID, action: action}
 		if d, ok := cache.get(key); ok {
 			e.observer.CachedDecisions(ctx, QueryDecision, 1, boolCount(d.Allow))
 			return d, nil
@@ -206,7 +206,7 @@ func (e *Engine) DecideBatch(ctx context.Context, p *Principal, checks []Check, 
 		keys = make([]decisionKey, len(checks))
 		hits, allowed := 0, 0
 		for i, c := range checks {
-			keys[i] = decisionKey{principal: p, gen: pol.gen, rtype: c.Resource.Type, id: c.Resource.ID, tenant: c.Resource.TenantID, action: c.Action}
+			keys[i] = decisionKey{principal: p.identity(), gen: pol.gen, rtype: c.Resource.Type, id: c.Resource.ID, tenant: c.Resource.TenantID, action: c.Action}
 			if d, ok := cache.get(keys[i]); ok {
 				out[i] = d
 				hits++
@@ -508,14 +508,14 @@ func (e *Engine) principalTerm(p *Principal) *ast.Term {
 // Eviction is random, which keeps the busy keys with high probability.
 type principalTerms struct {
 	mu sync.RWMutex
-	m  map[*Principal]*ast.Term
+	m  map[any]*ast.Term // by Principal.identity
 }
 
-const maxPrincipalTerms = 4096
+const maxPrincipalTerms = 1024
 
 func (c *principalTerms) get(p *Principal) *ast.Term {
 	c.mu.RLock()
-	t := c.m[p]
+	t := c.m[p.identity()]
 	c.mu.RUnlock()
 	return t
 }
@@ -523,7 +523,7 @@ func (c *principalTerms) get(p *Principal) *ast.Term {
 func (c *principalTerms) put(p *Principal, t *ast.Term) {
 	c.mu.Lock()
 	if c.m == nil {
-		c.m = make(map[*Principal]*ast.Term)
+		c.m = make(map[any]*ast.Term)
 	}
 	if len(c.m) >= maxPrincipalTerms {
 		for old := range c.m {
@@ -531,7 +531,7 @@ func (c *principalTerms) put(p *Principal, t *ast.Term) {
 			break
 		}
 	}
-	c.m[p] = t
+	c.m[p.identity()] = t
 	c.mu.Unlock()
 }
 

@@ -21,6 +21,20 @@ type Principal struct {
 	UserID    string     `json:"user_id"`
 	Scope     Scope      `json:"permission_scope"`
 	ExpiresAt *time.Time `json:"expires_at"`
+
+	// snapshot is the key cache entry the principal was made from; the
+	// principals made from one entry are one snapshot, so caches of what
+	// was decided about it are keyed by the entry.
+	snapshot *cacheEntry
+}
+
+// identity is what caches of decisions about p are keyed by: its cache
+// entry, or p itself when it comes from no cache.
+func (p *Principal) identity() any {
+	if p.snapshot != nil {
+		return p.snapshot
+	}
+	return p
 }
 
 // Roles the management policy gives meaning to.

@@ -71,6 +71,7 @@ type options struct {
 	seedScope   int
 	distinct    int
 	memLimit    string
+	heapProfile string
 	out         string
 }
 
@@ -96,6 +97,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.seedScope, "seed-scope", 5, "entries in each scope list of a seeded key")
 	fs.IntVar(&o.distinct, "distinct", 1, "distinct resource ids per kind of request in the mix; 1 repeats four requests, more keeps a decision cache from answering most of them")
 	fs.StringVar(&o.memLimit, "memory-limit", "", "GOMEMLIMIT for keygate on Postgres (such as 170MiB); empty: Go's default, no limit")
+	fs.StringVar(&o.heapProfile, "heap-profile", "", "save a heap profile of keygate on Postgres, taken after warming -cache-keys keys, to this file (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root; empty: print only")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -124,6 +126,8 @@ type bench struct {
 	procs  *servers
 	gen    loadGen
 	stderr io.Writer
+
+	debugAddr string // keygate on Postgres's profiler, with -heap-profile
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -279,6 +283,12 @@ func (b *bench) runPostgres(ctx context.Context, rep *report, opa *server) (err 
 	kgEnv := env
 	if b.opts.memLimit != "" {
 		kgEnv = append(slices.Clip(kgEnv), "GOMEMLIMIT="+b.opts.memLimit)
+	}
+	if b.opts.heapProfile != "" {
+		if b.debugAddr, err = freeAddr(ctx); err != nil {
+			return err
+		}
+		kgEnv = append(slices.Clip(kgEnv), "KEYGATE_DEBUG_ADDR="+b.debugAddr)
 	}
 	if seeded != nil {
 		// One line per GC on stderr, so the scale part can tell the live

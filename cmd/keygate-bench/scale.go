@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"regexp"
 )
 
@@ -49,6 +54,12 @@ func (b *bench) runScale(ctx context.Context, kg *server, seeded *seedStats) (*s
 		return nil, err
 	}
 	s.heapLive, s.heapGoal = lastGC(kg.output.String())
+	if b.debugAddr != "" {
+		if err := saveProfile(ctx, "http://"+b.debugAddr+"/debug/pprof/heap?gc=1", b.opts.heapProfile); err != nil {
+			return nil, fmt.Errorf("heap profile: %w", err)
+		}
+		b.logf("  heap profile saved to %s", b.opts.heapProfile)
+	}
 	b.logf("  resident: %s before, %s after; Go heap after the last GC: %s MB live, %s MB goal", fmtMiB(s.rssBefore), fmtMiB(s.rssAfter), s.heapLive, s.heapGoal)
 
 	// The same number of requests again, with keys just used: beside the
@@ -64,6 +75,28 @@ func (b *bench) runScale(ctx context.Context, kg *server, seeded *seedStats) (*s
 		return nil, err
 	}
 	return s, nil
+}
+
+// saveProfile downloads a profile from keygate's debug listener.
+func saveProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
 }
 
 // uncachedOne is how many uncached keys are measured one at a time.

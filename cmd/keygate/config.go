@@ -38,6 +38,7 @@ type config struct {
 	KeyCacheTTL     time.Duration
 	NegativeTTL     time.Duration
 	MCPSyncInterval time.Duration
+	DebugAddr       string
 
 	// envErrs collects environment values that do not parse; start-up
 	// refuses to go on with any.
@@ -78,6 +79,7 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", c.envDuration("KEYGATE_KEY_CACHE_TTL", 30*time.Second), "longest a cached key is trusted without a lookup (KEYGATE_KEY_CACHE_TTL)")
 	fs.DurationVar(&c.NegativeTTL, "negative-cache-ttl", c.envDuration("KEYGATE_NEGATIVE_CACHE_TTL", 5*time.Second), "how long an unknown token stays unknown without a lookup (KEYGATE_NEGATIVE_CACHE_TTL)")
 	fs.DurationVar(&c.MCPSyncInterval, "mcp-sync-interval", c.envDuration("KEYGATE_MCP_SYNC_INTERVAL", 5*time.Minute), "how often every enabled upstream MCP server's tool catalog is synced (KEYGATE_MCP_SYNC_INTERVAL)")
+	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", time.Second), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 }
 
