@@ -69,8 +69,17 @@ func EqualHashes(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
+// tokenChecksum is the CRC-32 of s in base62, checked on every request, so
+// in machine words rather than big.Int (a CRC-32 fits tokenChecksumLen
+// digits).
 func tokenChecksum(s string) string {
-	return base62(new(big.Int).SetUint64(uint64(crc32.ChecksumIEEE([]byte(s)))), tokenChecksumLen)
+	n := crc32.ChecksumIEEE([]byte(s))
+	var out [tokenChecksumLen]byte
+	for i := len(out) - 1; i >= 0; i-- {
+		out[i] = base62Alphabet[n%62]
+		n /= 62
+	}
+	return string(out[:])
 }
 
 // base62 encodes n in exactly width characters, left-padded with '0'.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +41,9 @@ func (r *result) rps() float64 {
 }
 
 // loadGen drives one server from conns goroutines, each with its own
-// keep-alive connection: a closed loop at fixed concurrency, as a pool of
-// callers of an authorization service behaves.
+// keep-alive connection (httpConn, prepared requests): a closed loop at
+// fixed concurrency, as a pool of callers of an authorization service
+// behaves.
 type loadGen struct {
 	conns   int
 	timeout time.Duration // per request
@@ -96,21 +96,17 @@ func (g loadGen) run(ctx context.Context, w workload, next func() (int, bool), m
 	if len(w.bodies) == 0 {
 		return nil, fmt.Errorf("%s: no requests to send", w.name)
 	}
-	tr := &http.Transport{
-		MaxIdleConns:        g.conns,
-		MaxIdleConnsPerHost: g.conns,
-		MaxConnsPerHost:     g.conns,
-		IdleConnTimeout:     time.Minute,
-		DisableCompression:  true,
+	addr, reqs, err := preparedRequests(w.url, w.bodies)
+	if err != nil {
+		return nil, err
 	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: g.timeout}
-
 	res := &result{name: w.name, conns: g.conns, hist: &histogram{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for range g.conns {
 		wg.Go(func() {
+			conn := &httpConn{addr: addr, timeout: g.timeout}
+			defer conn.close()
 			h := &histogram{}
 			var ok, errs uint64
 			var firstErr string
@@ -121,8 +117,11 @@ func (g loadGen) run(ctx context.Context, w workload, next func() (int, bool), m
 					break
 				}
 				began := time.Now()
-				err := send(ctx, client, w, i, &buf)
+				status, err := conn.do(ctx, reqs[i], &buf)
 				end := time.Now()
+				if err == nil {
+					err = w.check(i, status, buf.Bytes())
+				}
 				if !measured(end) {
 					continue
 				}
@@ -151,26 +150,4 @@ func (g loadGen) run(ctx context.Context, w workload, next func() (int, bool), m
 		return nil, err
 	}
 	return res, nil
-}
-
-// send makes request i and checks its answer, reading the body into buf.
-func send(ctx context.Context, client *http.Client, w workload, i int, buf *bytes.Buffer) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(w.bodies[i]))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	buf.Reset()
-	_, err = buf.ReadFrom(res.Body)
-	if cerr := res.Body.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("read the answer: %w", err)
-	}
-	return w.check(i, res.StatusCode, buf.Bytes())
 }
