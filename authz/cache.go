@@ -17,7 +17,7 @@ type KeyCacheOptions struct {
 	TTL                time.Duration // longest a key is served without a lookup; 30s
 	NegativeMaxEntries int           // unknown hashes remembered; 10000
 	NegativeTTL        time.Duration // how long an unknown hash stays unknown; 5s
-	Principals         int           // keys held ready as principals, the rest compact; 10000
+	Principals         int           // keys held ready as principals, the rest compact; 4096
 	Now                func() time.Time
 }
 
@@ -103,7 +103,7 @@ func NewKeyCache(store KeyLookup, opts KeyCacheOptions) *KeyCache {
 		opts.NegativeTTL = 5 * time.Second
 	}
 	if opts.Principals <= 0 {
-		opts.Principals = 10_000
+		opts.Principals = 4096
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

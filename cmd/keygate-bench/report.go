@@ -247,7 +247,7 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) when the run started: %s; when it ended, this run's own processes included: %s\n\n", m.load, m.loadEnd)
 
 	fmt.Fprintf(&b, "## Setup\n\n")
-	fmt.Fprintf(&b, "Every server is its own process on a loopback port; the load generator (in-repo Go, `cmd/keygate-bench`) runs on the same machine and shares its cores. ")
+	fmt.Fprintf(&b, "Every server is its own process on a loopback port; the load generator (in-repo Go, `cmd/keygate-bench`) runs on the same machine and shares its cores; to take as little of them as it can, it writes requests encoded once up front on plain HTTP/1.1 keep-alive connections and reads only the status, the headers it needs and the body. ")
 	fmt.Fprintf(&b, "Each target gets %d connections, each a goroutine sending its next request when the previous answer arrives, for %s of warm-up and %s measured. ", r.conns, r.warmup, r.duration)
 	fmt.Fprintf(&b, "A non-200 answer, or an answer whose allow flag is not the expected one, counts as an error; latencies are of right answers only.\n\n")
 	fmt.Fprintf(&b, "- Request mix, one after the other: %s.\n", describeMix(r.mix))
