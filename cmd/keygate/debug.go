@@ -12,14 +12,15 @@ import (
 
 // startDebug serves Go's profiler on its own listener, never on the public
 // one: profiles show memory contents and cost CPU to take. It stops when
-// ctx ends.
-func startDebug(ctx context.Context, addr string, logger *slog.Logger) error {
+// ctx ends, and returns the address it listens on ("" when addr is empty:
+// off).
+func startDebug(ctx context.Context, addr string, logger *slog.Logger) (string, error) {
 	if addr == "" {
-		return nil
+		return "", nil
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return "", err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -38,5 +39,5 @@ func startDebug(ctx context.Context, addr string, logger *slog.Logger) error {
 		}
 	}()
 	logger.Info("profiler listening", "addr", "http://"+ln.Addr().String()+"/debug/pprof/")
-	return nil
+	return ln.Addr().String(), nil
 }

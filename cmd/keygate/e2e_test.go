@@ -260,6 +260,7 @@ func scenario(t *testing.T, k *instance) {
 	want(t, "disabled key", k.check(token, "flow", "triage-daily", "execute"), 200, "KEY_DISABLED")
 	want(t, "enable", k.call("PATCH", "/api/v1/api-keys/"+id, admin, map[string]any{"enabled": true}), 200, "")
 	want(t, "enabled again", k.check(token, "flow", "triage-daily", "execute"), 200, "ALLOWED")
+	want(t, "no profiler on the public listener", k.call("GET", "/debug/pprof/", admin, nil), 404, "not_found")
 	want(t, "delete", k.call("DELETE", "/api/v1/api-keys/"+id, admin, nil), 204, "")
 	want(t, "deleted key", k.check(token, "flow", "triage-daily", "execute"), 200, "KEY_INVALID")
 

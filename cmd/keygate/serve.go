@@ -119,7 +119,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	if err := startDebug(ctx, cfg.DebugAddr, logger); err != nil {
+	if _, err := startDebug(ctx, cfg.DebugAddr, logger); err != nil {
 		return fmt.Errorf("debug listener: %w", err)
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Addr)
