@@ -29,10 +29,11 @@ type KeyCacheOptions struct {
 // reach it through Invalidate, and at worst after TTL.
 //
 // A cached key is kept compact: its id, name and scope in one string, its
-// tenant and user interned. Only the keys used most recently, Principals
-// of them, also hold a ready Principal (with a string header for each scope
-// entry, which would double the size of every entry); a compact key becomes
-// a principal again when it is next used. Every request served from one entry meanwhile shares its principal,
+// tenant and user interned. Only the keys made ready most recently (loaded,
+// or used while compact), Principals of them, also hold a ready Principal
+// (with a string header for each scope entry, which would double the size
+// of every entry); a compact key becomes a principal again, without a
+// query, when it is next used. Every request served from one entry meanwhile shares its principal,
 // which must not be changed. A principal made again from the same entry is
 // the same snapshot: decisions cached about it still apply.
 type KeyCache struct {
@@ -56,7 +57,7 @@ const cacheShards = 16
 // full hash and id; two keys colliding on 64 bits evict each other.
 type cacheShard struct {
 	mu       sync.Mutex
-	entries  map[uint64]*cacheEntry // first 8 bytes of the token hash → entry
+	entries  map[uint64]*cacheEntry // token hash's 64-bit key → entry
 	byID     map[uint64]*cacheEntry // key id hash → entry, for changes named by id
 	lru      cacheEntry             // sentinel: lru.next is the most recent
 	size     int
@@ -75,6 +76,7 @@ type cacheEntry struct {
 	expires      int64 // Unix nanoseconds; the entry is not served after
 	expiresAt    *time.Time
 	enabled      bool
+	readySlot    int32      // index in the shard's ready ring, -1 when not there
 	text         string     // key id, name and scope; see newCacheEntry
 	tenant, user string     // interned
 	principal    *Principal // while the entry is among its shard's ready ones
@@ -260,7 +262,7 @@ func newCacheEntry(h [32]byte, key *APIKey, expires int64) *cacheEntry {
 			b = appendString(b, id)
 		}
 	}
-	return &cacheEntry{hash: h, expires: expires, enabled: key.Enabled, text: string(b),
+	return &cacheEntry{hash: h, expires: expires, enabled: key.Enabled, readySlot: -1, text: string(b),
 		tenant: unique.Make(key.TenantID).Value(), user: unique.Make(key.UserID).Value(),
 		expiresAt: copyTime(key.ExpiresAt)}
 }
@@ -304,6 +306,7 @@ func (e *cacheEntry) newPrincipal() *Principal {
 	r := textReader{s: e.text}
 	p := &Principal{KeyID: r.string(), KeyName: r.string(), TenantID: e.tenant, UserID: e.user,
 		ExpiresAt: e.expiresAt, snapshot: e}
+	p.self = p
 	var lists [4][]string
 	for i := range lists {
 		if n := r.uvarint(); n > 0 {
@@ -321,9 +324,9 @@ func (e *cacheEntry) newPrincipal() *Principal {
 // whose lock the caller holds.
 func (s *cacheShard) makeReady(e *cacheEntry, p *Principal) {
 	if old := s.ready[s.readyAt]; old != nil {
-		old.principal = nil
+		old.principal, old.readySlot = nil, -1
 	}
-	e.principal = p
+	e.principal, e.readySlot = p, int32(s.readyAt)
 	s.ready[s.readyAt] = e
 	s.readyAt = (s.readyAt + 1) % len(s.ready)
 }
@@ -363,6 +366,10 @@ func (c *KeyCache) add(s *cacheShard, e *cacheEntry) {
 func (s *cacheShard) remove(c *KeyCache, e *cacheEntry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
+	if e.readySlot >= 0 { // its principal goes with it, not at its turn
+		s.ready[e.readySlot] = nil
+		e.principal, e.readySlot = nil, -1
+	}
 	if k := c.hashKey(e.hash); s.entries[k] == e {
 		delete(s.entries, k)
 	}
@@ -471,10 +478,12 @@ func (c *KeyCache) Purge() {
 	c.each(func(s *cacheShard) {
 		clear(s.entries)
 		clear(s.byID)
-		for _, e := range s.ready {
-			if e != nil {
-				e.principal = nil
-			}
+		// Entries may live on as keys of cached decisions; unlinked, none
+		// of them keeps the rest of the old list alive.
+		for e := s.lru.next; e != &s.lru; {
+			next := e.next
+			e.prev, e.next, e.principal, e.readySlot = nil, nil, nil, -1
+			e = next
 		}
 		clear(s.ready)
 		s.lru.next, s.lru.prev = &s.lru, &s.lru

@@ -278,8 +278,8 @@ func TestKeyCacheCompactRoundTrip(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	exp := fixedTime.Add(time.Hour)
-	store := newLookupStore(64)
-	want := authz.APIKey{ID: "0196a6f2-0000-7000-8000-000000000001", Name: "ci-agent ünïcode", Hash: hx(1000),
+	store := newLookupStore(1024)
+	want := authz.APIKey{ID: "0196a6f2-0000-7000-8000-000000000001", Name: "ci-agent ünïcode", Hash: hx(5000),
 		TenantID: "t1", UserID: "u1", Enabled: true, ExpiresAt: &exp,
 		Scope: authz.Scope{AgentIDs: []string{"a", strings.Repeat("x", authz.MaxScopeEntryLen)}, MCPToolIDs: []string{"github__*"},
 			VectorStoreIDs: make([]string, 0)}}
@@ -293,7 +293,7 @@ func TestKeyCacheCompactRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := newTestCache(store, authz.KeyCacheOptions{Principals: 1})
-	first, err := c.KeyByHash(ctx, hx(1000))
+	first, err := c.KeyByHash(ctx, hx(5000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,12 +301,12 @@ func TestKeyCacheCompactRoundTrip(t *testing.T) {
 	if d, err := e.Decide(ctx, first.Principal(), flow, "read", testContext); err != nil || !d.Allow {
 		t.Fatalf("first decision: %+v %v", d, err)
 	}
-	for i := range 64 { // every shard's one ready principal is another key's now
+	for i := range 1024 { // every shard's one ready principal is another key's now
 		if _, err := c.KeyByHash(ctx, hx(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	again, err := c.KeyByHash(ctx, hx(1000))
+	again, err := c.KeyByHash(ctx, hx(5000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +325,15 @@ func TestKeyCacheCompactRoundTrip(t *testing.T) {
 	if got := obs.seen(); len(got) != 2 || got[1].Query != "cached "+authz.QueryDecision {
 		t.Fatalf("the principal made again was not answered from the decision cache: %+v", got)
 	}
-	if n := store.calls.Load(); n != 65 {
-		t.Fatalf("%d queries, want 65: making a principal again needs none", n)
+	if n := store.calls.Load(); n != 1025 {
+		t.Fatalf("%d queries, want 1025 (the store's 1,024 and ours): making a principal again needs none", n)
+	}
+
+	// A copy of the principal, changed, is a principal of its own: it gets
+	// no answer cached for the key it was copied from.
+	narrowed := *q
+	narrowed.Scope = authz.Scope{}
+	if d, err := e.Decide(ctx, &narrowed, flow, "read", testContext); err != nil || d.Allow {
+		t.Fatalf("a narrowed copy was answered as the key it was copied from: %+v %v", d, err)
 	}
 }

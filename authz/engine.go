@@ -502,8 +502,8 @@ func (e *Engine) principalTerm(p *Principal) *ast.Term {
 	return t
 }
 
-// principalTerms keeps the input terms of the principals seen last, a few
-// thousand at most: a term of a large scope costs kilobytes, so keeping one
+// principalTerms keeps the input terms of the principals seen last,
+// maxPrincipalTerms at most: a term of a large scope costs kilobytes, so keeping one
 // for every cached key would cost more than building the rare ones again.
 // Eviction is random, which keeps the busy keys with high probability.
 type principalTerms struct {

@@ -24,14 +24,17 @@ type Principal struct {
 
 	// snapshot is the key cache entry the principal was made from; the
 	// principals made from one entry are one snapshot, so caches of what
-	// was decided about it are keyed by the entry.
+	// was decided about it are keyed by the entry. self tells the
+	// principal the cache made from a copy of it, which may have been
+	// changed and is a principal of its own.
 	snapshot *cacheEntry
+	self     *Principal
 }
 
 // identity is what caches of decisions about p are keyed by: its cache
-// entry, or p itself when it comes from no cache.
+// entry, or p itself when it comes from no cache or is a copy.
 func (p *Principal) identity() any {
-	if p.snapshot != nil {
+	if p.snapshot != nil && p.self == p {
 		return p.snapshot
 	}
 	return p
