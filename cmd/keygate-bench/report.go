@@ -297,6 +297,10 @@ func (r *report) markdown() string {
 		rows = append(rows, []string{t.what, t.want, t.got, t.verdict})
 	}
 	b.WriteString(mdTable([]string{"target", "wanted", "measured", "result"}, rows, "lrrl"))
+	if r.floor != nil {
+		fmt.Fprintf(&b, "\nFor the p99 targets: the floor, which only decodes the request, answered in %s at p99 in this run. At a fixed %d requests in flight, the mean latency is %d divided by the throughput (Little's law), so a target's p99 follows its req/s.\n",
+			fmtLatency(r.floor.hist.quantile(0.99)), r.conns, r.conns)
+	}
 	return b.String()
 }
 
