@@ -129,13 +129,12 @@ func (i *instance) stop() {
 }
 
 // devToken reads the admin JWT the embedded default prints.
+// The line may still be on its way through the pipe when /readyz answers.
 func (i *instance) devToken() string {
 	i.t.Helper()
-	m := regexp.MustCompile(`export KEYGATE_TOKEN=(\S+)`).FindStringSubmatch(i.stdout.String())
-	if m == nil {
-		i.t.Fatalf("no admin JWT printed; stdout:\n%s", i.stdout.String())
-	}
-	return m[1]
+	re := regexp.MustCompile(`export KEYGATE_TOKEN=(\S+)\n`)
+	waitFor(i.t, "the admin JWT on stdout", 10*time.Second, func() bool { return re.MatchString(i.stdout.String()) })
+	return re.FindStringSubmatch(i.stdout.String())[1]
 }
 
 // cli runs a keygate command against the instance's data folder and
