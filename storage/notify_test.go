@@ -149,12 +149,14 @@ func TestKeyChangeFeedReconnects(t *testing.T) {
 	if _, n := rec.snapshot(); n != 1 {
 		t.Fatalf("%d resyncs at start, want 1", n)
 	}
-	// Every other connection to the test's database, the listener's among
-	// them, whatever it ran last.
-	if _, err := db.Bun().ExecContext(ctx,
-		"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"); err != nil {
-		t.Fatal(err)
-	}
+	// The listener's connection is the one whose last statement was
+	// LISTEN; the pool's, which the test goes on using, are spared.
+	waitFor(t, "the listening connection to be terminated", func() bool {
+		var n int
+		err := db.Bun().NewRaw("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "+
+			"WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'").Scan(ctx, &n)
+		return err == nil && n > 0
+	})
 	waitFor(t, "the feed to reconnect", func() bool {
 		_, n := rec.snapshot()
 		return n >= 2 && feed.Connected()
