@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 )
 
@@ -61,8 +62,9 @@ func Invalid(fields ...FieldError) *Error {
 }
 
 // ErrorCode returns the code of an *Error in err's chain, EUNAVAILABLE for a
-// lost connection (a network error or a connection the database driver
-// gave up on), EINTERNAL for any other non-nil error and "" for nil.
+// lost connection (a network error, a connection the database driver gave
+// up on, or one that ended mid-answer: an unexpected EOF), EINTERNAL for
+// any other non-nil error and "" for nil.
 func ErrorCode(err error) string {
 	if err == nil {
 		return ""
@@ -72,7 +74,8 @@ func ErrorCode(err error) string {
 		return e.Code
 	}
 	var netErr net.Error
-	if errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+	if errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return EUNAVAILABLE
 	}
 	return EINTERNAL

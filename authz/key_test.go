@@ -3,6 +3,7 @@ package authz_test
 import (
 	"database/sql/driver"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -159,6 +160,8 @@ func TestErrorHelpers(t *testing.T) {
 		{"plain error hides its text", errors.New("pq: syntax error at 10.0.0.3"), authz.EINTERNAL, "internal error", 0},
 		{"a lost connection is unavailable", fmtWrap(&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
 		{"a bad driver connection is unavailable", fmtWrap(driver.ErrBadConn), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
+		{"a connection that ended mid-answer is unavailable", fmtWrap(io.ErrUnexpectedEOF), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
+		{"so is one closed before it answered", fmtWrap(io.EOF), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
 		{"invalid with fields", authz.Invalid(authz.FieldError{Field: "a", Message: "bad"}, authz.FieldError{Field: "b", Message: "bad"}), authz.EINVALID, "the request has invalid fields", 2},
 		{"invalid with one field names it", authz.Invalid(authz.FieldError{Field: "name", Message: "is required"}), authz.EINVALID, "name: is required", 1},
 	}
