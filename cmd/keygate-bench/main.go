@@ -70,8 +70,10 @@ type options struct {
 	cacheKeys   int
 	seedScope   int
 	distinct    int
+	denials     bool
 	memLimit    string
 	heapProfile string
+	cpuProfile  string
 	out         string
 }
 
@@ -95,8 +97,10 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.scaleConns, "scale-conns", 8, "connections for the scale part")
 	fs.IntVar(&o.cacheKeys, "cache-keys", 100_000, "distinct keys to warm into keygate's cache before reading its memory (also KEYGATE_KEY_CACHE_SIZE)")
 	fs.IntVar(&o.seedScope, "seed-scope", 5, "entries in each scope list of a seeded key")
+	fs.BoolVar(&o.denials, "denials", true, "put the two denials in the mix; without them keygate writes no audit event, which shows what recording refusals costs")
 	fs.IntVar(&o.distinct, "distinct", 1, "distinct resource ids per kind of request in the mix; 1 repeats four requests, more keeps a decision cache from answering most of them")
 	fs.StringVar(&o.memLimit, "memory-limit", "", "GOMEMLIMIT for keygate on Postgres (such as 170MiB); empty: Go's default, no limit")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window to this file; profiling slows it, so its figures are not comparable (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.heapProfile, "heap-profile", "", "save a heap profile of keygate on Postgres, taken after warming -cache-keys keys, to this file (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root; empty: print only")
 	if err := fs.Parse(args); err != nil {
@@ -154,7 +158,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	b := &bench{opts: opts, repo: repo, tmp: tmp, procs: procs, stderr: stderr,
 		gen: loadGen{conns: opts.conns, timeout: opts.timeout}}
 	rep := &report{date: time.Now(), command: commandLine(args), machine: readMachine(ctx, repo),
-		conns: opts.conns, warmup: opts.warmup, duration: opts.duration, mix: requestMix(opts.distinct), scope: describeScope(benchScope())}
+		conns: opts.conns, warmup: opts.warmup, duration: opts.duration, mix: requestMix(opts.distinct, opts.denials), scope: describeScope(benchScope())}
 
 	b.logf("building keygate and the OPA CLI")
 	if b.bins, err = buildBinaries(ctx, repo, tmp); err != nil {
@@ -194,7 +198,15 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
-	kg, key, err := b.startKeygate(ctx, "sqlite", nil)
+	var kgEnv []string
+	var debugAddr string
+	if b.opts.cpuProfile != "" {
+		if debugAddr, err = freeAddr(ctx); err != nil {
+			return err
+		}
+		kgEnv = append(kgEnv, "KEYGATE_DEBUG_ADDR="+debugAddr)
+	}
+	kg, key, err := b.startKeygate(ctx, "sqlite", kgEnv)
 	if err != nil {
 		return err
 	}
@@ -213,9 +225,23 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 		bodies: opaBodies(key, mix, time.Now()), check: allowCheck(opaAllowed, mixAllow(mix))}); err != nil {
 		return err
 	}
+	profiled := make(chan error, 1)
+	if debugAddr != "" {
+		go func() {
+			time.Sleep(b.opts.warmup)
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, max(1, int(b.opts.duration.Seconds())))
+			profiled <- saveProfile(ctx, url, b.opts.cpuProfile)
+		}()
+	}
 	if rep.sqlite, err = b.measure(ctx, workload{name: "keygate (SQLite)", url: kg.base + "/v1/authorize",
 		bodies: single, check: allowCheck(keygateAllowed, mixAllow(mix))}); err != nil {
 		return err
+	}
+	if debugAddr != "" {
+		if err := <-profiled; err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
+		b.logf("  CPU profile saved to %s", b.opts.cpuProfile)
 	}
 	if rep.batch, err = b.measure(ctx, workload{name: fmt.Sprintf("keygate (SQLite), batch of %d", batchSize),
 		url: kg.base + "/v1/authorize", bodies: [][]byte{batchBody(key.Token, mix)}, check: batchCheck(mix)}); err != nil {

@@ -23,7 +23,7 @@ func fullReport() *report {
 		machine: machineInfo{cpu: "Test CPU", cores: 2, memory: "1.0 GiB", kernel: "Linux 6.0", goVer: "go1.26.8",
 			opaVer: "v1.22.2", commit: "df34c1c", postgres: "15.20, shared_buffers 128MB, on this machine", load: "0.10 0.20 0.30", loadEnd: "1.00 0.50 0.40"},
 		conns: 32, warmup: 2 * time.Second, duration: 10 * time.Second,
-		mix:      requestMix(1),
+		mix:      requestMix(1, true),
 		scope:    describeScope(benchScope()),
 		floor:    fakeResult("floor (gin)", 30000, 800*time.Microsecond),
 		opa:      fakeResult("OPA server", 5000, 4*time.Millisecond),

@@ -71,7 +71,9 @@ type mixEntry struct {
 // does not support. With distinct > 1 the four repeat with other ids of
 // the same kind, distinct of each, so that few requests repeat a decision
 // (a decision cache then shows in the figures only as far as it has hits).
-func requestMix(distinct int) []mixEntry {
+// Without denials, only the two allows: keygate then writes no audit event,
+// which shows what recording refusals costs.
+func requestMix(distinct int, denials bool) []mixEntry {
 	mix := make([]mixEntry, 0, 4*distinct)
 	for k := range distinct {
 		suffix := ""
@@ -80,10 +82,12 @@ func requestMix(distinct int) []mixEntry {
 		}
 		mix = append(mix,
 			mixEntry{"exact-id allow", check{resource{Type: "agent", ID: fmt.Sprintf("support-agent-%02d", (10+k)%17+1)}, "execute"}, true},
-			mixEntry{"glob allow", check{resource{Type: "mcp_tool", ID: "github__create_issue" + suffix}, "call"}, true},
-			mixEntry{"deny: not in scope", check{resource{Type: "flow", ID: "billing-export" + suffix}, "execute"}, false},
-			mixEntry{"deny: unsupported action", check{resource{Type: "vector_store", ID: fmt.Sprintf("kb-docs-%02d", (2+k)%17+1)}, "delete"}, false},
-		)
+			mixEntry{"glob allow", check{resource{Type: "mcp_tool", ID: "github__create_issue" + suffix}, "call"}, true})
+		if denials {
+			mix = append(mix,
+				mixEntry{"deny: not in scope", check{resource{Type: "flow", ID: "billing-export" + suffix}, "execute"}, false},
+				mixEntry{"deny: unsupported action", check{resource{Type: "vector_store", ID: fmt.Sprintf("kb-docs-%02d", (2+k)%17+1)}, "delete"}, false})
+		}
 	}
 	return mix
 }

@@ -60,7 +60,7 @@ func TestSeedRows(t *testing.T) {
 }
 
 func TestChecks(t *testing.T) {
-	mix := requestMix(1)
+	mix := requestMix(1, true)
 	check := allowCheck(keygateAllowed, mixAllow(mix))
 	if err := check(0, 200, []byte(`{"allowed":true,"code":"ALLOWED"}`)); err != nil {
 		t.Errorf("a right allow: %v", err)
@@ -85,7 +85,7 @@ func TestChecks(t *testing.T) {
 }
 
 func TestBodies(t *testing.T) {
-	mix := requestMix(1)
+	mix := requestMix(1, true)
 	key := &createdKey{ID: "k", Token: "pk_x", TenantID: "t", UserID: "u", Scope: benchScope()}
 	var kg map[string]any
 	if err := json.Unmarshal(keygateBodies(key.Token, mix)[1], &kg); err != nil {
@@ -121,7 +121,7 @@ func TestBodies(t *testing.T) {
 }
 
 func TestDistinctMix(t *testing.T) {
-	one, many := requestMix(1), requestMix(30)
+	one, many := requestMix(1, true), requestMix(30, true)
 	if len(one) != 4 || len(many) != 120 {
 		t.Fatalf("mix sizes %d and %d, want 4 and 120", len(one), len(many))
 	}
@@ -158,5 +158,21 @@ func TestDistinctMix(t *testing.T) {
 	}
 	if !strings.Contains(describeMix(many), "120 requests before the sequence starts over") {
 		t.Errorf("describeMix = %s", describeMix(many))
+	}
+}
+
+func TestMixWithoutDenials(t *testing.T) {
+	with, without := requestMix(3, true), requestMix(3, false)
+	if len(with) != 12 || len(without) != 6 {
+		t.Fatalf("%d and %d requests, want 12 and 6", len(with), len(without))
+	}
+	for _, m := range without {
+		if !m.allow {
+			t.Errorf("%s is a denial in a mix without denials", m.name)
+		}
+	}
+	rep := &report{mix: without}
+	if md := rep.markdown(); !strings.Contains(md, "holds no denial") || strings.Contains(md, "Half the checks") {
+		t.Error("the report must say the mix holds no denial")
 	}
 }
