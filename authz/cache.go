@@ -33,9 +33,10 @@ type KeyCacheOptions struct {
 // or used while compact), Principals of them, also hold a ready Principal
 // (with a string header for each scope entry, which would double the size
 // of every entry); a compact key becomes a principal again, without a
-// query, when it is next used. Every request served from one entry meanwhile shares its principal,
-// which must not be changed. A principal made again from the same entry is
-// the same snapshot: decisions cached about it still apply.
+// query, when it is next used. Every request served from one entry
+// meanwhile shares its principal, which must not be changed. A principal
+// made again from the same entry is the same snapshot: decisions cached
+// about it still apply.
 type KeyCache struct {
 	store  KeyLookup
 	opts   KeyCacheOptions
@@ -53,8 +54,8 @@ const cacheShards = 16
 
 // The maps of a shard are keyed by 64-bit hashes (with the cache's seed) of
 // the token hash and of the key id: a quarter of the size of the full hash
-// as a key. An entry found is checked against its
-// full hash and id; two keys colliding on 64 bits evict each other.
+// as a key. An entry found is checked against its full hash and id; two
+// keys colliding on 64 bits evict each other.
 type cacheShard struct {
 	mu       sync.Mutex
 	entries  map[uint64]*cacheEntry // token hash's 64-bit key → entry
