@@ -115,7 +115,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-duration and -timeout must be positive, -warmup not negative")
 	case o.scale && o.postgres && (o.uncached < 1 || o.cacheKeys < 1 || o.uncached+o.cacheKeys+uncachedOne > o.scaleKeys):
 		return nil, errors.New("-uncached and -cache-keys must be positive and together at most -scale-keys less 2,000")
-	case o.heapProfile != "" && !(o.postgres && o.scale):
+	case o.heapProfile != "" && (!o.postgres || !o.scale):
 		return nil, errors.New("-heap-profile is taken in the scale part: it needs -postgres and -scale")
 	case o.seedScope < 1 || o.distinct < 1:
 		return nil, errors.New("-seed-scope and -distinct must be at least 1")
