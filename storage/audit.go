@@ -176,19 +176,9 @@ func (s *AuditStore) FindAuditEvents(ctx context.Context, filter authz.AuditFilt
 		return nil, fmt.Errorf("find audit events: %w", err)
 	}
 
-	page := &authz.AuditPage{Events: make([]*authz.AuditEvent, 0, min(len(rows), limit))}
-	if len(rows) > limit {
-		rows = rows[:limit]
-		if page.NextCursor, err = encodeCursor(cursorAudit, rows[limit-1].ID); err != nil {
-			return nil, err
-		}
+	events, next, err := cutPage(rows, limit, idCursor(cursorAudit, func(r *auditEventRow) string { return r.ID }), (*auditEventRow).event)
+	if err != nil {
+		return nil, err
 	}
-	for i := range rows {
-		ev, err := rows[i].event()
-		if err != nil {
-			return nil, err
-		}
-		page.Events = append(page.Events, ev)
-	}
-	return page, nil
+	return &authz.AuditPage{Events: events, NextCursor: next}, nil
 }

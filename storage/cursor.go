@@ -55,6 +55,34 @@ func decodeCursor(kind byte, cursor string) (string, error) {
 	return string(out[:]), nil
 }
 
+// cutPage turns rows read with one more than limit into a page: the rows
+// as domain values, and when the extra row shows another page follows, the
+// cursor after the last row kept ("" when none).
+func cutPage[R, T any](rows []R, limit int, cursor func(last *R) (string, error), convert func(*R) (T, error)) ([]T, string, error) {
+	var next string
+	if len(rows) > limit {
+		rows = rows[:limit]
+		var err error
+		if next, err = cursor(&rows[limit-1]); err != nil {
+			return nil, "", err
+		}
+	}
+	out := make([]T, 0, len(rows))
+	for i := range rows {
+		v, err := convert(&rows[i])
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, v)
+	}
+	return out, next, nil
+}
+
+// idCursor is the cursor function of a listing cut by id.
+func idCursor[R any](kind byte, id func(*R) string) func(*R) (string, error) {
+	return func(last *R) (string, error) { return encodeCursor(kind, id(last)) }
+}
+
 // pageLimit applies the listing bounds: 0 (or less) means the default, and
 // no page exceeds the maximum.
 func pageLimit(n int) int {

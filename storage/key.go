@@ -276,21 +276,11 @@ func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (*au
 		return nil, fmt.Errorf("find api keys: %w", err)
 	}
 
-	page := &authz.APIKeyPage{Keys: make([]*authz.APIKey, 0, min(len(rows), limit))}
-	if len(rows) > limit {
-		rows = rows[:limit]
-		if page.NextCursor, err = encodeCursor(cursorKeys, rows[limit-1].ID); err != nil {
-			return nil, err
-		}
+	keys, next, err := cutPage(rows, limit, idCursor(cursorKeys, func(r *apiKeyRow) string { return r.ID }), (*apiKeyRow).key)
+	if err != nil {
+		return nil, err
 	}
-	for i := range rows {
-		k, err := rows[i].key()
-		if err != nil {
-			return nil, err
-		}
-		page.Keys = append(page.Keys, k)
-	}
-	return page, nil
+	return &authz.APIKeyPage{Keys: keys, NextCursor: next}, nil
 }
 
 // UpdateKey loads a key, locking its row on Postgres, and passes it to fn;

@@ -261,21 +261,11 @@ func (s *MCPStore) FindMCPServers(ctx context.Context, filter authz.MCPServerFil
 	if err := q.OrderExpr("s.id DESC").Limit(int64(limit) + 1).Scan(ctx); err != nil {
 		return nil, fmt.Errorf("find mcp servers: %w", err)
 	}
-	page := &authz.MCPServerPage{Servers: make([]*authz.MCPServer, 0, min(len(rows), limit))}
-	if len(rows) > limit {
-		rows = rows[:limit]
-		if page.NextCursor, err = encodeCursor(cursorMCPServers, rows[limit-1].ID); err != nil {
-			return nil, err
-		}
+	servers, next, err := cutPage(rows, limit, idCursor(cursorMCPServers, func(r *mcpServerRow) string { return r.ID }), (*mcpServerRow).server)
+	if err != nil {
+		return nil, err
 	}
-	for i := range rows {
-		srv, err := rows[i].server()
-		if err != nil {
-			return nil, err
-		}
-		page.Servers = append(page.Servers, srv)
-	}
-	return page, nil
+	return &authz.MCPServerPage{Servers: servers, NextCursor: next}, nil
 }
 
 // lockMCPServer loads a server inside tx, locking its row on Postgres (a
@@ -466,16 +456,15 @@ func (s *MCPStore) FindMCPTools(ctx context.Context, filter authz.MCPToolFilter)
 	if err := q.Limit(int64(limit) + 1).Scan(ctx); err != nil {
 		return nil, fmt.Errorf("find mcp tools: %w", err)
 	}
-	page := &authz.MCPToolPage{Tools: make([]*authz.MCPTool, 0, min(len(rows), limit))}
-	if len(rows) > limit {
-		rows = rows[:limit]
-		last := rows[limit-1]
-		page.NextCursor = encodeNameCursor(cursorMCPTools, authz.ExposedToolName(last.ServerName, last.Name))
+	tools, next, err := cutPage(rows, limit,
+		func(last *mcpToolJoined) (string, error) {
+			return encodeNameCursor(cursorMCPTools, authz.ExposedToolName(last.ServerName, last.Name)), nil
+		},
+		func(r *mcpToolJoined) (*authz.MCPTool, error) { return r.tool(), nil })
+	if err != nil {
+		return nil, err
 	}
-	for i := range rows {
-		page.Tools = append(page.Tools, rows[i].tool())
-	}
-	return page, nil
+	return &authz.MCPToolPage{Tools: tools, NextCursor: next}, nil
 }
 
 // FindMCPCatalog returns a tenant's enabled servers, headers included, and
