@@ -203,10 +203,9 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 	var kgEnv []string
 	var debugAddr string
 	if b.opts.cpuProfile != "" {
-		if debugAddr, err = freeAddr(ctx); err != nil {
+		if debugAddr, kgEnv, err = withProfiler(ctx, kgEnv); err != nil {
 			return err
 		}
-		kgEnv = append(kgEnv, "KEYGATE_DEBUG_ADDR="+debugAddr)
 	}
 	kg, key, err := b.startKeygate(ctx, "sqlite", kgEnv)
 	if err != nil {
@@ -313,10 +312,9 @@ func (b *bench) runPostgres(ctx context.Context, rep *report, opa *server) (err 
 		kgEnv = append(slices.Clip(kgEnv), "GOMEMLIMIT="+b.opts.memLimit)
 	}
 	if b.opts.heapProfile != "" {
-		if b.debugAddr, err = freeAddr(ctx); err != nil {
+		if b.debugAddr, kgEnv, err = withProfiler(ctx, kgEnv); err != nil {
 			return err
 		}
-		kgEnv = append(slices.Clip(kgEnv), "KEYGATE_DEBUG_ADDR="+b.debugAddr)
 	}
 	if seeded != nil {
 		// One line per GC on stderr, so the scale part can tell the live
@@ -399,6 +397,16 @@ func (b *bench) startKeygate(ctx context.Context, name string, env []string) (*s
 		return nil, nil, err
 	}
 	return kg, key, nil
+}
+
+// withProfiler gives a keygate a profiler listener of its own: its address,
+// and env with the setting added.
+func withProfiler(ctx context.Context, env []string) (string, []string, error) {
+	addr, err := freeAddr(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, append(slices.Clip(env), "KEYGATE_DEBUG_ADDR="+addr), nil
 }
 
 // stopKeygate stops a keygate gracefully and fails the run if it dropped
