@@ -1,12 +1,8 @@
 package authz
 
 import (
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 )
 
 // Error codes. Each maps to exactly one HTTP status in server.ErrorStatus; the
@@ -61,10 +57,10 @@ func Invalid(fields ...FieldError) *Error {
 	return &Error{Code: EINVALID, Message: msg, Fields: fields}
 }
 
-// ErrorCode returns the code of an *Error in err's chain, EUNAVAILABLE for a
-// lost connection (a network error, a connection the database driver gave
-// up on, or one that ended mid-answer: an unexpected EOF), EINTERNAL for
-// any other non-nil error and "" for nil.
+// ErrorCode returns the code of an *Error in err's chain, EINTERNAL for
+// any other non-nil error and "" for nil. Adapters map their own failures
+// to codes (storage turns a lost database connection into EUNAVAILABLE),
+// so the domain knows no driver.
 func ErrorCode(err error) string {
 	if err == nil {
 		return ""
@@ -72,11 +68,6 @@ func ErrorCode(err error) string {
 	var e *Error
 	if errors.As(err, &e) && e.Code != "" {
 		return e.Code
-	}
-	var netErr net.Error
-	if errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return EUNAVAILABLE
 	}
 	return EINTERNAL
 }
@@ -90,9 +81,6 @@ func ErrorMessage(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Message
-	}
-	if ErrorCode(err) == EUNAVAILABLE {
-		return "a dependency is unavailable; try again"
 	}
 	return "internal error"
 }

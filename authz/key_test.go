@@ -1,9 +1,7 @@
 package authz_test
 
 import (
-	"database/sql/driver"
 	"errors"
-	"io"
 	"net"
 	"slices"
 	"strings"
@@ -158,10 +156,7 @@ func TestErrorHelpers(t *testing.T) {
 		{"domain error", authz.Errorf(authz.ENOTFOUND, "key %s not found", "k1"), authz.ENOTFOUND, "key k1 not found", 0},
 		{"wrapped domain error", fmtWrap(authz.Errorf(authz.ECONFLICT, "taken")), authz.ECONFLICT, "taken", 0},
 		{"plain error hides its text", errors.New("pq: syntax error at 10.0.0.3"), authz.EINTERNAL, "internal error", 0},
-		{"a lost connection is unavailable", fmtWrap(&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
-		{"a bad driver connection is unavailable", fmtWrap(driver.ErrBadConn), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
-		{"a connection that ended mid-answer is unavailable", fmtWrap(io.ErrUnexpectedEOF), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
-		{"so is one closed before it answered", fmtWrap(io.EOF), authz.EUNAVAILABLE, "a dependency is unavailable; try again", 0},
+		{"an error no adapter mapped is internal", fmtWrap(&net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}), authz.EINTERNAL, "internal error", 0},
 		{"invalid with fields", authz.Invalid(authz.FieldError{Field: "a", Message: "bad"}, authz.FieldError{Field: "b", Message: "bad"}), authz.EINVALID, "the request has invalid fields", 2},
 		{"invalid with one field names it", authz.Invalid(authz.FieldError{Field: "name", Message: "is required"}), authz.EINVALID, "name: is required", 1},
 	}

@@ -577,7 +577,7 @@ func TestMCPServerServiceRights(t *testing.T) {
 
 // countingDecider counts batch evaluations of an engine.
 type countingDecider struct {
-	authz.Decider
+	authz.Policy
 	mu      sync.Mutex
 	batches int
 }
@@ -586,7 +586,7 @@ func (c *countingDecider) DecideBatch(ctx context.Context, p *authz.Principal, c
 	c.mu.Lock()
 	c.batches++
 	c.mu.Unlock()
-	return c.Decider.DecideBatch(ctx, p, checks, dc)
+	return c.Policy.DecideBatch(ctx, p, checks, dc)
 }
 
 type eventLog struct {
@@ -600,9 +600,9 @@ func (l *eventLog) Record(ev authz.AuditEvent) {
 	l.mu.Unlock()
 }
 
-func TestAuthorizeListingIsOneQuietEvaluation(t *testing.T) {
+func TestDecideListingIsOneQuietEvaluation(t *testing.T) {
 	t.Parallel()
-	decider := &countingDecider{Decider: newEngine(t, embeddedModules(t))}
+	decider := &countingDecider{Policy: newEngine(t, embeddedModules(t))}
 	events := &eventLog{}
 	svc := &authz.KeyService{Policy: decider, Events: events, Now: func() time.Time { return fixedTime }}
 	p := testPrincipal()
@@ -612,7 +612,7 @@ func TestAuthorizeListingIsOneQuietEvaluation(t *testing.T) {
 			Resource: authz.Resource{Type: authz.ResourceMCPTool, ID: fmt.Sprintf("github__t%d", i)}, Action: authz.ActionMCPToolCall})
 	}
 	checks = append(checks, authz.Check{Resource: authz.Resource{Type: authz.ResourceMCPTool, ID: "jira__x"}, Action: authz.ActionMCPToolCall})
-	res, err := svc.AuthorizeListing(context.Background(), p, checks)
+	res, err := svc.Decide(context.Background(), authz.DecisionRequest{Principal: p, Checks: checks, Listing: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,14 +625,14 @@ func TestAuthorizeListingIsOneQuietEvaluation(t *testing.T) {
 	if len(events.events) != 0 {
 		t.Fatalf("a listing recorded %d denials", len(events.events))
 	}
-	if res, err := svc.AuthorizeListing(context.Background(), p, nil); err != nil || len(res.Decisions) != 0 || decider.batches != 1 {
+	if res, err := svc.Decide(context.Background(), authz.DecisionRequest{Principal: p, Listing: true}); err != nil || len(res.Decisions) != 0 || decider.batches != 1 {
 		t.Fatalf("an empty listing: %v %v (%d evaluations)", res, err, decider.batches)
 	}
-	if _, err := svc.AuthorizeListing(context.Background(), nil, checks); authz.ErrorCode(err) != authz.EUNAUTHORIZED {
-		t.Fatalf("no principal: %v", err)
+	if res, err := svc.Decide(context.Background(), authz.DecisionRequest{Checks: checks, Listing: true}); err != nil || res.Code != authz.KeyInvalid || res.Principal != nil || decider.batches != 1 {
+		t.Fatalf("no principal and no key: %+v, %v", res, err)
 	}
 	bad := []authz.Check{{Resource: authz.Resource{Type: authz.ResourceMCPTool, ID: ""}, Action: "call"}}
-	if _, err := svc.AuthorizeListing(context.Background(), p, bad); authz.ErrorCode(err) != authz.EINVALID {
+	if _, err := svc.Decide(context.Background(), authz.DecisionRequest{Principal: p, Checks: bad, Listing: true}); authz.ErrorCode(err) != authz.EINVALID {
 		t.Fatalf("a bad check: %v", err)
 	}
 }

@@ -81,17 +81,11 @@ func (s Scope) MarshalJSON() ([]byte, error) {
 }
 
 func (s Scope) normalized() Scope {
-	nonNil := func(v []string) []string {
-		if v == nil {
-			return []string{}
-		}
-		return v
-	}
 	return Scope{
-		AgentIDs:       nonNil(s.AgentIDs),
-		FlowIDs:        nonNil(s.FlowIDs),
-		MCPToolIDs:     nonNil(s.MCPToolIDs),
-		VectorStoreIDs: nonNil(s.VectorStoreIDs),
+		AgentIDs:       NonNil(s.AgentIDs),
+		FlowIDs:        NonNil(s.FlowIDs),
+		MCPToolIDs:     NonNil(s.MCPToolIDs),
+		VectorStoreIDs: NonNil(s.VectorStoreIDs),
 	}
 }
 

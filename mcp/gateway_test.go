@@ -186,7 +186,7 @@ func TestGateway_RefusesDeniedAndUnknownToolsWithoutContactingTheUpstream(t *tes
 	}
 	for _, tt := range tests {
 		t.Run(tt.note, func(t *testing.T) {
-			before := github.calls.Load()
+			before, recorded := github.calls.Load(), g.audit.count()
 			_, err := c.call(tt.tool, map[string]any{"text": "x"})
 			rpcErr := rpcError(t, err)
 			if rpcErr.Code != tt.code {
@@ -200,10 +200,16 @@ func TestGateway_RefusesDeniedAndUnknownToolsWithoutContactingTheUpstream(t *tes
 			if github.calls.Load() != before {
 				t.Fatal("the upstream was contacted")
 			}
+			if n := g.audit.count() - recorded; n != 1 {
+				t.Fatalf("the call left %d audit events, want exactly 1", n)
+			}
 			evs := g.audit.calls()
 			ev := evs[len(evs)-1]
 			if ev.Outcome != tt.outcome || ev.ActorID != keyID || len(ev.TargetID) > authz.MaxResourceIDLen {
 				t.Fatalf("audit event %+v, want outcome %s", ev, tt.outcome)
+			}
+			if tt.outcome == authz.OutcomeDenied && (ev.Action != authz.AuditAuthzDenied || ev.TargetID != tt.tool || ev.Reason == "") {
+				t.Fatalf("a denied call's event %+v must name the tool and the reason", ev)
 			}
 		})
 	}

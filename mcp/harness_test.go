@@ -40,17 +40,26 @@ func (r *recorder) Record(ev authz.AuditEvent) {
 	r.mu.Unlock()
 }
 
-// calls returns the mcp_tool.called events, oldest first.
+// calls returns the events of tool calls, oldest first: mcp_tool.called,
+// and authorization.denied for a call the policy refused.
 func (r *recorder) calls() []authz.AuditEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []authz.AuditEvent
 	for _, ev := range r.events {
-		if ev.Action == authz.AuditMCPToolCalled {
+		if ev.Action == authz.AuditMCPToolCalled ||
+			ev.Action == authz.AuditAuthzDenied && ev.TargetType == string(authz.ResourceMCPTool) {
 			out = append(out, ev)
 		}
 	}
 	return out
+}
+
+// count returns how many events were recorded.
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
 }
 
 // gateway is keygate's MCP side over a real store and the embedded

@@ -224,6 +224,7 @@ func TestInteropWithTheTypeScriptSDK(t *testing.T) {
 		t.Fatal(err)
 	}
 	trail := k.api("GET", "/api/v1/audit-events?action=mcp_tool.called&limit=100", nil, 200)["data"].([]any)
+	trail = append(trail, k.api("GET", "/api/v1/audit-events?action=authorization.denied&limit=100", nil, 200)["data"].([]any)...)
 	outcomes := map[string]int{}
 	for _, ev := range trail {
 		outcomes[ev.(map[string]any)["outcome"].(string)]++

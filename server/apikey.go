@@ -16,9 +16,9 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (*authz.Principal, error)
 }
 
-// Authorizer decides checks for a principal; *authz.KeyService is one.
-type Authorizer interface {
-	Authorize(ctx context.Context, p *authz.Principal, checks []authz.Check) (*authz.AuthorizeResult, error)
+// Decider decides checks; *authz.KeyService is one.
+type Decider interface {
+	Decide(ctx context.Context, req authz.DecisionRequest) (*authz.DecisionResult, error)
 }
 
 // RequireAPIKey authenticates the request's API key (`Authorization: Bearer
@@ -61,7 +61,7 @@ func PrincipalFrom(c *gin.Context) *authz.Principal {
 // authenticated key to do action on the resource of type rt whose id id
 // returns (Param reads it from the route). It must follow RequireAPIKey. A
 // denial is a 403 problem carrying the policy's reasons.
-func RequirePermission(a Authorizer, rt authz.ResourceType, action string, id func(*gin.Context) string) gin.HandlerFunc {
+func RequirePermission(d Decider, rt authz.ResourceType, action string, id func(*gin.Context) string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p := PrincipalFrom(c)
 		if p == nil {
@@ -69,7 +69,8 @@ func RequirePermission(a Authorizer, rt authz.ResourceType, action string, id fu
 			return
 		}
 		check := authz.Check{Resource: authz.Resource{Type: rt, ID: id(c), TenantID: p.TenantID}, Action: action}
-		res, err := a.Authorize(c.Request.Context(), p, []authz.Check{check})
+		res, err := d.Decide(c.Request.Context(), authz.DecisionRequest{
+			Principal: p, Checks: []authz.Check{check}, Source: authz.SourceMiddleware})
 		if err != nil {
 			writeError(c, err)
 			return

@@ -3,9 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
@@ -71,34 +69,14 @@ func (s *Server) authorize(c *gin.Context) {
 	s.authorizeSlow(c, body)
 }
 
-// decideRequest validates a decoded request's checks and answers it.
+// decideRequest answers a decoded request.
 func (s *Server) decideRequest(c *gin.Context, req authorizeRequest) {
 	batch := req.Checks != nil
 	checks := []authz.Check{{Resource: deref(req.Resource), Action: deref(req.Action)}}
 	if batch {
 		checks = *req.Checks
 	}
-	if fields := checkFields(checks, batch); len(fields) > 0 {
-		writeError(c, authz.Invalid(fields...))
-		return
-	}
 	s.answer(c, *req.APIKey, checks, batch)
-}
-
-// checkFields validates decoded checks: a batch holds 1 to MaxBatchChecks,
-// and every check names a known resource type, an id and an action.
-func checkFields(checks []authz.Check, batch bool) []authz.FieldError {
-	if !batch {
-		return checks[0].Validate("")
-	}
-	if len(checks) == 0 || len(checks) > authz.MaxBatchChecks {
-		return []authz.FieldError{{Field: "checks", Message: fmt.Sprintf("must hold 1 to %d checks", authz.MaxBatchChecks)}}
-	}
-	var fields []authz.FieldError
-	for i, ch := range checks {
-		fields = append(fields, ch.Validate(fmt.Sprintf("checks[%d]", i))...)
-	}
-	return fields
 }
 
 func deref[T any](p *T) T {
@@ -138,7 +116,7 @@ func (s *Server) authorizeSlow(c *gin.Context, body []byte) {
 		if fe := decodeField(members["checks"], "checks", &checks); fe != nil {
 			fields = append(fields, *fe)
 		} else {
-			fields = append(fields, checkFields(checks, true)...)
+			fields = append(fields, authz.ValidateChecks(checks, true)...)
 		}
 	default:
 		var ch authz.Check
@@ -154,7 +132,7 @@ func (s *Server) authorizeSlow(c *gin.Context, body []byte) {
 		}
 		checks = []authz.Check{ch}
 		if hasResource && hasAction && len(fields) == 0 {
-			fields = append(fields, checkFields(checks, false)...)
+			fields = append(fields, authz.ValidateChecks(checks, false)...)
 		}
 	}
 	if len(fields) > 0 {
@@ -164,55 +142,29 @@ func (s *Server) authorizeSlow(c *gin.Context, body []byte) {
 	s.answer(c, token, checks, hasChecks)
 }
 
-// answer authenticates the key and decides valid checks; batch selects the
-// answer's shape.
+// answer decides valid checks; batch selects the answer's shape. A refused
+// key is a 200 answer whose code says why.
 func (s *Server) answer(c *gin.Context, token string, checks []authz.Check, batch bool) {
-	ctx := c.Request.Context()
-	p, err := s.keys.Authenticate(ctx, token)
-	if err != nil {
-		code := authz.ErrorCode(err)
-		if code != authz.KeyInvalid && code != authz.KeyDisabled && code != authz.KeyExpired {
-			writeError(c, err)
-			return
-		}
-		id, idErr := authz.NewID(time.Now(), nil)
-		if idErr != nil {
-			writeError(c, idErr)
-			return
-		}
-		reasons := []string{authz.ErrorMessage(err)}
-		if batch {
-			results := make([]checkResult, len(checks))
-			for i := range results {
-				results[i] = checkResult{Allowed: false, Reasons: reasons}
-			}
-			writeJSON(c, http.StatusOK, batchAnswer{Results: results, Code: code, DecisionID: id})
-			return
-		}
-		writeJSON(c, http.StatusOK, singleAnswer{Allowed: false, Code: code, Reasons: reasons, DecisionID: id})
-		return
-	}
-
-	res, err := s.keys.Authorize(ctx, p, checks)
+	res, err := s.keys.Decide(c.Request.Context(), authz.DecisionRequest{
+		Token: token, Checks: checks, Batch: batch, Source: authz.SourceAuthorize})
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	code := authz.CodeDenied
-	if res.Allowed() {
-		code = authz.CodeAllowed
+	var pv *principalView
+	if p := res.Principal; p != nil {
+		pv = &principalView{Type: authz.PrincipalTypeAPIKey, KeyID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID}
 	}
-	pv := &principalView{Type: authz.PrincipalTypeAPIKey, KeyID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID}
 	if !batch {
 		d := res.Decisions[0]
-		writeJSON(c, http.StatusOK, singleAnswer{Allowed: d.Allow, Code: code, Reasons: nonNil(d.Reasons), DecisionID: res.DecisionID, Principal: pv})
+		writeJSON(c, http.StatusOK, singleAnswer{Allowed: d.Allow, Code: res.Code, Reasons: d.Reasons, DecisionID: res.DecisionID, Principal: pv})
 		return
 	}
 	results := make([]checkResult, len(res.Decisions))
 	for i, d := range res.Decisions {
-		results[i] = checkResult{Allowed: d.Allow, Reasons: nonNil(d.Reasons)}
+		results[i] = checkResult{Allowed: d.Allow, Reasons: d.Reasons}
 	}
-	writeJSON(c, http.StatusOK, batchAnswer{Results: results, Code: code, DecisionID: res.DecisionID, Principal: pv})
+	writeJSON(c, http.StatusOK, batchAnswer{Results: results, Code: res.Code, DecisionID: res.DecisionID, Principal: pv})
 }
 
 // whoami lets a key describe itself.
@@ -226,11 +178,4 @@ func (s *Server) whoami(c *gin.Context) {
 		"permission_scope": p.Scope,
 		"expires_at":       p.ExpiresAt,
 	})
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }

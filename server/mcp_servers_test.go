@@ -319,11 +319,17 @@ func TestMCPEndpointThroughTheRouter(t *testing.T) {
 		}
 
 		h.flushAudit()
+		// The allowed call is an mcp_tool.called event; the denied one is
+		// in the trail once, as its decision's authorization.denied event.
 		trail := h.do("GET", "/api/v1/audit-events?action=mcp_tool.called", admin, nil).json(t)["data"].([]any)
-		if len(trail) != 2 {
-			t.Fatalf("%d call events in the trail, want 2", len(trail))
+		if len(trail) != 1 {
+			t.Fatalf("%d call events in the trail, want 1", len(trail))
 		}
-		for _, ev := range trail {
+		denials := h.do("GET", "/api/v1/audit-events?action=authorization.denied", admin, nil).json(t)["data"].([]any)
+		if len(denials) != 1 || denials[0].(map[string]any)["target_id"] != "github__delete_repo" || denials[0].(map[string]any)["reason"] == "" {
+			t.Fatalf("denials in the trail %v, want the denied tool once with its reason", denials)
+		}
+		for _, ev := range append(trail, denials...) {
 			e := ev.(map[string]any)
 			if e["actor_id"] != keyID || e["request_id"] == "" {
 				t.Fatalf("call event %v: want the key and the request id", e)

@@ -41,7 +41,7 @@ func requestContext(base *slog.Logger, maxBody int64) gin.HandlerFunc {
 		}
 		info := authz.RequestInfo{
 			IP:        c.ClientIP(),
-			UserAgent: truncate(c.Request.UserAgent(), 256),
+			UserAgent: authz.Truncate(c.Request.UserAgent(), 256),
 			RequestID: id,
 		}
 		if sc := trace.SpanContextFromContext(c.Request.Context()); sc.HasTraceID() {
@@ -85,17 +85,13 @@ func recovery() gin.HandlerFunc {
 	}
 }
 
+const requestIDChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+
 func saneRequestID(id string) bool {
 	if id == "" || len(id) > 64 {
 		return false
 	}
-	for i := 0; i < len(id); i++ {
-		ch := id[i]
-		if !isAlnum(ch) && ch != '-' && ch != '_' && ch != '.' {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(id, requestIDChars) == ""
 }
 
 func newRequestID() string {
@@ -136,13 +132,6 @@ var quietRoutes = map[string]bool{
 	"/readyz":       true,
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
-
 // bearerToken returns the credential of an `Authorization: Bearer` header.
 func bearerToken(r *http.Request) string {
 	h := r.Header.Get("Authorization")
@@ -151,8 +140,4 @@ func bearerToken(r *http.Request) string {
 		return strings.TrimSpace(h[len(prefix):])
 	}
 	return ""
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }

@@ -132,7 +132,8 @@ func insertAuditEventRows(ctx context.Context, db bun.IDB, rows []auditEventRow)
 // InsertAuditEvents writes events in one batch: one statement per thousand
 // events, in one transaction when there is more than one. Events without an
 // id get one; an event whose id is already stored is skipped.
-func (s *AuditStore) InsertAuditEvents(ctx context.Context, events []authz.AuditEvent) error {
+func (s *AuditStore) InsertAuditEvents(ctx context.Context, events []authz.AuditEvent) (err error) {
+	defer mapDBError(&err)
 	rows, err := newAuditEventRows(events)
 	if err != nil {
 		return err
@@ -148,7 +149,8 @@ func (s *AuditStore) InsertAuditEvents(ctx context.Context, events []authz.Audit
 // FindAuditEvents returns a page of a tenant's events, newest first, cut by
 // id like FindKeys. Action matches exactly; KeyID matches events whose actor
 // or target is that key; Since is inclusive and Until exclusive.
-func (s *AuditStore) FindAuditEvents(ctx context.Context, filter authz.AuditFilter) (*authz.AuditPage, error) {
+func (s *AuditStore) FindAuditEvents(ctx context.Context, filter authz.AuditFilter) (_ *authz.AuditPage, err error) {
+	defer mapDBError(&err)
 	after, err := decodeCursor(cursorAudit, filter.Cursor)
 	if err != nil {
 		return nil, err

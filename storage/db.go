@@ -10,8 +10,11 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -237,4 +240,25 @@ func uniqueViolation(err error) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// mapDBError turns a lost database connection into the domain's
+// EUNAVAILABLE, so callers answer 503 and fail closed without knowing the
+// driver: a network error, a connection the driver gave up on, or one that
+// ended mid-answer (EOF). Every exported store method defers it.
+func mapDBError(err *error) {
+	if *err == nil || !lostConnection(*err) {
+		return
+	}
+	var e *authz.Error
+	if errors.As(*err, &e) {
+		return
+	}
+	*err = fmt.Errorf("%w: %w", authz.Errorf(authz.EUNAVAILABLE, "the database is unavailable; try again"), *err)
+}
+
+func lostConnection(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

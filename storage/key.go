@@ -166,7 +166,8 @@ func nameConflict(err error, table, what, name string) error {
 // writes events, all in one transaction. Returns ECONFLICT when the tenant
 // has a key of that name or the id or hash exists. On success key's times
 // and scope are set to their stored form (UTC, microseconds).
-func (s *KeyStore) CreateKey(ctx context.Context, key *authz.APIKey, events ...authz.AuditEvent) error {
+func (s *KeyStore) CreateKey(ctx context.Context, key *authz.APIKey, events ...authz.AuditEvent) (err error) {
+	defer mapDBError(&err)
 	row, err := newAPIKeyRow(key)
 	if err != nil {
 		return err
@@ -214,7 +215,8 @@ func ensureUser(ctx context.Context, tx bun.Tx, tenantID, userID string, at time
 
 // FindKeyByID returns a key of a tenant; ENOTFOUND when it is absent, in
 // another tenant, or id is not a UUID at all.
-func (s *KeyStore) FindKeyByID(ctx context.Context, tenantID, id string) (*authz.APIKey, error) {
+func (s *KeyStore) FindKeyByID(ctx context.Context, tenantID, id string) (_ *authz.APIKey, err error) {
+	defer mapDBError(&err)
 	if !authz.ValidID(id) {
 		return nil, errKeyNotFound()
 	}
@@ -231,7 +233,8 @@ func (s *KeyStore) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, e
 
 // FindKeyByHash returns the key whose token has this SHA-256; ENOTFOUND when
 // none has.
-func (s *KeyStore) FindKeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
+func (s *KeyStore) FindKeyByHash(ctx context.Context, hash string) (_ *authz.APIKey, err error) {
+	defer mapDBError(&err)
 	return findKey(ctx, s.db.bun.NewSelect(), func(q *bun.SelectQuery) *bun.SelectQuery {
 		return q.Where("k.key_hash = ?", hash)
 	})
@@ -253,7 +256,8 @@ func findKey(ctx context.Context, q *bun.SelectQuery, where func(*bun.SelectQuer
 // by id (UUIDv7, so by creation time): keys created while a client pages
 // sort before its cursor, so it sees no key twice and skips none that
 // existed when it began.
-func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (*authz.APIKeyPage, error) {
+func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (_ *authz.APIKeyPage, err error) {
+	defer mapDBError(&err)
 	after, err := decodeCursor(cursorKeys, filter.Cursor)
 	if err != nil {
 		return nil, err
@@ -289,12 +293,13 @@ func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (*au
 // transaction. fn's error rolls everything back and is returned as it is.
 // fn runs inside the transaction and must not use the store itself (on
 // SQLite, with one connection, that would wait forever).
-func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*authz.APIKey) (changed []string, events []authz.AuditEvent, err error)) (*authz.APIKey, error) {
+func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*authz.APIKey) (changed []string, events []authz.AuditEvent, err error)) (_ *authz.APIKey, err error) {
+	defer mapDBError(&err)
 	if !authz.ValidID(id) {
 		return nil, errKeyNotFound()
 	}
 	var out *authz.APIKey
-	err := s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		q := tx.NewSelect()
 		if s.db.isPostgres() {
 			q = q.For("UPDATE")
@@ -336,7 +341,8 @@ func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*
 
 // DeleteKey removes a key and writes events in one transaction. Returns
 // ENOTFOUND like FindKeyByID.
-func (s *KeyStore) DeleteKey(ctx context.Context, tenantID, id string, events ...authz.AuditEvent) error {
+func (s *KeyStore) DeleteKey(ctx context.Context, tenantID, id string, events ...authz.AuditEvent) (err error) {
+	defer mapDBError(&err)
 	if !authz.ValidID(id) {
 		return errKeyNotFound()
 	}
@@ -385,7 +391,8 @@ func (db *DB) deleteOwned(ctx context.Context, model any, alias, tenantID, id st
 }
 
 // CountKeys returns the number of keys a tenant holds.
-func (s *KeyStore) CountKeys(ctx context.Context, tenantID string) (int, error) {
+func (s *KeyStore) CountKeys(ctx context.Context, tenantID string) (_ int, err error) {
+	defer mapDBError(&err)
 	n, err := s.db.bun.NewSelect().Model((*apiKeyRow)(nil)).Where("k.tenant_id = ?", tenantID).Count(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("count api keys: %w", err)
@@ -396,7 +403,8 @@ func (s *KeyStore) CountKeys(ctx context.Context, tenantID string) (int, error) 
 // DeleteUser removes a user of a tenant and, by cascade, their keys, and
 // writes events, in one transaction. It returns how many keys went;
 // ENOTFOUND for a user keygate has not seen in that tenant.
-func (s *KeyStore) DeleteUser(ctx context.Context, tenantID, userID string, events ...authz.AuditEvent) (int, error) {
+func (s *KeyStore) DeleteUser(ctx context.Context, tenantID, userID string, events ...authz.AuditEvent) (_ int, err error) {
+	defer mapDBError(&err)
 	return s.deleteOwner(ctx, "user", (*userRow)(nil),
 		func(q *bun.SelectQuery) *bun.SelectQuery {
 			return q.Where("u.tenant_id = ?", tenantID).Where("u.id = ?", userID)
@@ -413,7 +421,8 @@ func (s *KeyStore) DeleteUser(ctx context.Context, tenantID, userID string, even
 // DeleteTenant removes a tenant and, by cascade, its users and keys, and
 // writes events, in one transaction. It returns how many keys went;
 // ENOTFOUND for a tenant keygate has not seen. The audit trail stays.
-func (s *KeyStore) DeleteTenant(ctx context.Context, tenantID string, events ...authz.AuditEvent) (int, error) {
+func (s *KeyStore) DeleteTenant(ctx context.Context, tenantID string, events ...authz.AuditEvent) (_ int, err error) {
+	defer mapDBError(&err)
 	return s.deleteOwner(ctx, "tenant", (*tenantRow)(nil),
 		func(q *bun.SelectQuery) *bun.SelectQuery {
 			return q.Where("t.id = ?", tenantID)
@@ -476,7 +485,8 @@ func (s *KeyStore) deleteOwner(
 // TouchKeys moves last_used_at forward for many keys with one UPDATE per
 // thousand keys; an older time never overwrites a newer one, and ids that
 // are unknown or not UUIDs are skipped.
-func (s *KeyStore) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error {
+func (s *KeyStore) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) (err error) {
+	defer mapDBError(&err)
 	ids := make([]string, 0, len(lastUsed))
 	for id := range lastUsed {
 		if authz.ValidID(id) {

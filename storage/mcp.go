@@ -204,7 +204,8 @@ func mcpServerConflict(err error, name string) error {
 // and writes events, in one transaction. Returns ECONFLICT when the tenant
 // has a server of that name or the id exists. On success srv's times are
 // set to their stored form.
-func (s *MCPStore) CreateMCPServer(ctx context.Context, srv *authz.MCPServer, events ...authz.AuditEvent) error {
+func (s *MCPStore) CreateMCPServer(ctx context.Context, srv *authz.MCPServer, events ...authz.AuditEvent) (err error) {
+	defer mapDBError(&err)
 	row, err := newMCPServerRow(srv)
 	if err != nil {
 		return err
@@ -223,7 +224,8 @@ func (s *MCPStore) CreateMCPServer(ctx context.Context, srv *authz.MCPServer, ev
 
 // FindMCPServerByID returns a server of a tenant; ENOTFOUND when it is
 // absent, in another tenant, or id is not a UUID.
-func (s *MCPStore) FindMCPServerByID(ctx context.Context, tenantID, id string) (*authz.MCPServer, error) {
+func (s *MCPStore) FindMCPServerByID(ctx context.Context, tenantID, id string) (_ *authz.MCPServer, err error) {
+	defer mapDBError(&err)
 	if !authz.ValidID(id) {
 		return nil, errMCPServerNotFound()
 	}
@@ -244,7 +246,8 @@ func findMCPServer(ctx context.Context, q *bun.SelectQuery, tenantID, id string)
 
 // FindMCPServers returns a page of a tenant's servers, newest first, cut by
 // id as FindKeys cuts keys.
-func (s *MCPStore) FindMCPServers(ctx context.Context, filter authz.MCPServerFilter) (*authz.MCPServerPage, error) {
+func (s *MCPStore) FindMCPServers(ctx context.Context, filter authz.MCPServerFilter) (_ *authz.MCPServerPage, err error) {
+	defer mapDBError(&err)
 	after, err := decodeCursor(cursorMCPServers, filter.Cursor)
 	if err != nil {
 		return nil, err
@@ -282,12 +285,13 @@ func (s *MCPStore) lockMCPServer(ctx context.Context, tx bun.Tx, tenantID, id st
 // reports changed fields it saves name, url, headers, enabled, timeout_ms
 // and updated_at and writes fn's events, in one transaction. fn must not
 // use the store (see KeyStore.UpdateKey).
-func (s *MCPStore) UpdateMCPServer(ctx context.Context, tenantID, id string, fn func(*authz.MCPServer) (changed []string, events []authz.AuditEvent, err error)) (*authz.MCPServer, error) {
+func (s *MCPStore) UpdateMCPServer(ctx context.Context, tenantID, id string, fn func(*authz.MCPServer) (changed []string, events []authz.AuditEvent, err error)) (_ *authz.MCPServer, err error) {
+	defer mapDBError(&err)
 	if !authz.ValidID(id) {
 		return nil, errMCPServerNotFound()
 	}
 	var out *authz.MCPServer
-	err := s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		srv, err := s.lockMCPServer(ctx, tx, tenantID, id)
 		if err != nil {
 			return err
@@ -323,7 +327,8 @@ func (s *MCPStore) UpdateMCPServer(ctx context.Context, tenantID, id string, fn 
 
 // DeleteMCPServer removes a server, its catalog by cascade, and writes
 // events in one transaction. Returns ENOTFOUND like FindMCPServerByID.
-func (s *MCPStore) DeleteMCPServer(ctx context.Context, tenantID, id string, events ...authz.AuditEvent) error {
+func (s *MCPStore) DeleteMCPServer(ctx context.Context, tenantID, id string, events ...authz.AuditEvent) (err error) {
+	defer mapDBError(&err)
 	if !authz.ValidID(id) {
 		return errMCPServerNotFound()
 	}
@@ -338,12 +343,13 @@ func (s *MCPStore) DeleteMCPServer(ctx context.Context, tenantID, id string, eve
 // whole or not at all and readers never see half of it: the server row is
 // locked, fn sees it and its tools, then last_synced_at and sync_error are
 // saved, the tools replaced when fn returns some, and fn's events written.
-func (s *MCPStore) SaveMCPSync(ctx context.Context, tenantID, id string, fn func(*authz.MCPServer, []*authz.MCPTool) (*authz.MCPSync, error)) (*authz.MCPServer, error) {
+func (s *MCPStore) SaveMCPSync(ctx context.Context, tenantID, id string, fn func(*authz.MCPServer, []*authz.MCPTool) (*authz.MCPSync, error)) (_ *authz.MCPServer, err error) {
+	defer mapDBError(&err)
 	if !authz.ValidID(id) {
 		return nil, errMCPServerNotFound()
 	}
 	var out *authz.MCPServer
-	err := s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		srv, err := s.lockMCPServer(ctx, tx, tenantID, id)
 		if err != nil {
 			return err
@@ -433,7 +439,8 @@ func (s *MCPStore) selectTools(q *bun.SelectQuery, rows *[]mcpToolJoined) *bun.S
 
 // FindMCPTools returns a page of a tenant's catalog in exposed-name order.
 // A tool's Available says whether the gateway lists it now.
-func (s *MCPStore) FindMCPTools(ctx context.Context, filter authz.MCPToolFilter) (*authz.MCPToolPage, error) {
+func (s *MCPStore) FindMCPTools(ctx context.Context, filter authz.MCPToolFilter) (_ *authz.MCPToolPage, err error) {
+	defer mapDBError(&err)
 	after, err := decodeNameCursor(cursorMCPTools, filter.Cursor)
 	if err != nil {
 		return nil, err
@@ -469,7 +476,8 @@ func (s *MCPStore) FindMCPTools(ctx context.Context, filter authz.MCPToolFilter)
 
 // FindMCPCatalog returns a tenant's enabled servers, headers included, and
 // every tool they hold, in exposed-name order.
-func (s *MCPStore) FindMCPCatalog(ctx context.Context, tenantID string) (*authz.MCPCatalog, error) {
+func (s *MCPStore) FindMCPCatalog(ctx context.Context, tenantID string) (_ *authz.MCPCatalog, err error) {
+	defer mapDBError(&err)
 	var servers []mcpServerRow
 	if err := s.db.bun.NewSelect().Model(&servers).
 		Where("s.tenant_id = ?", tenantID).Where("s.enabled = ?", true).
@@ -498,7 +506,8 @@ func (s *MCPStore) FindMCPCatalog(ctx context.Context, tenantID string) (*authz.
 
 // FindEnabledMCPServers returns every enabled server of every tenant,
 // headers included.
-func (s *MCPStore) FindEnabledMCPServers(ctx context.Context) ([]*authz.MCPServer, error) {
+func (s *MCPStore) FindEnabledMCPServers(ctx context.Context) (_ []*authz.MCPServer, err error) {
+	defer mapDBError(&err)
 	var rows []mcpServerRow
 	if err := s.db.bun.NewSelect().Model(&rows).Where("s.enabled = ?", true).
 		OrderExpr("s.tenant_id, s.id").Scan(ctx); err != nil {

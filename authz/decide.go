@@ -1,0 +1,292 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sources of decision requests: the surface a request came through, named
+// in audit events, metrics and decision logs.
+const (
+	SourceAuthorize   = "authorize"    // POST /v1/authorize
+	SourceForwardAuth = "forward_auth" // gateways asking before they forward a request
+	SourceMCP         = "mcp"          // the MCP gateway's tools/list and tools/call
+	SourceMiddleware  = "middleware"   // RequirePermission in a Go service
+)
+
+// DecisionRequest asks what a key may do: the key (a token, or a principal
+// authenticated earlier in the same request) and the checks.
+type DecisionRequest struct {
+	// Token is the API key presented; it is authenticated when Principal
+	// is nil.
+	Token string
+	// Principal is a key authenticated earlier in the same request, as by
+	// RequireAPIKey or the MCP gateway, which authenticate every request.
+	Principal *Principal
+	Checks    []Check
+	// Batch says the checks came as a list: it holds 1 to MaxBatchChecks,
+	// and field errors name checks[i].
+	Batch bool
+	// Listing decides what to show, not an attempt (the MCP gateway's
+	// tools/list): denials are not recorded, and as the list is keygate's
+	// own, MaxBatchChecks does not bound it.
+	Listing bool
+	// Source is the surface the request came through (Source*).
+	Source string
+}
+
+// DecisionResult answers a DecisionRequest. DecisionID names it in the
+// audit trail and in the caller's logs.
+type DecisionResult struct {
+	DecisionID string
+	// Code is CodeAllowed when every check is allowed, CodeDenied when the
+	// policy denied any, or the key's refusal: KeyInvalid, KeyDisabled or
+	// KeyExpired.
+	Code string
+	// Principal is the key's principal; nil when the key was refused.
+	Principal *Principal
+	// Decisions answers each check, in order; when the key was refused,
+	// each denies with the refusal's reason. Reasons are never nil.
+	Decisions []Decision
+}
+
+// Allowed reports whether every check was allowed.
+func (r *DecisionResult) Allowed() bool { return r.Code == CodeAllowed }
+
+// Refused reports whether the key itself was refused (no live key), as
+// opposed to a check being denied.
+func (r *DecisionResult) Refused() bool { return r.Principal == nil }
+
+// Decide is keygate's one decision path, behind every surface: it
+// validates the checks, authenticates the key (unless the request carries
+// a principal), evaluates the policy once for all checks, and records what
+// was denied, off the request path. A refused key is an answer, not an
+// error. Returns EINVALID for bad checks, EUNAVAILABLE when the key cannot
+// be looked up and EINTERNAL when the policy fails (callers deny).
+func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*DecisionResult, error) {
+	if err := validateRequest(req); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	decisionID, err := NewID(now, s.Rand)
+	if err != nil {
+		return nil, err
+	}
+	p := req.Principal
+	if p == nil {
+		p, err = s.authenticate(ctx, now, req.Token)
+		if err != nil {
+			code := ErrorCode(err)
+			if !IsKeyRefusal(code) {
+				return nil, err
+			}
+			return refusedResult(decisionID, code, ErrorMessage(err), len(req.Checks)), nil
+		}
+	}
+	res := &DecisionResult{DecisionID: decisionID, Principal: p, Code: CodeDenied}
+	if len(req.Checks) == 0 {
+		res.Decisions = []Decision{}
+		return res, nil
+	}
+	dc := DecisionContext{Time: now, IP: RequestInfoFromContext(ctx).IP}
+	if len(req.Checks) == 1 && !req.Listing {
+		d, err := s.Policy.Decide(ctx, p, req.Checks[0].Resource, req.Checks[0].Action, dc)
+		if err != nil {
+			return nil, err
+		}
+		res.Decisions = []Decision{d}
+	} else {
+		res.Decisions, err = s.Policy.DecideBatch(ctx, p, req.Checks, dc)
+		if err != nil {
+			return nil, err
+		}
+	}
+	allowed := true
+	for i := range res.Decisions {
+		res.Decisions[i].Reasons = NonNil(res.Decisions[i].Reasons)
+		allowed = allowed && res.Decisions[i].Allow
+	}
+	if allowed {
+		res.Code = CodeAllowed
+	}
+	if !req.Listing {
+		s.authzDenied(ctx, now, decisionID, p, req, res.Decisions)
+	}
+	return res, nil
+}
+
+// IsKeyRefusal reports whether code refuses the key itself: KeyInvalid,
+// KeyDisabled or KeyExpired.
+func IsKeyRefusal(code string) bool {
+	return code == KeyInvalid || code == KeyDisabled || code == KeyExpired
+}
+
+func refusedResult(decisionID, code, reason string, checks int) *DecisionResult {
+	res := &DecisionResult{DecisionID: decisionID, Code: code, Decisions: make([]Decision, checks)}
+	for i := range res.Decisions {
+		res.Decisions[i] = Decision{Allow: false, Reasons: []string{reason}}
+	}
+	return res
+}
+
+func validateRequest(req DecisionRequest) error {
+	var fields []FieldError
+	if req.Listing {
+		for i, c := range req.Checks {
+			fields = append(fields, c.Validate(fmt.Sprintf("checks[%d]", i))...)
+		}
+	} else {
+		fields = ValidateChecks(req.Checks, req.Batch)
+	}
+	if len(fields) > 0 {
+		return Invalid(fields...)
+	}
+	return nil
+}
+
+// ValidateChecks checks the checks of a decision request: a batch holds 1
+// to MaxBatchChecks checks, named checks[i] in errors; a single check is
+// exactly one, its fields named without a prefix. Every check needs a known
+// resource type, an id and an action.
+func ValidateChecks(checks []Check, batch bool) []FieldError {
+	if !batch {
+		if len(checks) != 1 {
+			return []FieldError{{Field: "resource", Message: "exactly one resource and action are required"}}
+		}
+		return checks[0].Validate("")
+	}
+	if len(checks) == 0 || len(checks) > MaxBatchChecks {
+		return []FieldError{{Field: "checks", Message: fmt.Sprintf("must hold 1 to %d checks", MaxBatchChecks)}}
+	}
+	var fields []FieldError
+	for i, c := range checks {
+		fields = append(fields, c.Validate(fmt.Sprintf("checks[%d]", i))...)
+	}
+	return fields
+}
+
+// Authenticate turns a token into the principal of a live key. It returns
+// exactly one of KeyInvalid (malformed, unknown or deleted), KeyDisabled or
+// KeyExpired for a refused token, EUNAVAILABLE when the key cannot be looked
+// up, and records every refusal. It writes nothing on the request path.
+func (s *KeyService) Authenticate(ctx context.Context, token string) (*Principal, error) {
+	return s.authenticate(ctx, s.now(), token)
+}
+
+func (s *KeyService) authenticate(ctx context.Context, now time.Time, token string) (*Principal, error) {
+	if !ValidTokenFormat(token) {
+		s.authFailed(ctx, now, nil, KeyInvalid, "malformed token")
+		return nil, Errorf(KeyInvalid, "the API key is not valid")
+	}
+	hash := HashToken(token)
+	key, err := s.keyByHash(ctx, hash)
+	switch code := ErrorCode(err); {
+	case code == ENOTFOUND:
+		s.authFailed(ctx, now, nil, KeyInvalid, "unknown key")
+		return nil, Errorf(KeyInvalid, "the API key is not valid")
+	case err != nil:
+		return nil, &Error{Code: EUNAVAILABLE, Message: "keys cannot be looked up right now"}
+	case !EqualHashes(key.Hash, hash):
+		s.authFailed(ctx, now, nil, KeyInvalid, "unknown key")
+		return nil, Errorf(KeyInvalid, "the API key is not valid")
+	}
+	if err := key.Check(now); err != nil {
+		s.authFailed(ctx, now, key, ErrorCode(err), ErrorMessage(err))
+		return nil, err
+	}
+	if s.Usage != nil {
+		s.Usage.Touch(key.ID, now)
+	}
+	return key.Principal(), nil
+}
+
+func (s *KeyService) keyByHash(ctx context.Context, hash string) (*APIKey, error) {
+	if s.Lookup != nil {
+		return s.Lookup.KeyByHash(ctx, hash)
+	}
+	return s.Store.FindKeyByHash(ctx, hash)
+}
+
+// authFailed records a refused credential. key is nil when no key matched;
+// the token and its hash are never part of the event.
+func (s *KeyService) authFailed(ctx context.Context, now time.Time, key *APIKey, code, reason string) {
+	if s.Events == nil {
+		return
+	}
+	info := RequestInfoFromContext(ctx)
+	ev := AuditEvent{
+		OccurredAt: now,
+		ActorType:  ActorTypeAnonymous,
+		Action:     AuditAuthFailed,
+		TargetType: TargetAPIKey,
+		Outcome:    OutcomeFailure,
+		Reason:     reason,
+		IP:         info.IP,
+		UserAgent:  info.UserAgent,
+		RequestID:  info.RequestID,
+		TraceID:    info.TraceID,
+		Details:    map[string]any{"code": code},
+	}
+	if key != nil {
+		ev.TenantID = key.TenantID
+		ev.ActorType = ActorTypeAPIKey
+		ev.ActorID = key.ID
+		ev.TargetID = key.ID
+	}
+	s.Events.Record(ev)
+}
+
+// authzDenied records one event per decision request that denied anything:
+// a single denied check names its resource as the target; a batch names
+// every denied check in details.denied, so a batch of a hundred checks is
+// one line of the trail, not a hundred, and nothing is left out.
+func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID string, p *Principal, req DecisionRequest, decisions []Decision) {
+	if s.Events == nil {
+		return
+	}
+	var denied []int
+	for i, d := range decisions {
+		if !d.Allow {
+			denied = append(denied, i)
+		}
+	}
+	if len(denied) == 0 {
+		return
+	}
+	info := RequestInfoFromContext(ctx)
+	ev := AuditEvent{
+		OccurredAt: now,
+		TenantID:   p.TenantID,
+		ActorType:  ActorTypeAPIKey,
+		ActorID:    p.KeyID,
+		Action:     AuditAuthzDenied,
+		Outcome:    OutcomeDenied,
+		IP:         info.IP,
+		UserAgent:  info.UserAgent,
+		RequestID:  info.RequestID,
+		TraceID:    info.TraceID,
+	}
+	checks := req.Checks
+	if len(checks) == 1 {
+		c := checks[0]
+		ev.TargetType, ev.TargetID = string(c.Resource.Type), c.Resource.ID
+		ev.Reason = strings.Join(decisions[0].Reasons, "; ")
+		ev.Details = map[string]any{"action": c.Action, "resource_tenant_id": c.Resource.TenantID, "decision_id": decisionID}
+	} else {
+		list := make([]map[string]any, len(denied))
+		for n, i := range denied {
+			c := checks[i]
+			list[n] = map[string]any{"type": c.Resource.Type, "id": c.Resource.ID, "tenant_id": c.Resource.TenantID,
+				"action": c.Action, "reasons": decisions[i].Reasons}
+		}
+		ev.TargetType = TargetChecks
+		ev.Reason = fmt.Sprintf("%d of %d checks denied", len(denied), len(checks))
+		ev.Details = map[string]any{"decision_id": decisionID, "checks": len(checks), "denied": list}
+	}
+	if req.Source != "" {
+		ev.Details["source"] = req.Source
+	}
+	s.Events.Record(ev)
+}

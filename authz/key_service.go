@@ -1,0 +1,279 @@
+package authz
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Policy answers policy questions. *Engine implements it; tests may use
+// another.
+type Policy interface {
+	// Decide answers one check. Errors are EINTERNAL; callers deny on error.
+	Decide(ctx context.Context, p *Principal, r Resource, action string, dc DecisionContext) (Decision, error)
+	// DecideBatch answers many checks in one evaluation, in order.
+	DecideBatch(ctx context.Context, p *Principal, checks []Check, dc DecisionContext) ([]Decision, error)
+	// DecideManagement answers who may manage what.
+	DecideManagement(ctx context.Context, in ManagementInput) (Decision, error)
+}
+
+// KeyLookup finds a key by token hash on the authentication path; a cache
+// may stand in front of the store.
+type KeyLookup interface {
+	// KeyByHash returns ENOTFOUND when no key has the hash.
+	KeyByHash(ctx context.Context, hash string) (*APIKey, error)
+}
+
+// KeyChange says which keys changed: one key (Hash set), every key of a user
+// (UserID set) or of a tenant (only TenantID set).
+type KeyChange struct {
+	TenantID string
+	UserID   string
+	KeyID    string
+	Hash     string
+}
+
+// KeyChangeNotifier hears of every key change a KeyService made, so caches
+// here and on other instances drop what they hold at once.
+type KeyChangeNotifier interface {
+	KeysChanged(ctx context.Context, change KeyChange)
+}
+
+// UsageRecorder coalesces last-used times off the request path.
+type UsageRecorder interface {
+	Touch(keyID string, at time.Time)
+}
+
+// KeyService creates, manages and authenticates API keys and decides what
+// they may do. Management methods act for the Actor in the context and ask
+// the management policy before touching anything; Authenticate and Decide
+// serve the hot path and write nothing to the database.
+type KeyService struct {
+	Store    KeyStore
+	AuditLog AuditStore
+	Policy   Policy
+	Lookup   KeyLookup         // nil: Store.FindKeyByHash
+	Notifier KeyChangeNotifier // nil: nobody listens
+	Events   AuditRecorder     // nil: refused attempts are not recorded
+	Usage    UsageRecorder     // nil: last_used_at is not kept
+	Now      func() time.Time  // nil: time.Now
+	Rand     io.Reader         // nil: crypto/rand
+}
+
+func (s *KeyService) now() time.Time { return clock(s.Now) }
+
+// CreateKey creates a key owned by the acting user and returns it with its
+// token, the only time the token is ever available. Returns EUNAUTHORIZED
+// without an actor, EINVALID for bad input, EFORBIDDEN when the policy
+// refuses and ECONFLICT for a name the tenant already uses.
+func (s *KeyService) CreateKey(ctx context.Context, in CreateKeyInput) (*APIKey, string, error) {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	now := s.now()
+	if err := in.Validate(now); err != nil {
+		return nil, "", err
+	}
+	target := ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID, UserID: actor.UserID}
+	if err := s.allow(ctx, actor, ActionCreate, target); err != nil {
+		return nil, "", err
+	}
+	token, err := NewToken(s.Rand)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := NewID(now, s.Rand)
+	if err != nil {
+		return nil, "", err
+	}
+	key := &APIKey{
+		ID:        id,
+		Name:      in.Name,
+		Start:     TokenStart(token),
+		TenantID:  actor.TenantID,
+		UserID:    actor.UserID,
+		Scope:     in.Scope.normalized(),
+		Enabled:   true,
+		ExpiresAt: copyTime(in.ExpiresAt),
+		CreatedAt: now,
+		UpdatedAt: now,
+		Hash:      HashToken(token),
+	}
+	ev := s.keyEvent(ctx, actor, AuditKeyCreated, key, map[string]any{"name": key.Name})
+	if err := s.Store.CreateKey(ctx, key, ev); err != nil {
+		return nil, "", err
+	}
+	return key, token, nil
+}
+
+// Key returns one key of the actor's tenant. Returns ENOTFOUND when absent
+// or in another tenant and EFORBIDDEN when the policy refuses.
+func (s *KeyService) Key(ctx context.Context, id string) (*APIKey, error) {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key, err := s.Store.FindKeyByID(ctx, actor.TenantID, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.allowKey(ctx, actor, ActionRead, key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// ListKeys lists keys of the actor's tenant. Without a user filter an admin sees
+// every key and anyone else their own. Returns EFORBIDDEN for another user's
+// keys without the right and EINVALID for a bad cursor.
+func (s *KeyService) ListKeys(ctx context.Context, filter APIKeyFilter) (*APIKeyPage, error) {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	filter.TenantID = actor.TenantID
+	filter.Limit = clampLimit(filter.Limit)
+	if filter.UserID, err = listScope(ctx, s.Policy, actor, TargetAPIKey, filter.UserID); err != nil {
+		return nil, err
+	}
+	return s.Store.FindKeys(ctx, filter)
+}
+
+// UpdateKey changes a key and records which fields changed. Returns
+// ENOTFOUND, EFORBIDDEN, EINVALID and ECONFLICT as CreateKey and Key do.
+func (s *KeyService) UpdateKey(ctx context.Context, id string, upd APIKeyUpdate) (*APIKey, error) {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if err := upd.Validate(now); err != nil {
+		return nil, err
+	}
+	current, err := s.Store.FindKeyByID(ctx, actor.TenantID, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.allowKey(ctx, actor, ActionUpdate, current); err != nil {
+		return nil, err
+	}
+	key, err := s.Store.UpdateKey(ctx, actor.TenantID, id, func(k *APIKey) ([]string, []AuditEvent, error) {
+		changed := k.Apply(upd, now)
+		if len(changed) == 0 {
+			return nil, nil, nil
+		}
+		ev := s.keyEvent(ctx, actor, AuditKeyUpdated, k, map[string]any{"changed": changed})
+		return changed, []AuditEvent{ev}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.changed(ctx, keyChange(key))
+	return key, nil
+}
+
+// DeleteKey deletes a key; it stops working at once. Returns ENOTFOUND and
+// EFORBIDDEN as Key does.
+func (s *KeyService) DeleteKey(ctx context.Context, id string) error {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := s.Store.FindKeyByID(ctx, actor.TenantID, id)
+	if err != nil {
+		return err
+	}
+	if err := s.allowKey(ctx, actor, ActionDelete, key); err != nil {
+		return err
+	}
+	ev := s.keyEvent(ctx, actor, AuditKeyDeleted, key, map[string]any{"name": key.Name})
+	if err := s.Store.DeleteKey(ctx, actor.TenantID, id, ev); err != nil {
+		return err
+	}
+	s.changed(ctx, keyChange(key))
+	return nil
+}
+
+// DeleteUser offboards a user of the actor's tenant with all their keys and
+// returns how many keys went.
+// Returns EFORBIDDEN unless the policy allows (a tenant admin) and ENOTFOUND
+// for a user the tenant does not have.
+func (s *KeyService) DeleteUser(ctx context.Context, userID string) (int, error) {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return 0, err
+	}
+	target := ManagementTarget{Type: TargetUser, TenantID: actor.TenantID, UserID: userID}
+	if err := s.allow(ctx, actor, ActionDelete, target); err != nil {
+		return 0, err
+	}
+	ev := managementEvent(ctx, s.now(), actor, AuditUserDeleted, TargetUser, userID, actor.TenantID, nil)
+	n, err := s.Store.DeleteUser(ctx, actor.TenantID, userID, ev)
+	if err != nil {
+		return 0, err
+	}
+	s.changed(ctx, KeyChange{TenantID: actor.TenantID, UserID: userID})
+	return n, nil
+}
+
+// DeleteTenant offboards a whole tenant with its users and keys. Returns
+// EFORBIDDEN unless the policy allows (a platform admin) and ENOTFOUND for
+// an unknown tenant.
+func (s *KeyService) DeleteTenant(ctx context.Context, tenantID string) (int, error) {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return 0, err
+	}
+	target := ManagementTarget{Type: TargetTenant, TenantID: tenantID}
+	if err := s.allow(ctx, actor, ActionDelete, target); err != nil {
+		return 0, err
+	}
+	ev := managementEvent(ctx, s.now(), actor, AuditTenantDeleted, TargetTenant, tenantID, tenantID, nil)
+	n, err := s.Store.DeleteTenant(ctx, tenantID, ev)
+	if err != nil {
+		return 0, err
+	}
+	s.changed(ctx, KeyChange{TenantID: tenantID})
+	return n, nil
+}
+
+// AuditEvents lists the actor's tenant's audit trail. Returns EFORBIDDEN
+// unless the policy allows and EINVALID for a bad cursor.
+func (s *KeyService) AuditEvents(ctx context.Context, filter AuditFilter) (*AuditPage, error) {
+	actor, err := requireActor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	target := ManagementTarget{Type: TargetAuditEvents, TenantID: actor.TenantID}
+	if err := s.allow(ctx, actor, ActionList, target); err != nil {
+		return nil, err
+	}
+	filter.TenantID = actor.TenantID
+	filter.Limit = clampLimit(filter.Limit)
+	return s.AuditLog.FindAuditEvents(ctx, filter)
+}
+
+func (s *KeyService) changed(ctx context.Context, change KeyChange) {
+	if s.Notifier != nil {
+		s.Notifier.KeysChanged(ctx, change)
+	}
+}
+
+func keyChange(k *APIKey) KeyChange {
+	return KeyChange{TenantID: k.TenantID, UserID: k.UserID, KeyID: k.ID, Hash: k.Hash}
+}
+
+// allowKey asks the management policy about an existing key.
+func (s *KeyService) allowKey(ctx context.Context, actor *Actor, action string, key *APIKey) error {
+	return s.allow(ctx, actor, action, ManagementTarget{Type: TargetAPIKey, TenantID: key.TenantID, UserID: key.UserID})
+}
+
+// allow asks the management policy about target.
+func (s *KeyService) allow(ctx context.Context, actor *Actor, action string, target ManagementTarget) error {
+	return allowManagement(ctx, s.Policy, actor, action, target)
+}
+
+func (s *KeyService) keyEvent(ctx context.Context, actor *Actor, action string, key *APIKey, details map[string]any) AuditEvent {
+	return managementEvent(ctx, s.now(), actor, action, TargetAPIKey, key.ID, key.TenantID, details)
+}
