@@ -114,11 +114,8 @@ func (s *KeyService) Key(ctx context.Context, id string) (*APIKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := s.Store.FindKeyByID(ctx, actor.TenantID, id)
+	key, err := s.keyFor(ctx, actor, id, ActionRead)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.allowKey(ctx, actor, ActionRead, key); err != nil {
 		return nil, err
 	}
 	return key, nil
@@ -151,11 +148,7 @@ func (s *KeyService) UpdateKey(ctx context.Context, id string, upd APIKeyUpdate)
 	if err := upd.Validate(now); err != nil {
 		return nil, err
 	}
-	current, err := s.Store.FindKeyByID(ctx, actor.TenantID, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.allowKey(ctx, actor, ActionUpdate, current); err != nil {
+	if _, err := s.keyFor(ctx, actor, id, ActionUpdate); err != nil {
 		return nil, err
 	}
 	key, err := s.Store.UpdateKey(ctx, actor.TenantID, id, func(k *APIKey) ([]string, []AuditEvent, error) {
@@ -180,11 +173,8 @@ func (s *KeyService) DeleteKey(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	key, err := s.Store.FindKeyByID(ctx, actor.TenantID, id)
+	key, err := s.keyFor(ctx, actor, id, ActionDelete)
 	if err != nil {
-		return err
-	}
-	if err := s.allowKey(ctx, actor, ActionDelete, key); err != nil {
 		return err
 	}
 	ev := s.keyEvent(ctx, actor, AuditKeyDeleted, key, map[string]any{"name": key.Name})
@@ -264,9 +254,19 @@ func keyChange(k *APIKey) KeyChange {
 	return KeyChange{TenantID: k.TenantID, UserID: k.UserID, KeyID: k.ID, Hash: k.Hash}
 }
 
-// allowKey asks the management policy about an existing key.
-func (s *KeyService) allowKey(ctx context.Context, actor *Actor, action string, key *APIKey) error {
-	return s.allow(ctx, actor, action, ManagementTarget{Type: TargetAPIKey, TenantID: key.TenantID, UserID: key.UserID})
+// keyFor loads a key of the actor's tenant the policy lets the actor take
+// action on. Returns ENOTFOUND when absent or in another tenant and
+// EFORBIDDEN when the policy refuses.
+func (s *KeyService) keyFor(ctx context.Context, actor *Actor, id, action string) (*APIKey, error) {
+	key, err := s.Store.FindKeyByID(ctx, actor.TenantID, id)
+	if err != nil {
+		return nil, err
+	}
+	target := ManagementTarget{Type: TargetAPIKey, TenantID: key.TenantID, UserID: key.UserID}
+	if err := s.allow(ctx, actor, action, target); err != nil {
+		return nil, err
+	}
+	return key, nil
 }
 
 // allow asks the management policy about target.

@@ -105,13 +105,13 @@ func ExposedToolName(server, tool string) string {
 }
 
 // CreateMCPServerInput is what a caller supplies to register a server.
-// Enabled defaults to true and TimeoutMS (0) to DefaultMCPTimeoutMS.
+// Enabled defaults to true and TimeoutMS to DefaultMCPTimeoutMS.
 type CreateMCPServerInput struct {
 	Name      string
 	URL       string
 	Headers   map[string]string
 	Enabled   *bool
-	TimeoutMS int
+	TimeoutMS *int
 }
 
 // Validate checks the input's fields.
@@ -125,8 +125,8 @@ func (in CreateMCPServerInput) Validate() error {
 	add("name", validMCPServerName(in.Name))
 	add("url", validMCPURL(in.URL))
 	fields = append(fields, validMCPHeaders(in.Headers)...)
-	if in.TimeoutMS != 0 {
-		add("timeout_ms", validMCPTimeout(in.TimeoutMS))
+	if in.TimeoutMS != nil {
+		add("timeout_ms", validMCPTimeout(*in.TimeoutMS))
 	}
 	if len(fields) > 0 {
 		return Invalid(fields...)

@@ -55,12 +55,12 @@ func (s *MCPServerService) CreateServer(ctx context.Context, in CreateMCPServerI
 		URL:       in.URL,
 		Headers:   maps.Clone(in.Headers),
 		Enabled:   in.Enabled == nil || *in.Enabled,
-		TimeoutMS: in.TimeoutMS,
+		TimeoutMS: DefaultMCPTimeoutMS,
 		CreatedAt: now,
 		UpdatedAt: now,
 	}
-	if srv.TimeoutMS == 0 {
-		srv.TimeoutMS = DefaultMCPTimeoutMS
+	if in.TimeoutMS != nil {
+		srv.TimeoutMS = *in.TimeoutMS
 	}
 	if srv.Headers == nil {
 		srv.Headers = map[string]string{}
@@ -102,11 +102,8 @@ func (s *MCPServerService) Server(ctx context.Context, id string) (*MCPServer, e
 	if err != nil {
 		return nil, err
 	}
-	srv, err := s.Store.FindMCPServerByID(ctx, actor.TenantID, id)
+	srv, err := s.serverFor(ctx, actor, id, ActionRead)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.allowServer(ctx, actor, ActionRead, srv); err != nil {
 		return nil, err
 	}
 	return srv, nil
@@ -140,11 +137,7 @@ func (s *MCPServerService) UpdateServer(ctx context.Context, id string, upd MCPS
 	if err := upd.Validate(); err != nil {
 		return nil, err
 	}
-	current, err := s.Store.FindMCPServerByID(ctx, actor.TenantID, id)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.allowServer(ctx, actor, ActionUpdate, current); err != nil {
+	if _, err := s.serverFor(ctx, actor, id, ActionUpdate); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -181,11 +174,8 @@ func (s *MCPServerService) DeleteServer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := s.Store.FindMCPServerByID(ctx, actor.TenantID, id)
+	srv, err := s.serverFor(ctx, actor, id, ActionDelete)
 	if err != nil {
-		return err
-	}
-	if err := s.allowServer(ctx, actor, ActionDelete, srv); err != nil {
 		return err
 	}
 	ev := s.serverEvent(ctx, actor, AuditMCPServerDeleted, srv, map[string]any{"name": srv.Name})
@@ -206,11 +196,8 @@ func (s *MCPServerService) SyncServer(ctx context.Context, id string) (*MCPSyncR
 	if err != nil {
 		return nil, err
 	}
-	srv, err := s.Store.FindMCPServerByID(ctx, actor.TenantID, id)
+	srv, err := s.serverFor(ctx, actor, id, ActionUpdate)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.allowServer(ctx, actor, ActionUpdate, srv); err != nil {
 		return nil, err
 	}
 	if !srv.Enabled {
@@ -236,11 +223,7 @@ func (s *MCPServerService) ListTools(ctx context.Context, filter MCPToolFilter) 
 	filter.TenantID = actor.TenantID
 	filter.Limit = clampLimit(filter.Limit)
 	if filter.ServerID != "" {
-		srv, err := s.Store.FindMCPServerByID(ctx, actor.TenantID, filter.ServerID)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.allowServer(ctx, actor, ActionRead, srv); err != nil {
+		if _, err := s.serverFor(ctx, actor, filter.ServerID, ActionRead); err != nil {
 			return nil, err
 		}
 	} else if filter.UserID, err = listScope(ctx, s.Policy, actor, TargetMCPServer, filter.UserID); err != nil {
@@ -380,8 +363,19 @@ func (s *MCPServerService) fetchTools(ctx context.Context, srv *MCPServer) ([]*M
 	return tools, nil
 }
 
-func (s *MCPServerService) allowServer(ctx context.Context, actor *Actor, action string, srv *MCPServer) error {
-	return allowManagement(ctx, s.Policy, actor, action, ManagementTarget{Type: TargetMCPServer, TenantID: srv.TenantID, UserID: srv.UserID})
+// serverFor loads a server of the actor's tenant the policy lets the actor
+// take action on. Returns ENOTFOUND when absent or in another tenant and
+// EFORBIDDEN when the policy refuses.
+func (s *MCPServerService) serverFor(ctx context.Context, actor *Actor, id, action string) (*MCPServer, error) {
+	srv, err := s.Store.FindMCPServerByID(ctx, actor.TenantID, id)
+	if err != nil {
+		return nil, err
+	}
+	target := ManagementTarget{Type: TargetMCPServer, TenantID: srv.TenantID, UserID: srv.UserID}
+	if err := allowManagement(ctx, s.Policy, actor, action, target); err != nil {
+		return nil, err
+	}
+	return srv, nil
 }
 
 // serverEvent is a management event about srv, built as key events are.

@@ -37,7 +37,7 @@ func TestCreateMCPServerInputValidate(t *testing.T) {
 		{"a slug with digits and hyphens", func(in *authz.CreateMCPServerInput) { in.Name = "gh-2" }, nil},
 		{"32 characters", func(in *authz.CreateMCPServerInput) { in.Name = strings.Repeat("a", 32) }, nil},
 		{"http and a port", func(in *authz.CreateMCPServerInput) { in.URL = "http://127.0.0.1:3001/mcp" }, nil},
-		{"bounds of the timeout", func(in *authz.CreateMCPServerInput) { in.TimeoutMS = authz.MaxMCPTimeoutMS }, nil},
+		{"bounds of the timeout", func(in *authz.CreateMCPServerInput) { in.TimeoutMS = ptr(authz.MaxMCPTimeoutMS) }, nil},
 		{"a credential header", func(in *authz.CreateMCPServerInput) {
 			in.Headers = map[string]string{"Authorization": "Bearer x", "X-Tenant": "a\tb"}
 		}, nil},
@@ -55,8 +55,8 @@ func TestCreateMCPServerInputValidate(t *testing.T) {
 		{"too long", func(in *authz.CreateMCPServerInput) {
 			in.URL = "https://mcp.example.com/" + strings.Repeat("a", authz.MaxMCPURLLen)
 		}, []string{"url"}},
-		{"timeout below the floor", func(in *authz.CreateMCPServerInput) { in.TimeoutMS = authz.MinMCPTimeoutMS - 1 }, []string{"timeout_ms"}},
-		{"timeout above the ceiling", func(in *authz.CreateMCPServerInput) { in.TimeoutMS = authz.MaxMCPTimeoutMS + 1 }, []string{"timeout_ms"}},
+		{"timeout below the floor", func(in *authz.CreateMCPServerInput) { in.TimeoutMS = ptr(authz.MinMCPTimeoutMS - 1) }, []string{"timeout_ms"}},
+		{"timeout above the ceiling", func(in *authz.CreateMCPServerInput) { in.TimeoutMS = ptr(authz.MaxMCPTimeoutMS + 1) }, []string{"timeout_ms"}},
 		{"header name with a space", func(in *authz.CreateMCPServerInput) { in.Headers = map[string]string{"X Y": "v"} }, []string{"headers"}},
 		{"header name with a colon", func(in *authz.CreateMCPServerInput) { in.Headers = map[string]string{"X:Y": "v"} }, []string{"headers"}},
 		{"header value with a newline", func(in *authz.CreateMCPServerInput) { in.Headers = map[string]string{"X-A": "v\nX-B: w"} }, []string{"headers.X-A"}},
@@ -67,7 +67,7 @@ func TestCreateMCPServerInputValidate(t *testing.T) {
 		{"too many headers", func(in *authz.CreateMCPServerInput) { in.Headers = many }, []string{"headers"}},
 		{"too large in all", func(in *authz.CreateMCPServerInput) { in.Headers = big }, []string{"headers"}},
 		{"every field at once", func(in *authz.CreateMCPServerInput) {
-			*in = authz.CreateMCPServerInput{Name: "A", URL: "x", TimeoutMS: 1}
+			*in = authz.CreateMCPServerInput{Name: "A", URL: "x", TimeoutMS: ptr(1)}
 		}, []string{"name", "url", "timeout_ms"}},
 	}
 	for _, tc := range tests {

@@ -16,8 +16,8 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/authztest"
+	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/mcp"
-	"github.com/keygate/keygate/policies"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -62,8 +62,8 @@ func (r *recorder) count() int {
 	return len(r.events)
 }
 
-// gateway is keygate's MCP side over a real store and the embedded
-// policies: the key and MCP services and the gateway, served on loopback.
+// gateway is keygate as internal/app builds it, on a test database and
+// clock, with only /mcp served on loopback and audit events kept in memory.
 type gateway struct {
 	t      *testing.T
 	db     *storage.DB
@@ -78,36 +78,29 @@ type gateway struct {
 
 func newGateway(t *testing.T, db *storage.DB) *gateway {
 	t.Helper()
-	ctx := context.Background()
-	modules, err := authz.ReadPolicies(policies.FS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	clk := authztest.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	logs := &authztest.SyncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	audit := &recorder{}
-	keys := &authz.KeyService{
-		Store: storage.NewKeyStore(db), AuditLog: storage.NewAuditStore(db), Policy: engine, Events: audit, Now: clk.Now,
-	}
-	mcpSvc := &authz.MCPServerService{Store: storage.NewMCPStore(db), Policy: engine, Now: clk.Now}
-	gw, err := mcp.New(mcp.Options{Keys: keys, Catalog: mcpSvc, Audit: audit, Logger: logger, Now: clk.Now, Version: "test"})
+	cfg := app.Defaults()
+	cfg.DB, cfg.Migrate = db, false
+	cfg.Now = clk.Now
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.JWTSecret = "gateway-test-secret-of-at-least-32-bytes"
+	cfg.DecisionCacheSize = 0
+	cfg.AuditRecorder = audit
+	cfg.Version = "test"
+	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mcpSvc.Upstreams, mcpSvc.Notifier = gw, gw
-	srv := httptest.NewServer(gw.Handler())
+	srv := httptest.NewServer(a.Gateway.Handler())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = gw.Close(ctx)
+		_ = a.Close(ctx)
 		srv.Close()
 	})
-	return &gateway{t: t, db: db, clock: clk, keys: keys, mcpSvc: mcpSvc, gw: gw, audit: audit, logs: logs, url: srv.URL}
+	return &gateway{t: t, db: db, clock: clk, keys: a.Keys, mcpSvc: a.MCP, gw: a.Gateway, audit: audit, logs: logs, url: srv.URL}
 }
 
 func newSQLiteGateway(t *testing.T) *gateway {
@@ -138,9 +131,11 @@ func (g *gateway) key(tenant, name string, tools ...string) (string, string) {
 // synced).
 func (g *gateway) register(tenant, name, url string, headers map[string]string, timeoutMS int) *authz.MCPServer {
 	g.t.Helper()
-	srv, err := g.mcpSvc.CreateServer(as(tenant, "admin", authz.RoleAdmin), authz.CreateMCPServerInput{
-		Name: name, URL: url, Headers: headers, TimeoutMS: timeoutMS,
-	})
+	in := authz.CreateMCPServerInput{Name: name, URL: url, Headers: headers}
+	if timeoutMS != 0 {
+		in.TimeoutMS = &timeoutMS
+	}
+	srv, err := g.mcpSvc.CreateServer(as(tenant, "admin", authz.RoleAdmin), in)
 	if err != nil {
 		g.t.Fatalf("register %s: %v", name, err)
 	}

@@ -12,16 +12,16 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/mcp"
-	"github.com/keygate/keygate/policies"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
 )
 
-// keygate is the whole service in-process, wired as cmd/keygate wires it
-// (key cache, audit writer, the gateway mounted on the router) and served on
-// loopback, for tests and benchmarks that go through the real HTTP API.
+// keygate is the whole service in-process as internal/app builds it for
+// keygate serve, served on loopback, for tests and benchmarks that go
+// through the real HTTP API.
 type keygate struct {
 	tb    testing.TB
 	base  string
@@ -33,56 +33,31 @@ type keygate struct {
 
 func newKeygate(tb testing.TB, logger *slog.Logger) *keygate {
 	tb.Helper()
-	ctx := context.Background()
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
 	db := storagetest.MustOpenSQLite(tb)
-	modules, err := authz.ReadPolicies(policies.FS())
+	cfg := app.Defaults()
+	cfg.DB, cfg.Migrate = db, false
+	cfg.Logger = logger
+	cfg.JWTSecret = "interop-secret-of-at-least-32-bytes!"
+	cfg.FlushInterval = 50 * time.Millisecond
+	cfg.Version = "test"
+	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{DecisionCacheSize: 10_000})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keyStore, auditStore := storage.NewKeyStore(db), storage.NewAuditStore(db)
-	audit := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{Interval: 50 * time.Millisecond, Logger: logger})
-	cache := authz.NewKeyCache(keyStore, authz.KeyCacheOptions{})
-	keys := &authz.KeyService{Store: keyStore, AuditLog: auditStore, Policy: engine, Lookup: cache, Notifier: cache, Events: audit}
-	svc := &authz.MCPServerService{Store: storage.NewMCPStore(db), Policy: engine}
-	gw, err := mcp.New(mcp.Options{Keys: keys, Catalog: svc, Audit: audit, Logger: logger, Version: "test"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	svc.Upstreams, svc.Notifier = gw, gw
-	jwtCfg := server.JWTConfig{Secret: []byte("interop-secret-of-at-least-32-bytes!")}
-	verifier, err := server.NewJWTVerifier(ctx, jwtCfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := server.New(server.Config{
-		Keys: keys, JWT: verifier, Logger: logger, MCP: svc,
-		Mounts: map[string]http.Handler{"/mcp": gw.Handler()},
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewServer(a.Handler())
 	tb.Cleanup(func() {
-		gw.EndSessions()
+		a.Gateway.EndSessions()
 		ts.CloseClientConnections()
 		ts.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = gw.Close(ctx)
-		_ = audit.Close(ctx)
+		_ = a.Close(ctx)
 	})
-	admin, err := server.SignHS256(jwtCfg, "acme", "admin", []string{authz.RoleAdmin}, time.Hour)
+	admin, err := server.SignHS256(a.JWT, "acme", "admin", []string{authz.RoleAdmin}, time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &keygate{tb: tb, base: ts.URL, admin: admin, gw: gw, db: db, audit: audit}
+	return &keygate{tb: tb, base: ts.URL, admin: admin, gw: a.Gateway, db: db, audit: a.Audit}
 }
 
 // api calls the management API as the tenant admin and decodes the answer.

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -9,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keygate/keygate/authz"
-	"github.com/keygate/keygate/policies"
-	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/storage/storagetest"
 )
 
@@ -39,18 +36,10 @@ func BenchmarkAuthorizeHandler(b *testing.B) {
 
 func benchmarkAuthorizeHandler(b *testing.B, decisionCache int) {
 	db := storagetest.MustOpenSQLite(b)
-	h := newHarness(b, db)
-	h.svc.Lookup = authz.NewKeyCache(storage.NewKeyStore(db), authz.KeyCacheOptions{})
-	h.svc.Now = time.Now
-	modules, err := authz.ReadPolicies(policies.FS())
-	if err != nil {
-		b.Fatal(err)
-	}
-	engine, err := authz.NewEngine(context.Background(), modules, authz.EngineOptions{DecisionCacheSize: decisionCache})
-	if err != nil {
-		b.Fatal(err)
-	}
-	h.svc.Policy = engine
+	h := newHarness(b, db, func(c *app.Config) {
+		c.DecisionCacheSize = decisionCache
+		c.Now = time.Now
+	})
 	_, token := h.createKey(h.jwt("t1", "alice"), "bench", benchScope())
 	bodies := []string{
 		`{"api_key":"` + token + `","resource":{"type":"agent","id":"agent-05"},"action":"execute"}`,

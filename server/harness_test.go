@@ -16,17 +16,19 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/authztest"
-	"github.com/keygate/keygate/policies"
+	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
 )
 
 var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
 
-// harness is the real router over a real store and the embedded policies.
+// harness is keygate as internal/app builds it, on a test database and
+// clock, driven through the real router without the network.
 type harness struct {
 	t      testing.TB
 	db     *storage.DB
+	app    *app.App
 	srv    *server.Server
 	svc    *authz.KeyService
 	clock  *authztest.Clock
@@ -35,34 +37,31 @@ type harness struct {
 	jwtCfg server.JWTConfig
 }
 
-func newHarness(t testing.TB, db *storage.DB) *harness {
+func newHarness(t testing.TB, db *storage.DB, opts ...func(*app.Config)) *harness {
 	t.Helper()
-	ctx := context.Background()
-	modules, err := authz.ReadPolicies(policies.FS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	clk := authztest.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
-	jwtCfg := server.JWTConfig{Secret: testSecret, Issuer: "https://idp.test", Audience: "keygate", Now: clk.Now}
-	verifier, err := server.NewJWTVerifier(ctx, jwtCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &authztest.SyncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	keyStore, auditStore := storage.NewKeyStore(db), storage.NewAuditStore(db)
-	audit := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{Interval: time.Hour, Logger: logger})
-	t.Cleanup(func() { _ = audit.Close(context.Background()) })
-	svc := &authz.KeyService{Store: keyStore, AuditLog: auditStore, Policy: engine, Events: audit, Now: clk.Now}
-	srv, err := server.New(server.Config{Keys: svc, JWT: verifier, Logger: logger, Ready: db.Ping, Version: "test"})
+	cfg := app.Defaults()
+	cfg.DB, cfg.Migrate = db, false
+	cfg.Now = clk.Now
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.JWTSecret, cfg.JWTIssuer, cfg.JWTAudience = string(testSecret), "https://idp.test", "keygate"
+	cfg.FlushInterval = time.Hour // audit events are written when a test flushes them
+	cfg.DecisionCacheSize = 0
+	cfg.Version = "test"
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, db: db, srv: srv, svc: svc, clock: clk, audit: audit, logs: logs, jwtCfg: jwtCfg}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Close(ctx)
+	})
+	return &harness{t: t, db: db, app: a, srv: a.Server, svc: a.Keys, clock: clk, audit: a.Audit, logs: logs, jwtCfg: a.JWT}
 }
 
 // jwt signs a management token valid for an hour of the harness clock.

@@ -17,35 +17,26 @@ type createdKey struct {
 }
 
 func (s *Server) createKey(c *gin.Context) {
-	members, err := readObject(c, "name", "permission_scope", "expires_at")
+	b, err := readBodyObject(c, "name", "permission_scope", "expires_at")
 	if err != nil {
 		writeError(c, err)
 		return
 	}
 	var in authz.CreateKeyInput
-	var fields []authz.FieldError
-	if raw, ok := members["name"]; !ok || isNull(raw) {
-		fields = append(fields, authz.FieldError{Field: "name", Message: "is required"})
-	} else if fe := decodeField(raw, "name", &in.Name); fe != nil {
-		fields = append(fields, *fe)
-	}
-	if raw, ok := members["permission_scope"]; !ok || isNull(raw) {
-		fields = append(fields, authz.FieldError{Field: "permission_scope", Message: "is required"})
+	b.required("name", &in.Name)
+	if raw, ok := b.raw("permission_scope"); !ok {
+		b.fail("permission_scope", "is required")
 	} else if scope, err := authz.ParseScope(raw); err != nil {
-		fields = append(fields, authz.ErrorFields(err)...)
+		b.fields = append(b.fields, authz.ErrorFields(err)...)
 	} else {
 		in.Scope = scope
 	}
-	if raw, ok := members["expires_at"]; ok && !isNull(raw) {
-		var t time.Time
-		if fe := decodeField(raw, "expires_at", &t); fe != nil {
-			fields = append(fields, *fe)
-		} else {
-			in.ExpiresAt = &t
-		}
+	var expires time.Time
+	if b.optional("expires_at", &expires) {
+		in.ExpiresAt = &expires
 	}
-	if len(fields) > 0 {
-		writeError(c, authz.Invalid(fields...))
+	if err := b.err(); err != nil {
+		writeError(c, err)
 		return
 	}
 	key, token, err := s.keys.CreateKey(c.Request.Context(), in)
@@ -92,53 +83,28 @@ func (s *Server) getKey(c *gin.Context) {
 }
 
 func (s *Server) updateKey(c *gin.Context) {
-	members, err := readObject(c, "name", "enabled", "expires_at", "permission_scope")
+	b, err := readBodyObject(c, "name", "enabled", "expires_at", "permission_scope")
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	var upd authz.APIKeyUpdate
-	var fields []authz.FieldError
-	notNull := func(name string, raw json.RawMessage) bool {
-		if isNull(raw) {
-			fields = append(fields, authz.FieldError{Field: name, Message: "must not be null"})
-			return false
-		}
-		return true
-	}
-	if raw, ok := members["name"]; ok && notNull("name", raw) {
-		var name string
-		if fe := decodeField(raw, "name", &name); fe != nil {
-			fields = append(fields, *fe)
-		}
-		upd.Name = &name
-	}
-	if raw, ok := members["enabled"]; ok && notNull("enabled", raw) {
-		var enabled bool
-		if fe := decodeField(raw, "enabled", &enabled); fe != nil {
-			fields = append(fields, *fe)
-		}
-		upd.Enabled = &enabled
-	}
-	if raw, ok := members["expires_at"]; ok {
+	upd := authz.APIKeyUpdate{Name: patchField[string](b, "name"), Enabled: patchField[bool](b, "enabled")}
+	var expires time.Time
+	if set, value := b.nullable("expires_at", &expires); set {
 		upd.SetExpiresAt = true
-		if !isNull(raw) {
-			var t time.Time
-			if fe := decodeField(raw, "expires_at", &t); fe != nil {
-				fields = append(fields, *fe)
-			}
-			upd.ExpiresAt = &t
+		if value {
+			upd.ExpiresAt = &expires
 		}
 	}
-	if raw, ok := members["permission_scope"]; ok && notNull("permission_scope", raw) {
-		scope, err := authz.ParseScope(raw)
+	if raw := patchField[json.RawMessage](b, "permission_scope"); raw != nil {
+		scope, err := authz.ParseScope(*raw)
 		if err != nil {
-			fields = append(fields, authz.ErrorFields(err)...)
+			b.fields = append(b.fields, authz.ErrorFields(err)...)
 		}
 		upd.Scope = &scope
 	}
-	if len(fields) > 0 {
-		writeError(c, authz.Invalid(fields...))
+	if err := b.err(); err != nil {
+		writeError(c, err)
 		return
 	}
 	key, err := s.keys.UpdateKey(c.Request.Context(), c.Param("id"), upd)

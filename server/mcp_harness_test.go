@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -10,13 +9,13 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/mcp"
-	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// mcpHarness is the harness's router with the MCP server registry and the
-// gateway mounted at /mcp, as cmd/keygate wires them.
+// mcpHarness is the harness with the MCP gateway in view: the registry
+// under /api/v1/mcp-servers and /mcp are mounted in every harness, as in
+// keygate serve.
 type mcpHarness struct {
 	*harness
 	mcp *authz.MCPServerService
@@ -26,31 +25,7 @@ type mcpHarness struct {
 func newMCPHarness(t *testing.T, db *storage.DB) *mcpHarness {
 	t.Helper()
 	h := newHarness(t, db)
-	svc := &authz.MCPServerService{Store: storage.NewMCPStore(db), Policy: h.svc.Policy, Now: h.clock.Now}
-	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	gw, err := mcp.New(mcp.Options{Keys: h.svc, Catalog: svc, Audit: h.audit, Logger: logger, Now: h.clock.Now, Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Upstreams, svc.Notifier = gw, gw
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = gw.Close(ctx)
-	})
-	verifier, err := server.NewJWTVerifier(context.Background(), h.jwtCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{
-		Keys: h.svc, JWT: verifier, Logger: logger, Ready: db.Ping, Version: "test",
-		MCP: svc, Mounts: map[string]http.Handler{"/mcp": gw.Handler()},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.srv = srv
-	return &mcpHarness{harness: h, mcp: svc, gw: gw}
+	return &mcpHarness{harness: h, mcp: h.app.MCP, gw: h.app.Gateway}
 }
 
 // listen serves the router on loopback, for clients that need real HTTP

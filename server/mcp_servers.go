@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -25,44 +24,25 @@ func (s *Server) mcpRoutes(api *gin.RouterGroup) {
 }
 
 func (s *Server) createMCPServer(c *gin.Context) {
-	members, err := readObject(c, mcpServerFields...)
+	b, err := readBodyObject(c, mcpServerFields...)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
 	var in authz.CreateMCPServerInput
-	var fields []authz.FieldError
-	for _, req := range []struct {
-		name string
-		dst  *string
-	}{{"name", &in.Name}, {"url", &in.URL}} {
-		if raw, ok := members[req.name]; !ok || isNull(raw) {
-			fields = append(fields, authz.FieldError{Field: req.name, Message: "is required"})
-		} else if fe := decodeField(raw, req.name, req.dst); fe != nil {
-			fields = append(fields, *fe)
-		}
-	}
-	if raw, ok := members["headers"]; ok && !isNull(raw) {
-		if fe := decodeField(raw, "headers", &in.Headers); fe != nil {
-			fields = append(fields, *fe)
-		}
-	}
-	if raw, ok := members["enabled"]; ok && !isNull(raw) {
-		var enabled bool
-		if fe := decodeField(raw, "enabled", &enabled); fe != nil {
-			fields = append(fields, *fe)
-		}
+	b.required("name", &in.Name)
+	b.required("url", &in.URL)
+	b.optional("headers", &in.Headers)
+	var enabled bool
+	if b.optional("enabled", &enabled) {
 		in.Enabled = &enabled
 	}
-	if raw, ok := members["timeout_ms"]; ok && !isNull(raw) {
-		if fe := decodeField(raw, "timeout_ms", &in.TimeoutMS); fe != nil {
-			fields = append(fields, *fe)
-		} else if in.TimeoutMS == 0 {
-			fields = append(fields, authz.FieldError{Field: "timeout_ms", Message: "must be from 100 to 120000 milliseconds"})
-		}
+	var ms int
+	if b.optional("timeout_ms", &ms) {
+		in.TimeoutMS = &ms
 	}
-	if len(fields) > 0 {
-		writeError(c, authz.Invalid(fields...))
+	if err := b.err(); err != nil {
+		writeError(c, err)
 		return
 	}
 	srv, err := s.mcp.CreateServer(c.Request.Context(), in)
@@ -101,57 +81,21 @@ func (s *Server) getMCPServer(c *gin.Context) {
 }
 
 func (s *Server) updateMCPServer(c *gin.Context) {
-	members, err := readObject(c, mcpServerFields...)
+	b, err := readBodyObject(c, mcpServerFields...)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
-	var upd authz.MCPServerUpdate
-	var fields []authz.FieldError
-	notNull := func(name string, raw json.RawMessage) bool {
-		if isNull(raw) {
-			fields = append(fields, authz.FieldError{Field: name, Message: "must not be null"})
-			return false
-		}
-		return true
+	upd := authz.MCPServerUpdate{
+		Name:      patchField[string](b, "name"),
+		URL:       patchField[string](b, "url"),
+		Enabled:   patchField[bool](b, "enabled"),
+		TimeoutMS: patchField[int](b, "timeout_ms"),
 	}
-	for _, opt := range []struct {
-		name string
-		dst  **string
-	}{{"name", &upd.Name}, {"url", &upd.URL}} {
-		if raw, ok := members[opt.name]; ok && notNull(opt.name, raw) {
-			var v string
-			if fe := decodeField(raw, opt.name, &v); fe != nil {
-				fields = append(fields, *fe)
-			}
-			*opt.dst = &v
-		}
-	}
-	if raw, ok := members["headers"]; ok {
-		// null clears the headers; an object replaces them all.
-		upd.SetHeaders = true
-		if !isNull(raw) {
-			if fe := decodeField(raw, "headers", &upd.Headers); fe != nil {
-				fields = append(fields, *fe)
-			}
-		}
-	}
-	if raw, ok := members["enabled"]; ok && notNull("enabled", raw) {
-		var enabled bool
-		if fe := decodeField(raw, "enabled", &enabled); fe != nil {
-			fields = append(fields, *fe)
-		}
-		upd.Enabled = &enabled
-	}
-	if raw, ok := members["timeout_ms"]; ok && notNull("timeout_ms", raw) {
-		var ms int
-		if fe := decodeField(raw, "timeout_ms", &ms); fe != nil {
-			fields = append(fields, *fe)
-		}
-		upd.TimeoutMS = &ms
-	}
-	if len(fields) > 0 {
-		writeError(c, authz.Invalid(fields...))
+	// null clears the headers; an object replaces them all.
+	upd.SetHeaders, _ = b.nullable("headers", &upd.Headers)
+	if err := b.err(); err != nil {
+		writeError(c, err)
 		return
 	}
 	srv, err := s.mcp.UpdateServer(c.Request.Context(), c.Param("id"), upd)

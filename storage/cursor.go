@@ -1,12 +1,14 @@
 package storage
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"strings"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/uptrace/bun"
 )
 
 // Cursor kinds. A cursor is base64url (unpadded) of one kind byte and the 16
@@ -93,4 +95,40 @@ func pageLimit(n int) int {
 		return authz.MaxLimit
 	}
 	return n
+}
+
+// ownedPage is a listing of a tenant's rows (keys, MCP servers) cut by id,
+// newest first: the rows of tenantID, of userID when set, narrowed further
+// by where, after cursor; limit rows at most and the next cursor. alias is
+// the model's table alias.
+type ownedPage[R, T any] struct {
+	kind    byte
+	alias   string
+	id      func(*R) string
+	convert func(*R) (T, error)
+}
+
+func (p ownedPage[R, T]) read(ctx context.Context, db bun.IDB, tenantID string, userID *string, cursor string, limit int,
+	where func(*bun.SelectQuery) *bun.SelectQuery) ([]T, string, error) {
+	after, err := decodeCursor(p.kind, cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	limit = pageLimit(limit)
+	var rows []R
+	q := db.NewSelect().Model(&rows).Where(p.alias+".tenant_id = ?", tenantID)
+	if userID != nil {
+		q = q.Where(p.alias+".user_id = ?", *userID)
+	}
+	if where != nil {
+		q = where(q)
+	}
+	if after != "" {
+		q = q.Where(p.alias+".id < ?", after)
+	}
+	// One more than the page, to learn whether another page follows.
+	if err := q.OrderExpr(p.alias + ".id DESC").Limit(int64(limit) + 1).Scan(ctx); err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", p.alias, err)
+	}
+	return cutPage(rows, limit, idCursor(p.kind, p.id), p.convert)
 }

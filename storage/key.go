@@ -252,35 +252,22 @@ func findKey(ctx context.Context, q *bun.SelectQuery, where func(*bun.SelectQuer
 	return row.key()
 }
 
+var keyPages = ownedPage[apiKeyRow, *authz.APIKey]{
+	kind: cursorKeys, alias: "k", id: func(r *apiKeyRow) string { return r.ID }, convert: (*apiKeyRow).key}
+
 // FindKeys returns a page of a tenant's keys, newest first. Pages are cut
 // by id (UUIDv7, so by creation time): keys created while a client pages
 // sort before its cursor, so it sees no key twice and skips none that
 // existed when it began.
 func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (_ *authz.APIKeyPage, err error) {
 	defer mapDBError(&err)
-	after, err := decodeCursor(cursorKeys, filter.Cursor)
-	if err != nil {
-		return nil, err
-	}
-	limit := pageLimit(filter.Limit)
-
-	var rows []apiKeyRow
-	q := s.db.bun.NewSelect().Model(&rows).Where("k.tenant_id = ?", filter.TenantID)
-	if filter.UserID != nil {
-		q = q.Where("k.user_id = ?", *filter.UserID)
-	}
-	if filter.Enabled != nil {
-		q = q.Where("k.enabled = ?", *filter.Enabled)
-	}
-	if after != "" {
-		q = q.Where("k.id < ?", after)
-	}
-	// One more than the page, to learn whether another page follows.
-	if err := q.OrderExpr("k.id DESC").Limit(int64(limit) + 1).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("find api keys: %w", err)
-	}
-
-	keys, next, err := cutPage(rows, limit, idCursor(cursorKeys, func(r *apiKeyRow) string { return r.ID }), (*apiKeyRow).key)
+	keys, next, err := keyPages.read(ctx, s.db.bun, filter.TenantID, filter.UserID, filter.Cursor, filter.Limit,
+		func(q *bun.SelectQuery) *bun.SelectQuery {
+			if filter.Enabled != nil {
+				q = q.Where("k.enabled = ?", *filter.Enabled)
+			}
+			return q
+		})
 	if err != nil {
 		return nil, err
 	}
@@ -298,45 +285,65 @@ func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*
 	if !authz.ValidID(id) {
 		return nil, errKeyNotFound()
 	}
-	var out *authz.APIKey
-	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		q := tx.NewSelect()
-		if s.db.isPostgres() {
-			q = q.For("UPDATE")
-		}
-		key, err := findKey(ctx, q, func(q *bun.SelectQuery) *bun.SelectQuery {
-			return q.Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id)
-		})
-		if err != nil {
-			return err
-		}
-		changed, events, err := fn(key)
-		if err != nil {
-			return err
-		}
-		if len(changed) == 0 {
-			out = key
+	return updateLocked(ctx, s.db,
+		func(ctx context.Context, q *bun.SelectQuery) (*authz.APIKey, error) {
+			return findKey(ctx, q, func(q *bun.SelectQuery) *bun.SelectQuery {
+				return q.Where("k.tenant_id = ?", tenantID).Where("k.id = ?", id)
+			})
+		},
+		fn,
+		func(ctx context.Context, tx bun.Tx, key *authz.APIKey, events []authz.AuditEvent) error {
+			row, err := newAPIKeyRow(key)
+			if err != nil {
+				return err
+			}
+			// The row's identity is the one loaded, whatever fn did to the key.
+			row.ID, row.TenantID = id, tenantID
+			if err := updateOwned(ctx, tx, row, "k", tenantID, id, events,
+				func(err error) error { return keyConflict(err, row.Name) },
+				"name", "enabled", "expires_at", "permission_scope", "updated_at"); err != nil {
+				return err
+			}
+			storedForm(key)
 			return nil
-		}
-		row, err := newAPIKeyRow(key)
+		})
+}
+
+// updateLocked loads a row inside a transaction, locking it on Postgres (a
+// SQLite write transaction already excludes every other writer), passes it
+// to fn and, when fn reports changed fields, saves it with fn's events.
+// fn's error rolls everything back and is returned as it is.
+func updateLocked[T any](ctx context.Context, db *DB, load func(context.Context, *bun.SelectQuery) (T, error),
+	fn func(T) ([]string, []authz.AuditEvent, error), save func(context.Context, bun.Tx, T, []authz.AuditEvent) error) (T, error) {
+	var out T
+	err := db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		v, err := load(ctx, db.lockingSelect(tx))
 		if err != nil {
 			return err
 		}
-		// The row's identity is the one loaded, whatever fn did to the key.
-		row.ID, row.TenantID = id, tenantID
-		if err := updateOwned(ctx, tx, row, "k", tenantID, id, events,
-			func(err error) error { return keyConflict(err, row.Name) },
-			"name", "enabled", "expires_at", "permission_scope", "updated_at"); err != nil {
+		changed, events, err := fn(v)
+		if err != nil {
 			return err
 		}
-		storedForm(key)
-		out = key
+		if len(changed) > 0 {
+			if err := save(ctx, tx, v, events); err != nil {
+				return err
+			}
+		}
+		out = v
 		return nil
 	})
-	if err != nil {
-		return nil, err
+	return out, err
+}
+
+// lockingSelect starts a select inside tx that locks the rows it reads on
+// Postgres.
+func (db *DB) lockingSelect(tx bun.Tx) *bun.SelectQuery {
+	q := tx.NewSelect()
+	if db.isPostgres() {
+		q = q.For("UPDATE")
 	}
-	return out, nil
+	return q
 }
 
 // DeleteKey removes a key and writes events in one transaction. Returns

@@ -244,27 +244,14 @@ func findMCPServer(ctx context.Context, q *bun.SelectQuery, tenantID, id string)
 	return row.server()
 }
 
+var mcpServerPages = ownedPage[mcpServerRow, *authz.MCPServer]{
+	kind: cursorMCPServers, alias: "s", id: func(r *mcpServerRow) string { return r.ID }, convert: (*mcpServerRow).server}
+
 // FindMCPServers returns a page of a tenant's servers, newest first, cut by
 // id as FindKeys cuts keys.
 func (s *MCPStore) FindMCPServers(ctx context.Context, filter authz.MCPServerFilter) (_ *authz.MCPServerPage, err error) {
 	defer mapDBError(&err)
-	after, err := decodeCursor(cursorMCPServers, filter.Cursor)
-	if err != nil {
-		return nil, err
-	}
-	limit := pageLimit(filter.Limit)
-	var rows []mcpServerRow
-	q := s.db.bun.NewSelect().Model(&rows).Where("s.tenant_id = ?", filter.TenantID)
-	if filter.UserID != nil {
-		q = q.Where("s.user_id = ?", *filter.UserID)
-	}
-	if after != "" {
-		q = q.Where("s.id < ?", after)
-	}
-	if err := q.OrderExpr("s.id DESC").Limit(int64(limit) + 1).Scan(ctx); err != nil {
-		return nil, fmt.Errorf("find mcp servers: %w", err)
-	}
-	servers, next, err := cutPage(rows, limit, idCursor(cursorMCPServers, func(r *mcpServerRow) string { return r.ID }), (*mcpServerRow).server)
+	servers, next, err := mcpServerPages.read(ctx, s.db.bun, filter.TenantID, filter.UserID, filter.Cursor, filter.Limit, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -274,11 +261,7 @@ func (s *MCPStore) FindMCPServers(ctx context.Context, filter authz.MCPServerFil
 // lockMCPServer loads a server inside tx, locking its row on Postgres (a
 // SQLite write transaction already excludes every other writer).
 func (s *MCPStore) lockMCPServer(ctx context.Context, tx bun.Tx, tenantID, id string) (*authz.MCPServer, error) {
-	q := tx.NewSelect()
-	if s.db.isPostgres() {
-		q = q.For("UPDATE")
-	}
-	return findMCPServer(ctx, q, tenantID, id)
+	return findMCPServer(ctx, s.db.lockingSelect(tx), tenantID, id)
 }
 
 // UpdateMCPServer loads a server, locked, and passes it to fn; when fn
@@ -290,39 +273,26 @@ func (s *MCPStore) UpdateMCPServer(ctx context.Context, tenantID, id string, fn 
 	if !authz.ValidID(id) {
 		return nil, errMCPServerNotFound()
 	}
-	var out *authz.MCPServer
-	err = s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		srv, err := s.lockMCPServer(ctx, tx, tenantID, id)
-		if err != nil {
-			return err
-		}
-		changed, events, err := fn(srv)
-		if err != nil {
-			return err
-		}
-		if len(changed) == 0 {
-			out = srv
+	return updateLocked(ctx, s.db,
+		func(ctx context.Context, q *bun.SelectQuery) (*authz.MCPServer, error) {
+			return findMCPServer(ctx, q, tenantID, id)
+		},
+		fn,
+		func(ctx context.Context, tx bun.Tx, srv *authz.MCPServer, events []authz.AuditEvent) error {
+			// The row's identity is the one loaded, whatever fn did to the server.
+			srv.ID, srv.TenantID = id, tenantID
+			row, err := newMCPServerRow(srv)
+			if err != nil {
+				return err
+			}
+			if err := updateOwned(ctx, tx, row, "s", tenantID, id, events,
+				func(err error) error { return mcpServerConflict(err, row.Name) },
+				"name", "url", "headers", "enabled", "timeout_ms", "updated_at"); err != nil {
+				return err
+			}
+			storedServerForm(srv)
 			return nil
-		}
-		// The row's identity is the one loaded, whatever fn did to the server.
-		srv.ID, srv.TenantID = id, tenantID
-		row, err := newMCPServerRow(srv)
-		if err != nil {
-			return err
-		}
-		if err := updateOwned(ctx, tx, row, "s", tenantID, id, events,
-			func(err error) error { return mcpServerConflict(err, row.Name) },
-			"name", "url", "headers", "enabled", "timeout_ms", "updated_at"); err != nil {
-			return err
-		}
-		storedServerForm(srv)
-		out = srv
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+		})
 }
 
 // DeleteMCPServer removes a server, its catalog by cascade, and writes

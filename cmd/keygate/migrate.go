@@ -12,7 +12,7 @@ import (
 )
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var cfg config
+	cfg := newConfig()
 	fs := newFlagSet("migrate", stderr)
 	cfg.bindCommon(fs)
 	fs.Usage = func() {
@@ -40,7 +40,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		fs.Usage()
 		return usageError{fmt.Sprintf("unknown migrate command %q", verb)}
 	}
-	db, err := storage.Open(ctx, cfg.databaseURL())
+	db, err := storage.Open(ctx, cfg.DatabaseURLOrDefault())
 	if err != nil {
 		return err
 	}

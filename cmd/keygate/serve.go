@@ -6,22 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
-	"github.com/keygate/keygate/authz"
-	"github.com/keygate/keygate/policies"
-	"github.com/keygate/keygate/server"
-	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/internal/app"
 )
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cfg config
+// runServe builds keygate from its settings (internal/app), serves until
+// SIGINT or SIGTERM, then finishes requests in flight and writes what is
+// queued. SIGHUP reloads a policy folder.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	cfg := newConfig()
 	fs := newFlagSet("serve", stderr)
 	cfg.bindServe(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -33,179 +29,49 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("serve takes no arguments, got %q", fs.Args())}
 	}
-	logger := newLogger(&cfg, stderr)
+	logger := newLogger(cfg, stderr)
+	cfg.finish(logger)
 
-	tel, err := setupTelemetry(ctx, logger)
+	a, err := app.New(ctx, cfg.Config)
 	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
+		return err
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
-		if err := tel.shutdown(sctx); err != nil {
-			logger.Warn("telemetry shutdown", "err", err)
+		if cerr := a.Close(cctx); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		if err == nil {
+			logger.Info("stopped")
 		}
 	}()
-
-	dbURL := cfg.databaseURL()
-	db, err := storage.Open(ctx, dbURL)
-	if err != nil {
-		return fmt.Errorf("open database %s: %w", redactURL(dbURL), err)
-	}
-	defer func() {
-		if err := db.Close(); err != nil {
-			logger.Warn("close database", "err", err)
-		}
-	}()
-	if cfg.Migrate {
-		if err := db.MigrateUp(ctx); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-	}
-
-	modules, err := readPolicies(cfg.PolicyDir)
+	ln, err := a.Listen(ctx)
 	if err != nil {
 		return err
 	}
-	engine, err := authz.NewEngine(ctx, modules, authz.EngineOptions{Observer: tel.observer, DecisionCacheSize: cfg.DecisionCache})
-	if err != nil {
-		return fmt.Errorf("load policies: %w", err)
-	}
-	logDecisionCaching(engine, logger)
-
-	secret, devSecret, err := jwtSecret(&cfg)
-	if err != nil {
-		return err
-	}
-	jwtCfg := jwtConfig(&cfg, secret)
-	verifier, err := server.NewJWTVerifier(ctx, jwtCfg)
-	if err != nil {
-		return fmt.Errorf("management JWTs: %w", err)
-	}
-
-	keyStore := storage.NewKeyStore(db)
-	auditStore := storage.NewAuditStore(db)
-	auditWriter := authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{
-		Buffer: cfg.AuditBuffer, Interval: cfg.FlushInterval, Logger: logger})
-	usageWriter := authz.NewUsageWriter(keyStore, cfg.FlushInterval, logger)
-	keyCache := authz.NewKeyCache(keyStore, authz.KeyCacheOptions{
-		MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL, NegativeTTL: cfg.NegativeTTL})
-	startKeyChangeFeed(ctx, db, keyCache, logger)
-	svc := &authz.KeyService{
-		Store:    keyStore,
-		AuditLog: auditStore,
-		Policy:   engine,
-		Lookup:   keyCache,
-		Notifier: keyCache,
-		Events:   auditWriter,
-		Usage:    usageWriter,
-	}
-	mcpGW, err := startMCP(ctx, &cfg, db, svc, auditWriter, tel, logger)
-	if err != nil {
-		return fmt.Errorf("MCP gateway: %w", err)
-	}
-	srv, err := server.New(server.Config{
-		Keys:           svc,
-		JWT:            verifier,
-		Ready:          readiness(db),
-		Logger:         logger,
-		TrustedProxies: cfg.trustedProxies(),
-		TracerProvider: tel.httpTracerProvider(),
-		Version:        version,
-		MCP:            mcpGW.service,
-		Mounts:         mcpGW.mounts(),
-	})
-	if err != nil {
-		return err
-	}
-
-	if _, err := startDebug(ctx, cfg.DebugAddr, logger); err != nil {
-		return fmt.Errorf("debug listener: %w", err)
-	}
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	httpSrv := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	mcpGW.attach(httpSrv)
+	a.Start(ctx)
 	addr := ln.Addr().String()
-	logger.Info("keygate serving", "addr", "http://"+addr, "database", redactURL(dbURL), "version", version,
-		"policies", policySource(cfg.PolicyDir))
-	if devSecret {
-		token, err := server.SignHS256(jwtCfg, "default", "admin", []string{authz.RoleAdmin}, cfg.TokenTTL)
+	logger.Info("keygate serving", "addr", "http://"+addr, "database", app.RedactURL(cfg.DatabaseURLOrDefault()),
+		"version", version, "policies", a.PolicySource())
+	if a.DevSecret {
+		token, err := a.DevAdminToken()
 		if err != nil {
+			_ = ln.Close()
 			return err
 		}
 		fmt.Fprintf(stdout, "\nkeygate is listening on http://%s\n\nDevelopment admin JWT for tenant \"default\" (valid %s, signed with %s):\n\n    export KEYGATE_TOKEN=%s\n\nMore tokens: keygate token --tenant T --user U [--role admin]\n\n",
 			addr, cfg.TokenTTL, "the development secret in "+cfg.DataDir, token)
 	}
-
 	if cfg.PolicyDir != "" {
-		go reloadOnSIGHUP(ctx, engine, cfg.PolicyDir, logger)
+		go reloadOnSIGHUP(ctx, a)
 	}
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-
-	logger.Info("shutting down: finishing requests in flight")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	var errs []error
-	if err := httpSrv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
-	}
-	if err := mcpGW.close(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("MCP gateway: %w", err))
-	}
-	if err := auditWriter.Close(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("flush audit events: %w", err))
-	}
-	if err := usageWriter.Close(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("flush last_used_at: %w", err))
-	}
-	if n := auditWriter.Dropped(); n > 0 {
-		logger.Warn("audit events were dropped during this run", "dropped", n)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	logger.Info("stopped")
-	return nil
+	return a.Serve(ctx, ln)
 }
 
-func readPolicies(dir string) (map[string]string, error) {
-	if dir == "" {
-		return authz.ReadPolicies(policies.FS())
-	}
-	modules, err := authz.ReadPolicies(os.DirFS(dir))
-	if err != nil {
-		return nil, fmt.Errorf("read policies from %s: %w", dir, err)
-	}
-	return modules, nil
-}
-
-func policySource(dir string) string {
-	if dir == "" {
-		return "embedded"
-	}
-	return dir
-}
-
-// reloadOnSIGHUP recompiles the policy folder on SIGHUP; a policy that does
+// reloadOnSIGHUP reloads the policy folder on SIGHUP; a policy that does
 // not compile is logged and the running one stays.
-func reloadOnSIGHUP(ctx context.Context, engine *authz.Engine, dir string, logger *slog.Logger) {
+func reloadOnSIGHUP(ctx context.Context, a *app.App) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -214,39 +80,19 @@ func reloadOnSIGHUP(ctx context.Context, engine *authz.Engine, dir string, logge
 		case <-ctx.Done():
 			return
 		case <-hup:
-			modules, err := readPolicies(dir)
-			if err == nil {
-				err = engine.Load(ctx, modules)
-			}
-			if err != nil {
-				logger.Error("policy reload failed; keeping the running policies", "err", err)
-				continue
-			}
-			logger.Info("policies reloaded", "dir", dir, "modules", len(modules))
-			logDecisionCaching(engine, logger)
+			_ = a.ReloadPolicies(ctx)
 		}
 	}
 }
 
-// logDecisionCaching says whether policy answers are cached, and if not why,
-// so a policy author sees the price of reading the request's time.
-func logDecisionCaching(engine *authz.Engine, logger *slog.Logger) {
-	if on, why := engine.DecisionCaching(); on {
-		logger.Info("policy answers are cached: the policy depends only on principal, resource and action")
-	} else {
-		logger.Info("policy answers are not cached", "why", why)
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
 	}
-}
-
-// redactURL drops credentials from a database URL before it is logged.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable database URL)"
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	if u.User != nil {
-		u.User = url.User(u.User.Username())
-	}
-	u.RawQuery = "" // may carry a password parameter
-	return u.String()
+	return slog.New(slog.NewTextHandler(w, opts))
 }

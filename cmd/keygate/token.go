@@ -24,7 +24,7 @@ func (r *roleList) Set(v string) error {
 
 // runToken prints only a JWT, so that `$(keygate token …)` works in scripts.
 func runToken(args []string, stdout, stderr io.Writer) error {
-	var cfg config
+	cfg := newConfig()
 	fs := newFlagSet("token", stderr)
 	cfg.bindCommon(fs)
 	cfg.bindJWT(fs)
@@ -44,26 +44,14 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	if cfg.JWTSecret == "" && cfg.JWKSURL != "" {
 		return usageError{"keygate signs only HS256 tokens; with a JWKS URL, tokens come from your identity provider"}
 	}
-	secret, _, err := jwtSecret(&cfg)
+	jwtCfg, _, err := cfg.JWT()
 	if err != nil {
 		return err
 	}
-	token, err := server.SignHS256(jwtConfig(&cfg, secret), *tenant, *user, roles, cfg.TokenTTL)
+	token, err := server.SignHS256(jwtCfg, *tenant, *user, roles, cfg.TokenTTL)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, token)
 	return nil
-}
-
-func jwtConfig(cfg *config, secret []byte) server.JWTConfig {
-	return server.JWTConfig{
-		Secret:      secret,
-		JWKSURL:     cfg.JWKSURL,
-		Issuer:      cfg.JWTIssuer,
-		Audience:    cfg.JWTAudience,
-		UserClaim:   cfg.JWTUserClaim,
-		TenantClaim: cfg.JWTTenantClaim,
-		RolesClaim:  cfg.JWTRolesClaim,
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"crypto/rand"
@@ -9,13 +9,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/keygate/keygate/server"
 )
 
 const devSecretFile = "jwt-secret"
 
 // jwtSecret returns the configured secret, or the development secret kept in
 // the data folder (created on first use), and whether it is the latter.
-func jwtSecret(cfg *config) ([]byte, bool, error) {
+func jwtSecret(cfg *Config) ([]byte, bool, error) {
 	if cfg.JWTSecret != "" {
 		return []byte(cfg.JWTSecret), false, nil
 	}
@@ -58,4 +60,24 @@ func jwtSecret(cfg *config) ([]byte, bool, error) {
 		return nil, false, err
 	}
 	return []byte(secret), true, nil
+}
+
+// JWT returns how management JWTs are checked and signed: the configured
+// secret or JWKS, or the development secret in the data folder (created on
+// first use), and whether it is the latter.
+func (c *Config) JWT() (server.JWTConfig, bool, error) {
+	secret, dev, err := jwtSecret(c)
+	if err != nil {
+		return server.JWTConfig{}, false, err
+	}
+	return server.JWTConfig{
+		Secret:      secret,
+		JWKSURL:     c.JWKSURL,
+		Issuer:      c.JWTIssuer,
+		Audience:    c.JWTAudience,
+		UserClaim:   c.JWTUserClaim,
+		TenantClaim: c.JWTTenantClaim,
+		RolesClaim:  c.JWTRolesClaim,
+		Now:         c.Now,
+	}, dev, nil
 }

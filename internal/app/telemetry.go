@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -41,7 +41,7 @@ func (t *telemetry) httpTracerProvider() trace.TracerProvider {
 	return t.tracerProvider
 }
 
-func setupTelemetry(ctx context.Context, logger *slog.Logger) (*telemetry, error) {
+func setupTelemetry(ctx context.Context, logger *slog.Logger, version string) (*telemetry, error) {
 	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 		t := &telemetry{
 			tracerProvider: tracenoop.NewTracerProvider(),

@@ -1,0 +1,266 @@
+// Package app is keygate's composition root: from one Config it builds the
+// whole service (database, policy engine, caches, writers, the key and MCP
+// server services, the MCP gateway and the HTTP router) and runs it.
+// `keygate serve` and every test harness build keygate here, so there is one
+// wiring to get right.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/mcp"
+	"github.com/keygate/keygate/server"
+	"github.com/keygate/keygate/storage"
+)
+
+// App is one keygate instance, built and wired. Its parts are exported for
+// tests and tools; New builds them and Close releases them.
+type App struct {
+	Config    Config
+	DB        *storage.DB
+	Engine    *authz.Engine
+	KeyCache  *authz.KeyCache
+	Keys      *authz.KeyService
+	MCP       *authz.MCPServerService
+	Gateway   *mcp.Gateway
+	Server    *server.Server
+	Audit     *authz.AuditWriter // nil when Config.AuditRecorder stands in
+	Usage     *authz.UsageWriter
+	JWT       server.JWTConfig
+	DevSecret bool // JWTs are signed with the development secret in the data folder
+
+	telemetry *telemetry
+	ownDB     bool
+	bgStop    context.CancelFunc
+	bgDone    chan struct{}
+}
+
+// New builds an instance from cfg: it opens and migrates the database,
+// loads the policies and wires every part. Nothing serves until Serve;
+// background work (the change feed, catalog syncs) starts with Start.
+func New(ctx context.Context, cfg Config) (_ *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.logger()
+	a := &App{Config: cfg}
+	defer func() {
+		if err != nil {
+			_ = a.Close(context.Background())
+		}
+	}()
+
+	if a.telemetry, err = setupTelemetry(ctx, logger, cfg.Version); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if err := a.openDB(ctx); err != nil {
+		return nil, err
+	}
+	modules, err := readPolicies(cfg.PolicyDir)
+	if err != nil {
+		return nil, err
+	}
+	a.Engine, err = authz.NewEngine(ctx, modules, authz.EngineOptions{Observer: a.telemetry.observer, DecisionCacheSize: cfg.DecisionCacheSize})
+	if err != nil {
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	a.JWT, a.DevSecret, err = cfg.JWT()
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := server.NewJWTVerifier(ctx, a.JWT)
+	if err != nil {
+		return nil, fmt.Errorf("management JWTs: %w", err)
+	}
+
+	keyStore, auditStore := storage.NewKeyStore(a.DB), storage.NewAuditStore(a.DB)
+	events := cfg.AuditRecorder
+	if events == nil {
+		a.Audit = authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{
+			Buffer: cfg.AuditBuffer, Interval: cfg.FlushInterval, Logger: logger})
+		events = a.Audit
+	}
+	a.Usage = authz.NewUsageWriter(keyStore, cfg.FlushInterval, logger)
+	a.KeyCache = authz.NewKeyCache(keyStore, authz.KeyCacheOptions{
+		MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL, NegativeTTL: cfg.NegativeCacheTTL, Now: cfg.Now})
+	a.Keys = &authz.KeyService{
+		Store:    keyStore,
+		AuditLog: auditStore,
+		Policy:   a.Engine,
+		Lookup:   a.KeyCache,
+		Notifier: a.KeyCache,
+		Events:   events,
+		Usage:    a.Usage,
+		Now:      cfg.Now,
+	}
+	a.MCP = &authz.MCPServerService{Store: storage.NewMCPStore(a.DB), Policy: a.Engine, Now: cfg.Now}
+	a.Gateway, err = mcp.New(mcp.Options{
+		Keys:           a.Keys,
+		Catalog:        a.MCP,
+		Audit:          events,
+		Logger:         logger,
+		TracerProvider: a.telemetry.tracerProvider,
+		MeterProvider:  a.telemetry.meterProvider,
+		Transport:      cfg.MCPTransport,
+		SyncInterval:   cfg.MCPSyncInterval,
+		Version:        cfg.Version,
+		Now:            cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("MCP gateway: %w", err)
+	}
+	// Each needs the other: the service syncs through the gateway's
+	// upstream sessions and tells it of every change; the gateway reads
+	// catalogs and records syncs through the service.
+	a.MCP.Upstreams, a.MCP.Notifier = a.Gateway, a.Gateway
+
+	a.Server, err = server.New(server.Config{
+		Keys:           a.Keys,
+		JWT:            verifier,
+		Ready:          a.ready,
+		Logger:         logger,
+		TrustedProxies: cfg.TrustedProxies,
+		TracerProvider: a.telemetry.httpTracerProvider(),
+		Version:        cfg.Version,
+		MCP:            a.MCP,
+		Mounts:         map[string]http.Handler{"/mcp": a.Gateway.Handler()},
+	})
+	if err != nil {
+		return nil, err
+	}
+	logDecisionCaching(a.Engine, logger)
+	return a, nil
+}
+
+func (a *App) openDB(ctx context.Context) error {
+	if a.Config.DB != nil {
+		a.DB = a.Config.DB
+	} else {
+		dbURL := a.Config.DatabaseURLOrDefault()
+		db, err := storage.Open(ctx, dbURL)
+		if err != nil {
+			return fmt.Errorf("open database %s: %w", RedactURL(dbURL), err)
+		}
+		a.DB, a.ownDB = db, true
+	}
+	if a.Config.Migrate {
+		if err := a.DB.MigrateUp(ctx); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	return nil
+}
+
+// Handler is the instance's HTTP handler: the whole API and /mcp.
+func (a *App) Handler() http.Handler { return a.Server }
+
+// Start runs the background work until ctx ends or Close: the key change
+// feed on Postgres (so a key changed on another instance leaves this one's
+// cache at once) and the scheduler that syncs every enabled upstream MCP
+// catalog now and every MCPSyncInterval.
+func (a *App) Start(ctx context.Context) {
+	ctx, a.bgStop = context.WithCancel(ctx)
+	a.bgDone = make(chan struct{})
+	feed := storage.NewKeyChangeFeed(a.DB, storage.KeyChangeFeedOptions{
+		OnChange: a.KeyCache.Invalidate,
+		OnResync: a.KeyCache.Purge,
+		Logger:   a.Config.logger(),
+	})
+	go func() {
+		defer close(a.bgDone)
+		done := make(chan struct{})
+		if feed != nil {
+			go func() {
+				defer close(done)
+				feed.Run(ctx)
+			}()
+		} else {
+			close(done)
+		}
+		a.Gateway.Run(ctx)
+		<-done
+	}()
+}
+
+// ready answers /readyz: the database must answer. A change feed that is
+// reconnecting does not make an instance unready: cached keys then live at
+// most their TTL, and the cache is emptied once the feed is back.
+func (a *App) ready(ctx context.Context) error {
+	if err := a.DB.Ping(ctx); err != nil {
+		return authz.Errorf(authz.EUNAVAILABLE, "the database does not answer")
+	}
+	return nil
+}
+
+// DevAdminToken signs an admin JWT for tenant "default" with the
+// development secret, as `keygate serve` prints at start.
+func (a *App) DevAdminToken() (string, error) {
+	if !a.DevSecret {
+		return "", errors.New("no development secret: JWTs come from the configured secret or identity provider")
+	}
+	return server.SignHS256(a.JWT, "default", "admin", []string{authz.RoleAdmin}, a.Config.TokenTTL)
+}
+
+// Close stops background work, ends MCP sessions, writes every queued audit
+// event and last-used time, and closes what New opened, waiting at most
+// until ctx ends. Stop serving HTTP first (Serve returns when it has).
+func (a *App) Close(ctx context.Context) error {
+	var errs []error
+	if a.bgStop != nil {
+		a.bgStop()
+		a.bgStop = nil
+		select {
+		case <-a.bgDone:
+		case <-ctx.Done():
+		}
+	}
+	if a.Gateway != nil {
+		if err := a.Gateway.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("MCP gateway: %w", err))
+		}
+	}
+	if a.Audit != nil {
+		if err := a.Audit.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush audit events: %w", err))
+		}
+		if n := a.Audit.Dropped(); n > 0 {
+			a.Config.logger().Warn("audit events were dropped during this run", "dropped", n)
+		}
+	}
+	if a.Usage != nil {
+		if err := a.Usage.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush last_used_at: %w", err))
+		}
+	}
+	if a.ownDB && a.DB != nil {
+		a.ownDB = false
+		if err := a.DB.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close database: %w", err))
+		}
+	}
+	if a.telemetry != nil {
+		if err := a.telemetry.shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("telemetry: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RedactURL drops credentials and the query (which may carry a password)
+// from a URL before it is logged.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	u.RawQuery = ""
+	return u.String()
+}
