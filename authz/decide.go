@@ -273,7 +273,7 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 		c := checks[0]
 		ev.TargetType, ev.TargetID = string(c.Resource.Type), c.Resource.ID
 		ev.Reason = strings.Join(decisions[0].Reasons, "; ")
-		ev.Details = map[string]any{"action": c.Action, "resource_tenant_id": c.Resource.TenantID, "decision_id": decisionID}
+		ev.Details = map[string]any{"action": c.Action, "resource_tenant_id": c.Resource.TenantID, "decision_id": decisionID, "source": req.Source}
 	} else {
 		list := make([]map[string]any, len(denied))
 		for n, i := range denied {
@@ -283,10 +283,7 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 		}
 		ev.TargetType = TargetChecks
 		ev.Reason = fmt.Sprintf("%d of %d checks denied", len(denied), len(checks))
-		ev.Details = map[string]any{"decision_id": decisionID, "checks": len(checks), "denied": list}
-	}
-	if req.Source != "" {
-		ev.Details["source"] = req.Source
+		ev.Details = map[string]any{"decision_id": decisionID, "checks": len(checks), "denied": list, "source": req.Source}
 	}
 	s.Events.Record(ev)
 }
