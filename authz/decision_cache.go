@@ -27,7 +27,7 @@ const decisionShards = 16
 
 type decisionShard struct {
 	mu sync.RWMutex
-	m  map[decisionKey]Decision
+	m  churnMap[decisionKey, Decision]
 }
 
 // decisionKey names one question. The principal is named by its identity
@@ -48,7 +48,7 @@ func newDecisionCache(size int) *decisionCache {
 	}
 	c := &decisionCache{seed: maphash.MakeSeed(), per: size/decisionShards + 1}
 	for i := range c.shards {
-		c.shards[i].m = make(map[decisionKey]Decision)
+		c.shards[i].m = newChurnMap[decisionKey, Decision](c.per)
 	}
 	return c
 }
@@ -60,7 +60,7 @@ func (c *decisionCache) shard(k decisionKey) *decisionShard {
 func (c *decisionCache) get(k decisionKey) (Decision, bool) {
 	s := c.shard(k)
 	s.mu.RLock()
-	d, ok := s.m[k]
+	d, ok := s.m.get(k)
 	s.mu.RUnlock()
 	return d, ok
 }
@@ -68,13 +68,10 @@ func (c *decisionCache) get(k decisionKey) (Decision, bool) {
 func (c *decisionCache) put(k decisionKey, d Decision) {
 	s := c.shard(k)
 	s.mu.Lock()
-	if len(s.m) >= c.per {
-		for old := range s.m {
-			delete(s.m, old)
-			break
-		}
+	if _, ok := s.m.get(k); !ok && s.m.len() >= c.per {
+		s.m.evictOne()
 	}
-	s.m[k] = d
+	s.m.put(k, d)
 	s.mu.Unlock()
 }
 

@@ -65,6 +65,7 @@ type preparedPolicy struct {
 // NewEngine returns an engine serving modules (file name → Rego source).
 func NewEngine(ctx context.Context, modules map[string]string, opts EngineOptions) (*Engine, error) {
 	e := &Engine{observer: opts.Observer, terms: newInputTerms(), decisions: newDecisionCache(opts.DecisionCacheSize)}
+	e.inputs.m = newChurnMap[any, *ast.Term](maxPrincipalTerms)
 	if e.observer == nil {
 		e.observer = NopObserver{}
 	}
@@ -508,30 +509,25 @@ func (e *Engine) principalTerm(p *Principal) *ast.Term {
 // Eviction is random, which keeps the busy keys with high probability.
 type principalTerms struct {
 	mu sync.RWMutex
-	m  map[any]*ast.Term // by Principal.identity
+	m  churnMap[any, *ast.Term] // by Principal.identity
 }
 
 const maxPrincipalTerms = 1024
 
 func (c *principalTerms) get(p *Principal) *ast.Term {
 	c.mu.RLock()
-	t := c.m[p.identity()]
+	t, _ := c.m.get(p.identity())
 	c.mu.RUnlock()
 	return t
 }
 
 func (c *principalTerms) put(p *Principal, t *ast.Term) {
+	id := p.identity()
 	c.mu.Lock()
-	if c.m == nil {
-		c.m = make(map[any]*ast.Term)
+	if _, ok := c.m.get(id); !ok && c.m.len() >= maxPrincipalTerms {
+		c.m.evictOne()
 	}
-	if len(c.m) >= maxPrincipalTerms {
-		for old := range c.m {
-			delete(c.m, old)
-			break
-		}
-	}
-	c.m[p.identity()] = t
+	c.m.put(id, t)
 	c.mu.Unlock()
 }
 

@@ -1,0 +1,86 @@
+package authz
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// retained measures the heap a structure keeps: live heap with it, minus
+// live heap once it is gone.
+func retained(build func() any) (uint64, any) {
+	var with, without runtime.MemStats
+	v := build()
+	runtime.GC()
+	runtime.ReadMemStats(&with)
+	keep := v
+	v = nil
+	runtime.KeepAlive(keep)
+	keep = nil
+	runtime.GC()
+	runtime.ReadMemStats(&without)
+	runtime.KeepAlive(keep)
+	if with.HeapAlloc < without.HeapAlloc {
+		return 0, nil
+	}
+	return with.HeapAlloc - without.HeapAlloc, nil
+}
+
+// TestBoundedCachesStayBoundedInBytes drives the decision cache and the
+// policy-input memo through millions of replacements and checks that the
+// heap they hold levels off near the size of their live entries instead of
+// growing with the number of replacements, as a plain Go map's tables do.
+// Not parallel: it reads the process's heap.
+func TestBoundedCachesStayBoundedInBytes(t *testing.T) {
+	const size = 10_000
+	rounds := []int{250_000, 1_000_000, 2_000_000}
+	if testing.Short() {
+		rounds = []int{100_000, 400_000, 800_000}
+	}
+	principals := make([]*Principal, 64)
+	for i := range principals {
+		principals[i] = &Principal{KeyID: fmt.Sprint("k", i)}
+	}
+	term := ast.StringTerm("x")
+	tests := []struct {
+		note string
+		// churn makes a structure and puts n distinct entries in it.
+		churn func(n int) any
+		// most is the documented bound on what it holds, in bytes.
+		most uint64
+	}{
+		{"decision cache of 10,000 answers", func(n int) any {
+			c := newDecisionCache(size)
+			d := Decision{Allow: true, Reasons: []string{"r"}}
+			for i := range n {
+				c.put(decisionKey{principal: principals[i%len(principals)], gen: uint64(i), rtype: ResourceFlow, id: "f", action: "read"}, d)
+			}
+			return c
+		}, size * 250},
+		{"policy inputs of the last 1,024 principals", func(n int) any {
+			var c principalTerms
+			c.m = newChurnMap[any, *ast.Term](maxPrincipalTerms)
+			for range n {
+				c.put(&Principal{KeyID: "k"}, term)
+			}
+			return &c
+		}, maxPrincipalTerms * 300},
+	}
+	for _, tc := range tests {
+		var sizes []uint64
+		for _, n := range rounds {
+			got, _ := retained(func() any { return tc.churn(n) })
+			sizes = append(sizes, got)
+		}
+		t.Logf("%s: retains %v bytes after %v insertions", tc.note, sizes, rounds)
+		last := sizes[len(sizes)-1]
+		if last > tc.most {
+			t.Errorf("%s: holds %d bytes after %d insertions; the bound is %d", tc.note, last, rounds[len(rounds)-1], tc.most)
+		}
+		if last > sizes[0]*3/2+64<<10 {
+			t.Errorf("%s: grows with churn: %v bytes after %v insertions", tc.note, sizes, rounds)
+		}
+	}
+}
