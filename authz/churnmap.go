@@ -52,8 +52,3 @@ func (c *churnMap[K, V]) evictOne() bool {
 	}
 	return false
 }
-
-// clear drops every entry and the tables that held them.
-func (c *churnMap[K, V]) clear() {
-	c.m, c.deleted = make(map[K]V), 0
-}
