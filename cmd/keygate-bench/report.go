@@ -31,6 +31,7 @@ type report struct {
 	floor, opa, sqlite, postgres, batch *result
 	sqliteRaw, batchRaw                 *result // keygate with its decision cache off
 	scale                               *scaleResult
+	realistic                           *realisticResult
 }
 
 // scaleResult is what the scale part measured, on Postgres.
@@ -305,6 +306,9 @@ func (r *report) markdown() string {
 	if r.floor != nil {
 		fmt.Fprintf(&b, "\nFor the p99 targets: the floor, which only decodes the request, answered in %s at p99 in this run. At a fixed %d requests in flight, the mean latency is %d divided by the throughput (Little's law), so a target's p99 follows its req/s.\n",
 			fmtLatency(r.floor.hist.quantile(0.99)), r.conns, r.conns)
+	}
+	if r.realistic != nil {
+		b.WriteString("\n" + r.realisticMarkdown())
 	}
 	return b.String()
 }
