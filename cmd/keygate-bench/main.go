@@ -4,10 +4,14 @@
 // (the floor), each a separate process driven by the same in-repo load
 // generator; with -scale it also seeds a million keys into Postgres and
 // measures uncached authentication and the memory of 100,000 cached keys.
+// Then, with -realistic (the default), the same targets answer a realistic
+// workload: many keys with scopes of their own and a table of distinct
+// questions, half denied, too many for a decision cache to answer most.
 // It prints the results and writes them, with the machine's description, to
 // docs/benchmarks.md.
 //
 //	go run ./cmd/keygate-bench [flags]
+//	go run ./cmd/keygate-bench -realistic-only [flags]   (the realistic workload alone; rewrites its section)
 //	go run ./cmd/keygate-bench floor --addr 127.0.0.1:PORT   (the floor server; the harness starts it)
 package main
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"regexp"
@@ -129,10 +130,10 @@ var gcTraceLine = regexp.MustCompile(`^gc \d+ @[\d.]+s \d+%[^:]*: ([\d.]+)\+[\d.
 
 // gcTrace collects the GCs a process reports on its output, as they come.
 type gcTrace struct {
-	mu     sync.Mutex
-	now    func() time.Time
+	mu      sync.Mutex
+	now     func() time.Time
 	partial []byte
-	events []gcEvent
+	events  []gcEvent
 }
 
 func newGCTrace() *gcTrace { return &gcTrace{now: time.Now} }
@@ -169,7 +170,7 @@ func parseGCLine(line string) (gcEvent, bool) {
 		if err != nil {
 			return gcEvent{}, false
 		}
-		ms[i] = time.Duration(v * float64(time.Millisecond))
+		ms[i] = time.Duration(math.Round(v * float64(time.Millisecond)))
 	}
 	return gcEvent{pause: ms[0] + ms[1], cpu: ms[2] + ms[3] + ms[4] + ms[5]}, true
 }

@@ -63,8 +63,8 @@ type serverSpec struct {
 	name      string
 	path      string
 	args      func(addr string) []string
-	env       []string // added to a copy of the harness's environment without KEYGATE_* and OTEL_*
-	readyPath string   // answers 200 once the server serves
+	env       []string  // added to a copy of the harness's environment without KEYGATE_* and OTEL_*
+	readyPath string    // answers 200 once the server serves
 	watch     io.Writer // when set, also receives the process's output
 }
 
