@@ -108,8 +108,8 @@ func fakeRealistic() *realisticResult {
 		warmup: 2 * time.Second, duration: 10 * time.Second, load: "1.00 1.00 1.00", loadEnd: "3.00 2.00 1.00",
 		kinds:      kindCounts(nil),
 		scopeBytes: 1214, example: realisticScopes(1, 1)[0],
-		floor:      fakeResult("floor (gin)", 40_000, 600*time.Microsecond),
-		opa:        fakeResult("OPA server", 6_000, 4*time.Millisecond),
+		floor: fakeResult("floor (gin)", 40_000, 600*time.Microsecond),
+		opa:   fakeResult("OPA server", 6_000, 4*time.Millisecond),
 		keygates: []*keygateRun{
 			kg("keygate (SQLite)", 30_000, 800*time.Microsecond, 60_000),
 			kg("keygate (Postgres)", 12_000, 3*time.Millisecond, 59_999),
