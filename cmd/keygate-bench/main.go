@@ -209,39 +209,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return rep.realistic.auditFailure()
 }
 
-// writeReport prints the report and writes it to -out: the whole page, or
-// with -realistic-only the realistic workload's section in the page as it
-// stands.
-func (b *bench) writeReport(rep *report, stdout io.Writer) error {
-	md := rep.markdown()
-	if b.opts.realisticOnly {
-		md = rep.realisticMarkdown()
-	}
-	fmt.Fprintln(stdout, md)
-	if b.opts.out == "" {
-		return nil
-	}
-	path := b.opts.out
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(b.repo, path)
-	}
-	if b.opts.realisticOnly {
-		page, err := os.ReadFile(path)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		md = spliceSection(string(page), realisticHeading, md)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
-		return err
-	}
-	b.logf("wrote %s", path)
-	return nil
-}
-
 // runMain measures every target in turn, one server under load at a time.
 func (b *bench) runMain(ctx context.Context, rep *report) error {
 	mix := rep.mix

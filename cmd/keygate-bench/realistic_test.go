@@ -149,17 +149,7 @@ func TestRealisticMarkdown(t *testing.T) {
 	if strings.Contains(md, "CPU profiler") {
 		t.Error("an unprofiled run says it was profiled")
 	}
-	var widths []int
-	for _, line := range strings.Split(md, "\n") {
-		if !strings.HasPrefix(line, "|") {
-			widths = nil
-			continue
-		}
-		widths = append(widths, len([]rune(line)))
-		if widths[0] != widths[len(widths)-1] {
-			t.Errorf("ragged table line %q", line)
-		}
-	}
+	assertTablesAligned(t, md)
 	if page := r.markdown(); !strings.Contains(page, "## Targets") || !strings.HasSuffix(page, md) {
 		t.Error("the whole page must end with the realistic section")
 	}
