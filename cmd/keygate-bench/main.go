@@ -111,7 +111,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.denials, "denials", true, "put the two denials in the mix; without them keygate writes no audit event, which shows what recording refusals costs")
 	fs.IntVar(&o.distinct, "distinct", 1, "distinct resource ids per kind of request in the mix; 1 repeats four requests, more keeps a decision cache from answering most of them")
 	fs.StringVar(&o.memLimit, "memory-limit", "", "GOMEMLIMIT for keygate on Postgres (such as 170MiB); empty: Go's default, no limit")
-	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window to this file; profiling slows it, so its figures are not comparable (KEYGATE_DEBUG_ADDR)")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window of the cached mix to this file (-realistic-cpu-profile: of the realistic workload); profiling slows it, so its figures are not comparable (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.heapProfile, "heap-profile", "", "save a heap profile of keygate on Postgres, taken after warming -cache-keys keys, to this file (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root; empty: print only")
 	fs.BoolVar(&o.realistic, "realistic", true, "also measure the realistic workload: many keys with scopes of their own, distinct questions, half denied, few answered from a cache")
