@@ -39,8 +39,12 @@ opa-test: ## run the Rego tests with the pinned OPA CLI; fails below $(COVERAGE_
 	@echo "opa-test: every Rego test passes; coverage $$(tail -n 5 .opa-coverage.json | sed -n 's/.*"coverage": *\([0-9.]*\).*/\1/p')%"; rm -f .opa-coverage.json
 
 .PHONY: bench
-bench: ## keygate vs OPA vs a bare gin handler, SQLite and Postgres, 1,000,000 keys; writes docs/benchmarks.md (BENCH_FLAGS=-scale=false: shorter)
+bench: ## keygate vs OPA vs a bare gin handler, SQLite and Postgres, 1,000,000 keys, then the realistic workload; writes docs/benchmarks.md (BENCH_FLAGS=-scale=false: shorter)
 	$(GO) run ./cmd/keygate-bench $(BENCH_FLAGS)
+
+.PHONY: bench-realistic
+bench-realistic: ## the realistic workload alone: 500 keys, 20,000 distinct questions, half denied; rewrites its section of docs/benchmarks.md
+	$(GO) run ./cmd/keygate-bench -realistic-only $(BENCH_FLAGS)
 
 .PHONY: bench-go
 bench-go: ## Go benchmarks of the decision path, authentication, the handler, the key cache and the MCP gateway

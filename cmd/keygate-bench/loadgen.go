@@ -30,6 +30,11 @@ type result struct {
 	elapsed  time.Duration // the measured window
 	hist     *histogram    // latencies of the right answers
 	firstErr string        // the first error seen, to say what went wrong
+	// answered and lost count every request of the run, warm-up included:
+	// those the server answered (whatever the status) and those it did not
+	// (the connection failed or timed out), for counting what the server
+	// did, such as the denials it audited.
+	answered, lost uint64
 }
 
 // rps is right answers per second over the window.
@@ -108,7 +113,7 @@ func (g loadGen) run(ctx context.Context, w workload, next func() (int, bool), m
 			conn := &httpConn{addr: addr, timeout: g.timeout}
 			defer conn.close()
 			h := &histogram{}
-			var ok, errs uint64
+			var ok, errs, answered, lost uint64
 			var firstErr string
 			var buf bytes.Buffer
 			for ctx.Err() == nil {
@@ -120,7 +125,10 @@ func (g loadGen) run(ctx context.Context, w workload, next func() (int, bool), m
 				status, err := conn.do(ctx, reqs[i], &buf)
 				end := time.Now()
 				if err == nil {
+					answered++
 					err = w.check(i, status, buf.Bytes())
+				} else {
+					lost++
 				}
 				if !measured(end) {
 					continue
@@ -140,6 +148,8 @@ func (g loadGen) run(ctx context.Context, w workload, next func() (int, bool), m
 			res.hist.merge(h)
 			res.ok += ok
 			res.errors += errs
+			res.answered += answered
+			res.lost += lost
 			if res.firstErr == "" {
 				res.firstErr = firstErr
 			}

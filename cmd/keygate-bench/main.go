@@ -4,10 +4,14 @@
 // (the floor), each a separate process driven by the same in-repo load
 // generator; with -scale it also seeds a million keys into Postgres and
 // measures uncached authentication and the memory of 100,000 cached keys.
+// Then, with -realistic (the default), the same targets answer a realistic
+// workload: many keys with scopes of their own and a table of distinct
+// questions, half denied, too many for a decision cache to answer most.
 // It prints the results and writes them, with the machine's description, to
 // docs/benchmarks.md.
 //
 //	go run ./cmd/keygate-bench [flags]
+//	go run ./cmd/keygate-bench -realistic-only [flags]   (the realistic workload alone; rewrites its section)
 //	go run ./cmd/keygate-bench floor --addr 127.0.0.1:PORT   (the floor server; the harness starts it)
 package main
 
@@ -75,6 +79,13 @@ type options struct {
 	heapProfile string
 	cpuProfile  string
 	out         string
+
+	realistic      bool
+	realisticOnly  bool
+	realKeys       int
+	realQuestions  int
+	realSeed       uint64
+	realCPUProfile string
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -100,12 +111,19 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.denials, "denials", true, "put the two denials in the mix; without them keygate writes no audit event, which shows what recording refusals costs")
 	fs.IntVar(&o.distinct, "distinct", 1, "distinct resource ids per kind of request in the mix; 1 repeats four requests, more keeps a decision cache from answering most of them")
 	fs.StringVar(&o.memLimit, "memory-limit", "", "GOMEMLIMIT for keygate on Postgres (such as 170MiB); empty: Go's default, no limit")
-	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window to this file; profiling slows it, so its figures are not comparable (KEYGATE_DEBUG_ADDR)")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window of the cached mix to this file (-realistic-cpu-profile: of the realistic workload); profiling slows it, so its figures are not comparable (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.heapProfile, "heap-profile", "", "save a heap profile of keygate on Postgres, taken after warming -cache-keys keys, to this file (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root; empty: print only")
+	fs.BoolVar(&o.realistic, "realistic", true, "also measure the realistic workload: many keys with scopes of their own, distinct questions, half denied, few answered from a cache")
+	fs.BoolVar(&o.realisticOnly, "realistic-only", false, "measure the realistic workload alone and replace only its section of -out")
+	fs.IntVar(&o.realKeys, "realistic-keys", 500, "keys of the realistic workload, each with a scope of its own (20 entries per list, 3 globs)")
+	fs.IntVar(&o.realQuestions, "realistic-questions", 20_000, "distinct questions of the realistic workload, half denied, cycled by the load generator")
+	fs.Uint64Var(&o.realSeed, "realistic-seed", 1, "seed of the realistic workload's scopes and questions")
+	fs.StringVar(&o.realCPUProfile, "realistic-cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window of the realistic workload to this file; its figures are then not comparable")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	o.realistic = o.realistic || o.realisticOnly
 	switch {
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -119,6 +137,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-heap-profile is taken in the scale part: it needs -postgres and -scale")
 	case o.seedScope < 1 || o.distinct < 1:
 		return nil, errors.New("-seed-scope and -distinct must be at least 1")
+	case o.realKeys < 1 || o.realQuestions < 1:
+		return nil, errors.New("-realistic-keys and -realistic-questions must be at least 1")
+	case o.realisticOnly && (o.cpuProfile != "" || o.heapProfile != ""):
+		return nil, errors.New("-cpu-profile and -heap-profile are taken of the cached mix and the scale part; with -realistic-only, use -realistic-cpu-profile")
+	case o.realCPUProfile != "" && !o.realistic:
+		return nil, errors.New("-realistic-cpu-profile needs the realistic workload: drop -realistic=false")
 	}
 	return o, nil
 }
@@ -166,26 +190,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if b.bins, err = buildBinaries(ctx, repo, tmp); err != nil {
 		return err
 	}
-	if err := b.runMain(ctx, rep); err != nil {
-		return err
+	if !opts.realisticOnly {
+		if err := b.runMain(ctx, rep); err != nil {
+			return err
+		}
+	}
+	if opts.realistic {
+		if rep.realistic, err = b.runRealistic(ctx, &rep.machine); err != nil {
+			return err
+		}
 	}
 	rep.machine.loadEnd = loadAverage()
-	md := rep.markdown()
-	fmt.Fprintln(stdout, md)
-	if opts.out != "" {
-		path := opts.out
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(repo, path)
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
-			return err
-		}
-		b.logf("wrote %s", path)
+	if err := b.writeReport(rep, stdout); err != nil {
+		return err
 	}
-	return nil
+	// The figures are written either way; a keygate that lost a denial
+	// fails the run.
+	return rep.realistic.auditFailure()
 }
 
 // runMain measures every target in turn, one server under load at a time.
@@ -226,23 +247,13 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 		bodies: opaBodies(key, mix, time.Now()), check: allowCheck(opaAllowed, mixAllow(mix))}); err != nil {
 		return err
 	}
-	profiled := make(chan error, 1)
-	if debugAddr != "" {
-		go func() {
-			time.Sleep(b.opts.warmup)
-			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, max(1, int(b.opts.duration.Seconds())))
-			profiled <- saveProfile(ctx, url, b.opts.cpuProfile)
-		}()
-	}
+	profiled := b.profileWindow(ctx, debugAddr, b.opts.cpuProfile)
 	if rep.sqlite, err = b.measure(ctx, workload{name: "keygate (SQLite)", url: kg.base + "/v1/authorize",
 		bodies: single, check: allowCheck(keygateAllowed, mixAllow(mix))}); err != nil {
 		return err
 	}
-	if debugAddr != "" {
-		if err := <-profiled; err != nil {
-			return fmt.Errorf("CPU profile: %w", err)
-		}
-		b.logf("  CPU profile saved to %s", b.opts.cpuProfile)
+	if err := profiled(); err != nil {
+		return err
 	}
 	if rep.batch, err = b.measure(ctx, workload{name: fmt.Sprintf("keygate (SQLite), batch of %d", batchSize),
 		url: kg.base + "/v1/authorize", bodies: [][]byte{batchBody(key.Token, mix)}, check: batchCheck(mix)}); err != nil {
@@ -282,19 +293,11 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 // with -scale, and then the scale part. keygate stops before the database
 // is dropped, whatever happens.
 func (b *bench) runPostgres(ctx context.Context, rep *report, opa *server) (err error) {
-	db, err := createDatabase(ctx, b.opts.postgresURL)
+	db, env, err := b.migratedDatabase(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		err = errors.Join(err, db.drop(dctx))
-	}()
-	env := []string{"KEYGATE_DATABASE_URL=" + db.url}
-	if _, err := runCommand(ctx, b.bins.keygate, env, "migrate", "up"); err != nil {
-		return err
-	}
+	defer dropDatabase(ctx, db, &err)
 	var seeded *seedStats
 	if b.opts.scale {
 		b.logf("seeding %s keys into Postgres", thousands(float64(b.opts.scaleKeys)))
@@ -341,6 +344,57 @@ func (b *bench) runPostgres(ctx context.Context, rep *report, opa *server) (err 
 	return nil
 }
 
+// migratedDatabase creates a Postgres database for the run and migrates it
+// with `keygate migrate up`; it returns the database and the setting that
+// points keygate at it. The caller drops it with dropDatabase.
+func (b *bench) migratedDatabase(ctx context.Context) (db *pgDatabase, env []string, err error) {
+	if db, err = createDatabase(ctx, b.opts.postgresURL); err != nil {
+		return nil, nil, err
+	}
+	env = []string{"KEYGATE_DATABASE_URL=" + db.url}
+	if _, err := runCommand(ctx, b.bins.keygate, env, "migrate", "up"); err != nil {
+		dropDatabase(ctx, db, &err)
+		return nil, nil, err
+	}
+	return db, env, nil
+}
+
+// dropDatabase drops db, even when ctx has ended, and adds any failure to
+// *err.
+func dropDatabase(ctx context.Context, db *pgDatabase, err *error) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	*err = errors.Join(*err, db.drop(dctx))
+}
+
+// profileWindow starts a CPU profile of the measured window of the
+// measurement about to start (after its warm-up), saved to path; the
+// function returned waits for it. Without a path or a profiler listener,
+// it does nothing.
+func (b *bench) profileWindow(ctx context.Context, debugAddr, path string) func() error {
+	if debugAddr == "" || path == "" {
+		return func() error { return nil }
+	}
+	profiled := make(chan error, 1)
+	go func() {
+		select {
+		case <-time.After(b.opts.warmup):
+		case <-ctx.Done():
+			profiled <- ctx.Err()
+			return
+		}
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, max(1, int(b.opts.duration.Seconds())))
+		profiled <- saveProfile(ctx, url, path)
+	}()
+	return func() error {
+		if err := <-profiled; err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
+		b.logf("  CPU profile saved to %s", path)
+		return nil
+	}
+}
+
 // measure runs one timed measurement and logs its outcome. Errors do not
 // stop the run; the report shows them beside the figures they affect.
 func (b *bench) measure(ctx context.Context, w workload) (*result, error) {
@@ -377,18 +431,7 @@ func (b *bench) startOPA(ctx context.Context) (*server, error) {
 // startKeygate runs keygate serve with a data folder of its own, signs an
 // admin JWT with `keygate token` and creates the bench key over the API.
 func (b *bench) startKeygate(ctx context.Context, name string, env []string) (*server, *createdKey, error) {
-	dataDir := filepath.Join(b.tmp, name)
-	env = append([]string{
-		"KEYGATE_JWT_SECRET=" + benchJWTSecret,
-		"KEYGATE_LOG_LEVEL=warn",
-		"KEYGATE_KEY_CACHE_SIZE=" + strconv.Itoa(b.opts.cacheKeys),
-	}, env...)
-	kg, err := b.procs.start(ctx, serverSpec{name: "keygate (" + name + ")", path: b.bins.keygate, readyPath: "/readyz", env: env,
-		args: func(addr string) []string { return []string{"serve", "--addr", addr, "--data-dir", dataDir} }})
-	if err != nil {
-		return nil, nil, err
-	}
-	jwt, err := runCommand(ctx, b.bins.keygate, env, "token", "--tenant", benchTenant, "--user", benchUser, "--role", "admin")
+	kg, jwt, err := b.launchKeygate(ctx, name, env, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -398,6 +441,32 @@ func (b *bench) startKeygate(ctx context.Context, name string, env []string) (*s
 	}
 	return kg, key, nil
 }
+
+// launchKeygate runs keygate serve with a data folder of its own (its
+// SQLite database, unless env names another) and returns it with an admin
+// JWT of the bench tenant, signed with `keygate token`. watch, when set,
+// also receives the process's output.
+func (b *bench) launchKeygate(ctx context.Context, name string, env []string, watch io.Writer) (*server, string, error) {
+	dataDir := b.dataDir(name)
+	env = append([]string{
+		"KEYGATE_JWT_SECRET=" + benchJWTSecret,
+		"KEYGATE_LOG_LEVEL=warn",
+		"KEYGATE_KEY_CACHE_SIZE=" + strconv.Itoa(b.opts.cacheKeys),
+	}, env...)
+	kg, err := b.procs.start(ctx, serverSpec{name: "keygate (" + name + ")", path: b.bins.keygate, readyPath: "/readyz", env: env, watch: watch,
+		args: func(addr string) []string { return []string{"serve", "--addr", addr, "--data-dir", dataDir} }})
+	if err != nil {
+		return nil, "", err
+	}
+	jwt, err := runCommand(ctx, b.bins.keygate, env, "token", "--tenant", benchTenant, "--user", benchUser, "--role", "admin")
+	if err != nil {
+		return nil, "", err
+	}
+	return kg, jwt, nil
+}
+
+// dataDir is the data folder of the keygate named name.
+func (b *bench) dataDir(name string) string { return filepath.Join(b.tmp, name) }
 
 // withProfiler gives a keygate a profiler listener of its own: its address,
 // and env with the setting added.

@@ -3,10 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -31,6 +34,7 @@ type report struct {
 	floor, opa, sqlite, postgres, batch *result
 	sqliteRaw, batchRaw                 *result // keygate with its decision cache off
 	scale                               *scaleResult
+	realistic                           *realisticResult
 }
 
 // scaleResult is what the scale part measured, on Postgres.
@@ -92,6 +96,39 @@ func readMachine(ctx context.Context, repo string) machineInfo {
 		m.commit = strings.TrimSpace(string(out))
 	}
 	return m
+}
+
+// writeReport prints the report and writes it to -out: the whole page, or
+// with -realistic-only the realistic workload's section in the page as it
+// stands.
+func (b *bench) writeReport(rep *report, stdout io.Writer) error {
+	md := rep.markdown()
+	if b.opts.realisticOnly {
+		md = rep.realisticMarkdown()
+	}
+	fmt.Fprintln(stdout, md)
+	if b.opts.out == "" {
+		return nil
+	}
+	path := b.opts.out
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(b.repo, path)
+	}
+	if b.opts.realisticOnly {
+		page, err := os.ReadFile(path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		md = spliceSection(string(page), realisticHeading, md)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
+		return err
+	}
+	b.logf("wrote %s", path)
+	return nil
 }
 
 // loadAverage returns the 1, 5 and 15 minute load averages.
@@ -305,6 +342,9 @@ func (r *report) markdown() string {
 	if r.floor != nil {
 		fmt.Fprintf(&b, "\nFor the p99 targets: the floor, which only decodes the request, answered in %s at p99 in this run. At a fixed %d requests in flight, the mean latency is %d divided by the throughput (Little's law), so a target's p99 follows its req/s.\n",
 			fmtLatency(r.floor.hist.quantile(0.99)), r.conns, r.conns)
+	}
+	if r.realistic != nil {
+		b.WriteString("\n" + r.realisticMarkdown())
 	}
 	return b.String()
 }

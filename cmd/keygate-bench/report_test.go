@@ -114,24 +114,30 @@ func TestMarkdown(t *testing.T) {
 			t.Errorf("the report lacks %q:\n%s", want, md)
 		}
 	}
-	// Every table line of one table has the same width.
-	var widths []int
-	for _, line := range strings.Split(md, "\n") {
-		if !strings.HasPrefix(line, "|") {
-			widths = nil
-		} else {
-			widths = append(widths, len([]rune(line)))
-			if widths[0] != widths[len(widths)-1] {
-				t.Errorf("ragged table line %q", line)
-			}
-		}
-	}
+	assertTablesAligned(t, md)
 
 	r := fullReport()
 	r.scale, r.postgres = nil, nil
 	md = r.markdown()
 	if strings.Contains(md, "## Scale") || strings.Contains(md, "keygate (Postgres) / OPA") {
 		t.Errorf("a report without Postgres shows Postgres figures:\n%s", md)
+	}
+}
+
+// assertTablesAligned fails unless every line of each table in md has the
+// width of the table's first.
+func assertTablesAligned(t *testing.T, md string) {
+	t.Helper()
+	var widths []int
+	for _, line := range strings.Split(md, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			widths = nil
+			continue
+		}
+		widths = append(widths, len([]rune(line)))
+		if widths[0] != widths[len(widths)-1] {
+			t.Errorf("ragged table line %q", line)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -62,8 +63,9 @@ type serverSpec struct {
 	name      string
 	path      string
 	args      func(addr string) []string
-	env       []string // added to a copy of the harness's environment without KEYGATE_* and OTEL_*
-	readyPath string   // answers 200 once the server serves
+	env       []string  // added to a copy of the harness's environment without KEYGATE_* and OTEL_*
+	readyPath string    // answers 200 once the server serves
+	watch     io.Writer // when set, also receives the process's output
 }
 
 // startServer runs spec on a free loopback port and waits until it is
@@ -82,7 +84,11 @@ func startServer(ctx context.Context, spec serverSpec) (*server, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s := &server{name: spec.name, base: "http://" + addr, cmd: cmd, cancel: cancel,
 		done: make(chan struct{}), output: &tailWriter{max: 16 << 10}}
-	cmd.Stdout, cmd.Stderr = s.output, s.output
+	var out io.Writer = s.output
+	if spec.watch != nil {
+		out = io.MultiWriter(s.output, spec.watch)
+	}
+	cmd.Stdout, cmd.Stderr = out, out // one writer: exec writes it from one goroutine
 	if err := cmd.Start(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("start %s: %w", spec.name, err)

@@ -155,9 +155,14 @@ func mustJSON(v any) []byte {
 func keygateBodies(token string, mix []mixEntry) [][]byte {
 	out := make([][]byte, len(mix))
 	for i, m := range mix {
-		out[i] = mustJSON(map[string]any{"api_key": token, "resource": m.check.Resource, "action": m.check.Action})
+		out[i] = keygateBody(token, m.check)
 	}
 	return out
+}
+
+// keygateBody is the single-check /v1/authorize body of c made with token.
+func keygateBody(token string, c check) []byte {
+	return mustJSON(map[string]any{"api_key": token, "resource": c.Resource, "action": c.Action})
 }
 
 // batchBody is one /v1/authorize body holding the first batchSize
@@ -190,14 +195,19 @@ type opaPrincipal struct {
 // opaBodies are the bodies of POST /v1/data/keygate/authz/decision for the
 // mix, made by key.
 func opaBodies(key *createdKey, mix []mixEntry, at time.Time) [][]byte {
-	p := opaPrincipal{Type: authz.PrincipalTypeAPIKey, KeyID: key.ID, TenantID: key.TenantID, UserID: key.UserID, Scope: key.Scope}
 	out := make([][]byte, len(mix))
 	for i, m := range mix {
-		in := opaInput{Principal: p, Resource: m.check.Resource, Action: m.check.Action,
-			Context: map[string]string{"time": at.UTC().Format(time.RFC3339)}}
-		out[i] = mustJSON(map[string]any{"input": in})
+		out[i] = opaBody(key, m.check, at)
 	}
 	return out
+}
+
+// opaBody is the body of POST /v1/data/keygate/authz/decision asking c of
+// key at a time: the key's scope travels in the input.
+func opaBody(key *createdKey, c check, at time.Time) []byte {
+	p := opaPrincipal{Type: authz.PrincipalTypeAPIKey, KeyID: key.ID, TenantID: key.TenantID, UserID: key.UserID, Scope: key.Scope}
+	in := opaInput{Principal: p, Resource: c.Resource, Action: c.Action, Context: map[string]string{"time": at.UTC().Format(time.RFC3339)}}
+	return mustJSON(map[string]any{"input": in})
 }
 
 // The answers are checked by looking for the allow flag in the raw bytes,
