@@ -65,7 +65,7 @@ func (g *Gateway) tenant(id string) *tenant {
 			Capabilities: &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{ListChanged: true}},
 			Logger:       g.sdkLogger(),
 		})
-		t.server.AddReceivingMiddleware(g.middleware(t))
+		t.server.AddReceivingMiddleware(captureSession, g.middleware(t))
 		g.tenants[id] = t
 	}
 	return t

@@ -31,6 +31,9 @@ type Config struct {
 	// MCP is the upstream MCP server registry under /api/v1/mcp-servers and
 	// /api/v1/mcp-tools; nil leaves those routes out.
 	MCP *authz.MCPServerService
+	// AuthLimiter budgets failed management JWTs per client address, as
+	// Keys.Limiter does API keys; nil: no limit.
+	AuthLimiter *authz.FailureLimiter
 }
 
 // Server holds the router and what the handlers need.
@@ -75,7 +78,7 @@ func New(cfg Config) (*Server, error) {
 	v1.POST("/authorize", s.authorize)
 	v1.GET("/whoami", RequireAPIKey(cfg.Keys), s.whoami)
 
-	api := r.Group("/api/v1", requireJWT(cfg.JWT))
+	api := r.Group("/api/v1", requireJWT(cfg.JWT, cfg.AuthLimiter))
 	api.POST("/api-keys", s.createKey)
 	api.GET("/api-keys", s.listKeys)
 	api.GET("/api-keys/:id", s.getKey)
