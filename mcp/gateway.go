@@ -113,23 +113,23 @@ type Options struct {
 	MaxSessions       int
 	// MaxResponseBytes bounds every answer read from an upstream.
 	MaxResponseBytes int64
-	Version        string           // reported to clients and upstreams
-	Now            func() time.Time // nil: time.Now
+	Version          string           // reported to clients and upstreams
+	Now              func() time.Time // nil: time.Now
 }
 
 // Gateway serves /mcp and keeps upstream catalogs fresh. It implements
 // authz.MCPUpstreams (the service syncs through its sessions) and
 // authz.MCPCatalogNotifier (it serves a change as soon as it is made).
 type Gateway struct {
-	opts    Options
-	logger  *slog.Logger
-	tracer  trace.Tracer
-	calls   metric.Int64Counter
-	latency metric.Float64Histogram
+	opts     Options
+	logger   *slog.Logger
+	tracer   trace.Tracer
+	calls    metric.Int64Counter
+	latency  metric.Float64Histogram
 	pool     *pool
 	sessions *sessionLimiter
 	handler  http.Handler
-	slots   chan struct{} // bounds concurrent syncs
+	slots    chan struct{} // bounds concurrent syncs
 
 	mu      sync.Mutex
 	tenants map[string]*tenant

@@ -21,16 +21,16 @@ import (
 // App is one keygate instance, built and wired. Its parts are exported for
 // tests and tools; New builds them and Close releases them.
 type App struct {
-	Config    Config
-	DB        *storage.DB
-	Engine    *authz.Engine
-	KeyCache  *authz.KeyCache
-	Keys      *authz.KeyService
-	MCP       *authz.MCPServerService
-	Gateway   *mcp.Gateway
-	Server    *server.Server
-	Audit     *authz.AuditWriter // nil when Config.AuditRecorder stands in
-	Usage     *authz.UsageWriter
+	Config   Config
+	DB       *storage.DB
+	Engine   *authz.Engine
+	KeyCache *authz.KeyCache
+	Keys     *authz.KeyService
+	MCP      *authz.MCPServerService
+	Gateway  *mcp.Gateway
+	Server   *server.Server
+	Audit    *authz.AuditWriter // nil when Config.AuditRecorder stands in
+	Usage    *authz.UsageWriter
 	// Refusals folds refused credentials into one audit event per address
 	// and reason a minute, in front of Audit (or Config.AuditRecorder).
 	Refusals *authz.RefusalAggregator
