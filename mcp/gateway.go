@@ -106,6 +106,9 @@ type Options struct {
 	// SessionTimeout closes a client's session after this long without a
 	// request.
 	SessionTimeout time.Duration
+	Version        string           // reported to clients and upstreams
+	Now            func() time.Time // nil: time.Now
+
 	// MaxSessionsPerKey and MaxSessions bound the client sessions open at
 	// once, per key and in all; past either an initialize is refused with
 	// 429, and no open session is closed to make room.
@@ -113,8 +116,6 @@ type Options struct {
 	MaxSessions       int
 	// MaxResponseBytes bounds every answer read from an upstream.
 	MaxResponseBytes int64
-	Version          string           // reported to clients and upstreams
-	Now              func() time.Time // nil: time.Now
 }
 
 // Gateway serves /mcp and keeps upstream catalogs fresh. It implements

@@ -21,16 +21,19 @@ import (
 // App is one keygate instance, built and wired. Its parts are exported for
 // tests and tools; New builds them and Close releases them.
 type App struct {
-	Config   Config
-	DB       *storage.DB
-	Engine   *authz.Engine
-	KeyCache *authz.KeyCache
-	Keys     *authz.KeyService
-	MCP      *authz.MCPServerService
-	Gateway  *mcp.Gateway
-	Server   *server.Server
-	Audit    *authz.AuditWriter // nil when Config.AuditRecorder stands in
-	Usage    *authz.UsageWriter
+	Config    Config
+	DB        *storage.DB
+	Engine    *authz.Engine
+	KeyCache  *authz.KeyCache
+	Keys      *authz.KeyService
+	MCP       *authz.MCPServerService
+	Gateway   *mcp.Gateway
+	Server    *server.Server
+	Audit     *authz.AuditWriter // nil when Config.AuditRecorder stands in
+	Usage     *authz.UsageWriter
+	JWT       server.JWTConfig
+	DevSecret bool // JWTs are signed with the development secret in the data folder
+
 	// Refusals folds refused credentials into one audit event per address
 	// and reason a minute, in front of Audit (or Config.AuditRecorder).
 	Refusals *authz.RefusalAggregator
@@ -40,8 +43,6 @@ type App struct {
 	// Retention deletes audit events past Config.AuditRetention; nil when
 	// they are kept forever.
 	Retention *authz.AuditRetention
-	JWT       server.JWTConfig
-	DevSecret bool // JWTs are signed with the development secret in the data folder
 
 	telemetry *telemetry
 	ownDB     bool
