@@ -92,6 +92,10 @@ func (l *sessionLimiter) release(key string) {
 	}
 }
 
+// OpenSessions returns how many client sessions are open, in all and of
+// the key with keyID.
+func (g *Gateway) OpenSessions(keyID string) (total, ofKey int) { return g.sessions.open(keyID) }
+
 // open returns the sessions open now, in all and of key.
 func (l *sessionLimiter) open(key string) (int, int) {
 	l.mu.Lock()
