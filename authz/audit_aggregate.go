@@ -14,7 +14,7 @@ type RefusalAggregatorOptions struct {
 	// counted into one event; 1 minute.
 	Interval time.Duration
 	// MaxEntries bounds the kinds counted at once; refusals beyond it are
-	// counted per tenant and reason alone, without their address. 10000.
+	// counted per tenant and reason alone, without their address. 1000.
 	MaxEntries int
 	Now        func() time.Time
 }
@@ -26,8 +26,9 @@ type RefusalAggregatorOptions struct {
 // the first refusal's request facts and in details how many there were
 // (count) and when (first_at, last_at). A flood of bad credentials thus
 // writes a few rows a minute, not one a request. Every other event passes
-// straight through. Memory is bounded by MaxEntries (about 1 KB each);
-// Close records what is pending.
+// straight through. Memory is bounded by MaxEntries (about 1 KB each), and
+// so are the events a minute: a flood from more addresses than that is
+// counted in one more event per reason. Close records what is pending.
 type RefusalAggregator struct {
 	next AuditRecorder
 	opts RefusalAggregatorOptions
@@ -56,7 +57,7 @@ func NewRefusalAggregator(next AuditRecorder, opts RefusalAggregatorOptions) *Re
 		opts.Interval = time.Minute
 	}
 	if opts.MaxEntries <= 0 {
-		opts.MaxEntries = 10_000
+		opts.MaxEntries = 1000
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -83,17 +83,45 @@ func (t *limitTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp.Body = &capReader{rc: resp.Body, left: t.max, ctx: r.Context(), err: t.tooLarge()}
 		return resp, nil
 	}
-	buf, err := io.ReadAll(io.LimitReader(resp.Body, t.max+1))
-	if err != nil {
-		_ = resp.Body.Close()
-		return nil, err
-	}
-	if int64(len(buf)) > t.max {
+	buf, err := readBounded(resp.Body, t.max)
+	if errors.Is(err, errOverBound) {
 		return tooLarge()
 	}
 	_ = resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
 	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(buf)), int64(len(buf))
 	return resp, nil
+}
+
+var errOverBound = errors.New("over the bound")
+
+// readBounded reads r whole, up to max bytes, in chunks, so an answer
+// found too large costs no more than max: growing one buffer by appending
+// would allocate several times that before the end.
+func readBounded(r io.Reader, max int64) ([]byte, error) {
+	const chunk = 64 << 10
+	var chunks [][]byte
+	var n int64
+	for {
+		c := make([]byte, chunk)
+		m, err := io.ReadFull(r, c)
+		if m > 0 {
+			chunks = append(chunks, c[:m])
+			n += int64(m)
+		}
+		if n > max {
+			return nil, errOverBound
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return bytes.Join(chunks, nil), nil
 }
 
 func (t *limitTransport) tooLarge() error { return &tooLargeError{max: t.max} }
