@@ -14,22 +14,11 @@ import (
 	"github.com/keygate/keygate/authz/authztest"
 )
 
-// memRecorder keeps recorded events.
-type memRecorder struct {
-	mu     sync.Mutex
-	events []authz.AuditEvent
-}
-
-func (r *memRecorder) Record(ev authz.AuditEvent) {
-	r.mu.Lock()
-	r.events = append(r.events, ev)
-	r.mu.Unlock()
-}
-
-func (r *memRecorder) all() []authz.AuditEvent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]authz.AuditEvent(nil), r.events...)
+// all returns the events recorded so far.
+func (l *eventLog) all() []authz.AuditEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]authz.AuditEvent(nil), l.events...)
 }
 
 func refusal(at time.Time, ip, reason string) authz.AuditEvent {
@@ -41,7 +30,7 @@ func refusal(at time.Time, ip, reason string) authz.AuditEvent {
 func TestRefusalAggregator(t *testing.T) {
 	t.Parallel()
 	clk := authztest.NewClock(fixedTime)
-	next := &memRecorder{}
+	next := &eventLog{}
 	agg := authz.NewRefusalAggregator(next, authz.RefusalAggregatorOptions{Interval: time.Minute, Now: clk.Now})
 	defer func() { _ = agg.Close(context.Background()) }()
 
@@ -92,7 +81,7 @@ func TestRefusalAggregator(t *testing.T) {
 func TestRefusalAggregatorIsBounded(t *testing.T) {
 	t.Parallel()
 	clk := authztest.NewClock(fixedTime)
-	next := &memRecorder{}
+	next := &eventLog{}
 	agg := authz.NewRefusalAggregator(next, authz.RefusalAggregatorOptions{MaxEntries: 100, Now: clk.Now})
 	for i := range 10_000 {
 		agg.Record(refusal(clk.Now(), fmt.Sprintf("10.0.%d.%d", i/256, i%256), "unknown key"))

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"container/list"
 	"context"
 	"hash/maphash"
 	"log/slog"
@@ -46,7 +47,7 @@ type FailureLimiterOptions struct {
 // costs one map lookup and no memory. IPv6 addresses are budgeted by /64,
 // as one host commonly holds a whole /64.
 //
-// Memory is bounded: at most MaxAddresses buckets (about 150 bytes each)
+// Memory is bounded: at most MaxAddresses buckets (about 130 bytes each)
 // in 64 shards, each forgetting its least recently failed address first. A
 // forgotten address starts again with a full budget, so a flood from more
 // addresses than that can each reach Burst failures, no more.
@@ -61,19 +62,18 @@ type FailureLimiter struct {
 const limiterShards = 64
 
 type limiterShard struct {
-	mu   sync.Mutex
-	m    map[string]*failureBucket
-	lru  failureBucket // sentinel: lru.next failed most recently
-	size int
+	mu  sync.Mutex
+	m   map[string]*failureBucket
+	lru list.List // of *failureBucket; the front failed most recently
 }
 
 // failureBucket is one address's budget: tokens as of at.
 type failureBucket struct {
-	addr       string
-	tokens     float64
-	at         int64 // Unix nanoseconds
-	logged     int64 // Unix nanoseconds of the last log line; 0: never
-	prev, next *failureBucket
+	addr   string
+	tokens float64
+	at     int64 // Unix nanoseconds
+	logged int64 // Unix nanoseconds of the last log line; 0: never
+	elem   *list.Element
 }
 
 // NewFailureLimiter returns a limiter with a full budget for every address.
@@ -98,9 +98,7 @@ func NewFailureLimiter(opts FailureLimiterOptions) *FailureLimiter {
 	}
 	l := &FailureLimiter{opts: opts, seed: maphash.MakeSeed(), perShard: opts.MaxAddresses/limiterShards + 1}
 	for i := range l.shards {
-		s := &l.shards[i]
-		s.m = make(map[string]*failureBucket)
-		s.lru.next, s.lru.prev = &s.lru, &s.lru
+		l.shards[i].m = make(map[string]*failureBucket)
 	}
 	return l
 }
@@ -125,8 +123,13 @@ func AddressKey(addr string) string {
 	return p.String()
 }
 
-func (l *FailureLimiter) shard(key string) *limiterShard {
-	return &l.shards[maphash.String(l.seed, key)%limiterShards]
+// lock locks the shard of addr and returns it with addr's key and the time.
+func (l *FailureLimiter) lock(addr string) (s *limiterShard, key string, now int64) {
+	key = AddressKey(addr)
+	s = &l.shards[maphash.String(l.seed, key)%limiterShards]
+	now = l.opts.Now().UnixNano()
+	s.mu.Lock()
+	return s, key, now
 }
 
 // refill brings b's tokens up to now.
@@ -143,10 +146,7 @@ func (l *FailureLimiter) Over(addr string) time.Duration {
 	if l == nil {
 		return 0
 	}
-	key := AddressKey(addr)
-	s := l.shard(key)
-	now := l.opts.Now().UnixNano()
-	s.mu.Lock()
+	s, key, now := l.lock(addr)
 	defer s.mu.Unlock()
 	b := s.m[key]
 	if b == nil {
@@ -168,24 +168,19 @@ func (l *FailureLimiter) Fail(addr string) {
 	if l == nil {
 		return
 	}
-	key := AddressKey(addr)
-	s := l.shard(key)
-	now := l.opts.Now().UnixNano()
-	s.mu.Lock()
+	s, key, now := l.lock(addr)
 	defer s.mu.Unlock()
 	b := s.m[key]
 	if b == nil {
 		b = &failureBucket{addr: key, tokens: float64(l.opts.Burst), at: now}
 		s.m[key] = b
-		b.prev, b.next = &s.lru, s.lru.next
-		b.next.prev, s.lru.next = b, b
-		s.size++
-		for s.size > l.perShard {
-			s.remove(s.lru.prev)
+		b.elem = s.lru.PushFront(b)
+		for s.lru.Len() > l.perShard {
+			s.remove(s.lru.Back().Value.(*failureBucket))
 		}
 	} else {
 		l.refill(b, now)
-		s.moveToFront(b)
+		s.lru.MoveToFront(b.elem)
 	}
 	b.tokens = max(0, b.tokens-1)
 }
@@ -198,10 +193,7 @@ func (l *FailureLimiter) Refuse(ctx context.Context, addr, credential string, wa
 	if l.opts.OnLimited != nil {
 		l.opts.OnLimited(ctx, credential)
 	}
-	key := AddressKey(addr)
-	s := l.shard(key)
-	now := l.opts.Now().UnixNano()
-	s.mu.Lock()
+	s, key, now := l.lock(addr)
 	logIt := false
 	if b := s.m[key]; b != nil && (b.logged == 0 || now-b.logged >= int64(l.opts.LogInterval)) {
 		b.logged, logIt = now, true
@@ -225,7 +217,7 @@ func (l *FailureLimiter) Addresses() int {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		n += s.size
+		n += s.lru.Len()
 		s.mu.Unlock()
 	}
 	return n
@@ -233,17 +225,6 @@ func (l *FailureLimiter) Addresses() int {
 
 // remove forgets b; the caller holds s.mu.
 func (s *limiterShard) remove(b *failureBucket) {
-	b.prev.next, b.next.prev = b.next, b.prev
-	b.prev, b.next = nil, nil
+	s.lru.Remove(b.elem)
 	delete(s.m, b.addr)
-	s.size--
-}
-
-func (s *limiterShard) moveToFront(b *failureBucket) {
-	if s.lru.next == b {
-		return
-	}
-	b.prev.next, b.next.prev = b.next, b.prev
-	b.prev, b.next = &s.lru, s.lru.next
-	b.next.prev, s.lru.next = b, b
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,29 +25,17 @@ func TestBearerCheckOverBudget(t *testing.T) {
 	g := newSQLiteGateway(t, func(c *app.Config) { c.AuthFailureBurst = 3 })
 	_, good := g.key("acme", "good", "*")
 	connect(t, g.url, good) // now cached
-	post := func(token string) *http.Response {
-		req, _ := http.NewRequest("POST", g.url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { res.Body.Close() })
-		return res
-	}
+	const ping = `{"jsonrpc":"2.0","id":1,"method":"ping"}`
 	for i := range 3 {
-		if res := post("pk_not_a_key"); res.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("bad key %d: %d, want 401", i, res.StatusCode)
+		if res := post(t, g.url, "pk_not_a_key", "", ping); res.status != http.StatusUnauthorized {
+			t.Fatalf("bad key %d: %d, want 401", i, res.status)
 		}
 	}
-	res := post("pk_not_a_key")
-	body, _ := io.ReadAll(res.Body)
+	res := post(t, g.url, "pk_not_a_key", "", ping)
 	var problem map[string]any
-	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" ||
-		res.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(body, &problem) != nil || problem["code"] != "rate_limited" {
-		t.Fatalf("over budget: %d %v %s", res.StatusCode, res.Header, body)
+	if res.status != http.StatusTooManyRequests || res.header.Get("Retry-After") == "" ||
+		res.header.Get("Content-Type") != "application/problem+json" || json.Unmarshal([]byte(res.body), &problem) != nil || problem["code"] != "rate_limited" {
+		t.Fatalf("over budget: %d %v %s", res.status, res.header, res.body)
 	}
 	if c, err := dial(g.url, good); err != nil {
 		t.Fatalf("a live key over budget: %v", err)
@@ -140,23 +127,6 @@ func TestUpstreamAnswerTooLarge(t *testing.T) {
 	})
 }
 
-// openRaw opens a session with a raw initialize, as token, and returns
-// the answer.
-func openRaw(t *testing.T, url, token string) *http.Response {
-	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(initialize))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	return res
-}
-
 // TestSessionLimits: past the per-key or the total bound an initialize is
 // 429, no open session is closed for it, and a session that ends frees its
 // place.
@@ -169,23 +139,22 @@ func TestSessionLimits(t *testing.T) {
 	for range 3 {
 		mine = append(mine, connect(t, g.url, a))
 	}
-	res := openRaw(t, g.url, a)
-	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") == "" {
-		t.Fatalf("a 4th session of one key: %d, want 429", res.StatusCode)
+	res := post(t, g.url, a, "", initialize)
+	if res.status != http.StatusTooManyRequests || res.header.Get("Retry-After") == "" || !strings.Contains(res.body, "KEYGATE_MCP_MAX_SESSIONS_PER_KEY") {
+		t.Fatalf("a 4th session of one key: %d %s, want 429 naming the setting", res.status, res.body)
 	}
 	if _, err := dial(g.url, a); err == nil || !strings.Contains(err.Error(), "Too Many Requests") {
 		t.Fatalf("an SDK client past the bound: %v", err)
 	}
-	// A request without a session that is not an initialize is answered.
-	if res := openRaw(t, g.url, b); res.StatusCode != http.StatusOK {
-		t.Fatalf("another key: %d", res.StatusCode)
+	if res := post(t, g.url, b, "", initialize); res.status != http.StatusOK {
+		t.Fatalf("another key: %d", res.status)
 	}
 	connect(t, g.url, b)
 	if total, ofB := g.gw.OpenSessions(bID); total != 5 || ofB != 2 {
 		t.Fatalf("%d sessions, %d of b; want 5 and 2", total, ofB)
 	}
-	if res := openRaw(t, g.url, b); res.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("past the total: %d, want 429", res.StatusCode)
+	if res := post(t, g.url, b, "", initialize); res.status != http.StatusTooManyRequests || !strings.Contains(res.body, "KEYGATE_MCP_MAX_SESSIONS") {
+		t.Fatalf("past the total: %d %s, want 429", res.status, res.body)
 	}
 	for _, c := range mine {
 		if _, err := c.call("nothing", nil); err != nil && !strings.Contains(err.Error(), "unknown tool") {

@@ -44,7 +44,7 @@ func TestAbuse(t *testing.T) {
 		const flood = 1000
 		addr := "203.0.113.10"
 		// The service's key is in use, so keygate holds it as live.
-		want(t, "live key", k.from(addr, "POST", "/v1/authorize", "", authorizeBody(live)).answer, 200, "ALLOWED")
+		want(t, "live key", k.from(addr, "POST", "/v1/authorize", "", authorizeBody(live)), 200, "ALLOWED")
 		start := time.Now()
 		statuses := map[int]int{}
 		for i := range flood {
@@ -63,8 +63,8 @@ func TestAbuse(t *testing.T) {
 		if statuses[http.StatusTooManyRequests] < flood-20-earned {
 			t.Fatalf("statuses %v for %d bad keys in %s", statuses, flood, time.Since(start))
 		}
-		want(t, "the live key from the same address", k.from(addr, "POST", "/v1/authorize", "", authorizeBody(live)).answer, 200, "ALLOWED")
-		want(t, "another address", k.from("203.0.113.99", "POST", "/v1/authorize", "", authorizeBody("pk_x")).answer, 200, authz.KeyInvalid)
+		want(t, "the live key from the same address", k.from(addr, "POST", "/v1/authorize", "", authorizeBody(live)), 200, "ALLOWED")
+		want(t, "another address", k.from("203.0.113.99", "POST", "/v1/authorize", "", authorizeBody("pk_x")), 200, authz.KeyInvalid)
 
 		jwtAddr := "203.0.113.11"
 		forged := admin[:len(admin)-4] + "AAAA"
@@ -75,7 +75,7 @@ func TestAbuse(t *testing.T) {
 		if jwts[http.StatusUnauthorized] < 20 || jwts[http.StatusTooManyRequests] < 300-20-earned-int(time.Since(start)/time.Second) {
 			t.Fatalf("statuses %v for 300 bad JWTs", jwts)
 		}
-		want(t, "a good JWT from the same address", k.from(jwtAddr, "GET", "/api/v1/api-keys", admin, nil).answer, 200, "")
+		want(t, "a good JWT from the same address", k.from(jwtAddr, "GET", "/api/v1/api-keys", admin, nil), 200, "")
 		t.Logf("%d bad keys: %v; 300 bad JWTs: %v; in %s", flood, statuses, jwts, time.Since(start).Round(time.Millisecond))
 	})
 
@@ -144,33 +144,9 @@ func authorizeBody(token string) map[string]any {
 }
 
 // from sends a request as the client at addr, behind the trusted proxy.
-func (i *instance) from(addr, method, path, bearer string, body any) answerWithHeader {
+func (i *instance) from(addr, method, path, bearer string, body any) answer {
 	i.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		data, _ := json.Marshal(body)
-		rd = bytes.NewReader(data)
-	}
-	req, _ := http.NewRequest(method, i.base+path, rd)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Forwarded-For", addr)
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		i.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	a := answerWithHeader{answer: answer{status: res.StatusCode, raw: string(raw)}, header: res.Header}
-	_ = json.Unmarshal(raw, &a.body)
-	return a
-}
-
-type answerWithHeader struct {
-	answer
-	header http.Header
+	return i.send(method, path, bearer, body, http.Header{"X-Forwarded-For": {addr}})
 }
 
 // initialize opens an MCP session with a raw initialize and returns the

@@ -162,9 +162,16 @@ type answer struct {
 	status int
 	body   map[string]any
 	raw    string
+	header http.Header
 }
 
 func (i *instance) call(method, path, bearer string, body any) answer {
+	i.t.Helper()
+	return i.send(method, path, bearer, body, nil)
+}
+
+// send is call with more request headers.
+func (i *instance) send(method, path, bearer string, body any, header http.Header) answer {
 	i.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -182,6 +189,9 @@ func (i *instance) call(method, path, bearer string, body any) answer {
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
+	for name, values := range header {
+		req.Header[name] = values
+	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		i.t.Fatal(err)
@@ -191,7 +201,7 @@ func (i *instance) call(method, path, bearer string, body any) answer {
 	if err != nil {
 		i.t.Fatal(err)
 	}
-	a := answer{status: res.StatusCode, raw: string(raw)}
+	a := answer{status: res.StatusCode, raw: string(raw), header: res.Header}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &a.body); err != nil {
 			i.t.Fatalf("%s %s: not JSON: %s", method, path, raw)
