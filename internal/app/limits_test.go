@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -118,7 +119,9 @@ func TestServeBoundsSlowClients(t *testing.T) {
 	go func() { served <- a.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
-		<-served
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
 		_ = a.Close(context.Background())
 	})
 
@@ -148,7 +151,8 @@ func TestServeBoundsSlowClients(t *testing.T) {
 	r := bufio.NewReader(slow)
 	for {
 		if _, err := r.ReadString('\n'); err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
 				t.Fatal("the slow client's connection was not closed within 5s")
 			}
 			break // closed (after Go's 408, if it sent one)
