@@ -36,13 +36,14 @@ const ReasonNoDecision = "the policy produced no decision"
 // only Eval, and a reload swaps the prepared set atomically (atomic.Pointer),
 // so in-flight evaluations finish on the set they started with.
 type Engine struct {
-	nativeScopeMatch bool
-	observer         Observer
-	terms            *inputTerms
-	policy           atomic.Pointer[preparedPolicy]
-	loads            atomic.Uint64
-	decisions        *decisionCache // nil: no decision cache
-	inputs           principalTerms
+	observer  Observer
+	terms     *inputTerms
+	policy    atomic.Pointer[preparedPolicy]
+	loads     atomic.Uint64
+	decisions *decisionCache // nil: no decision cache
+	inputs    principalTerms
+
+	nativeScopeMatch bool // see scope_match.go
 }
 
 // EngineOptions configures an Engine. A nil Observer observes nothing;
@@ -69,11 +70,11 @@ type preparedPolicy struct {
 
 // NewEngine returns an engine serving modules (file name → Rego source).
 func NewEngine(ctx context.Context, modules map[string]string, opts EngineOptions) (*Engine, error) {
-	e := &Engine{observer: opts.Observer, terms: newInputTerms(), decisions: newDecisionCache(opts.DecisionCacheSize),
-		nativeScopeMatch: !opts.RegoScopeMatch}
+	e := &Engine{observer: opts.Observer, terms: newInputTerms(), decisions: newDecisionCache(opts.DecisionCacheSize)}
 	if e.observer == nil {
 		e.observer = NopObserver{}
 	}
+	e.nativeScopeMatch = !opts.RegoScopeMatch
 	if err := e.Load(ctx, modules); err != nil {
 		return nil, err
 	}
