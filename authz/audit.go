@@ -21,6 +21,10 @@ const (
 // checks; its details list every denied check.
 const TargetChecks = "checks"
 
+// TargetPlatformAuditEvents is the management target of the audit events
+// of no tenant (refused credentials that matched no key).
+const TargetPlatformAuditEvents = "platform_audit_events"
+
 // Audit actor types.
 const (
 	ActorTypeUser      = "user"

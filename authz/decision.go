@@ -75,8 +75,6 @@ const (
 	TargetTenant      = "tenant"
 	TargetAuditEvents = "audit_events"
 	TargetMCPServer   = "mcp_server"
-	// TargetPlatformAuditEvents are the audit events of no tenant.
-	TargetPlatformAuditEvents = "platform_audit_events"
 )
 
 // Management actions.

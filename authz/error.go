@@ -3,7 +3,6 @@ package authz
 import (
 	"errors"
 	"fmt"
-	"time"
 )
 
 // Error codes. Each maps to exactly one HTTP status in server.ErrorStatus; the
@@ -32,9 +31,6 @@ type Error struct {
 	Code    string
 	Message string
 	Fields  []FieldError
-	// RetryAfter says when an ERATELIMIT or EUNAVAILABLE refusal may be
-	// tried again; zero when unknown.
-	RetryAfter time.Duration
 }
 
 // FieldError names one invalid field and what is wrong with it.
@@ -96,14 +92,4 @@ func ErrorFields(err error) []FieldError {
 		return e.Fields
 	}
 	return nil
-}
-
-// ErrorRetryAfter returns how long the caller should wait before trying
-// again, from an *Error in err's chain; zero when it does not say.
-func ErrorRetryAfter(err error) time.Duration {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.RetryAfter
-	}
-	return 0
 }

@@ -204,8 +204,8 @@ func (l *FailureLimiter) Refuse(ctx context.Context, addr, credential string, wa
 			slog.String("address", key), slog.String("credential", credential),
 			slog.Duration("retry_after", wait), slog.Int64("refused_total", total))
 	}
-	return &Error{Code: ERATELIMIT, RetryAfter: wait,
-		Message: "too many failed authentications from this address; try again later"}
+	return &RetryLater{After: wait, Err: &Error{Code: ERATELIMIT,
+		Message: "too many failed authentications from this address; try again later"}}
 }
 
 // Refused returns how many requests were refused for being over budget.

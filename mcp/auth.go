@@ -29,7 +29,7 @@ type requestAuth struct {
 // to challengeWriter.
 type authState struct {
 	unavailable bool
-	limited     *authz.Error // the address is over its failed-authentication budget
+	limited     error // the address is over its failed-authentication budget
 	requestID   string
 }
 
@@ -94,9 +94,8 @@ func (g *Gateway) verify(ctx context.Context, token string, _ *http.Request) (*a
 				st.unavailable = true
 			}
 		case authz.ERATELIMIT:
-			var e *authz.Error
-			if st, ok := ctx.Value(authStateKey{}).(*authState); ok && errors.As(err, &e) {
-				st.limited, st.requestID = e, authz.RequestInfoFromContext(ctx).RequestID
+			if st, ok := ctx.Value(authStateKey{}).(*authState); ok {
+				st.limited, st.requestID = err, authz.RequestInfoFromContext(ctx).RequestID
 			}
 		default:
 			g.requestLogger(authz.RequestInfoFromContext(ctx)).Error("MCP authentication failed", "err", err)

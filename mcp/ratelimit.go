@@ -12,17 +12,18 @@ import (
 
 // writeRateLimited answers 429 with Retry-After and the RFC 9457 problem
 // keygate's other surfaces answer with.
-func writeRateLimited(w http.ResponseWriter, e *authz.Error, requestID string) {
+func writeRateLimited(w http.ResponseWriter, err error, requestID string) {
 	h := w.Header()
 	h.Del("Content-Length")
 	h.Set("Content-Type", "application/problem+json")
-	h.Set("Retry-After", strconv.FormatInt(max(1, int64((e.RetryAfter+time.Second-1)/time.Second)), 10))
+	wait := authz.ErrorRetryAfter(err)
+	h.Set("Retry-After", strconv.FormatInt(max(1, int64((wait+time.Second-1)/time.Second)), 10))
 	w.WriteHeader(http.StatusTooManyRequests)
 	body, _ := json.Marshal(map[string]any{
 		"type":       "urn:keygate:problem:" + authz.ERATELIMIT,
 		"title":      http.StatusText(http.StatusTooManyRequests),
 		"status":     http.StatusTooManyRequests,
-		"detail":     e.Message,
+		"detail":     authz.ErrorMessage(err),
 		"code":       authz.ERATELIMIT,
 		"request_id": requestID,
 	})

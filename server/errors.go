@@ -64,6 +64,9 @@ const problemContentType = "application/problem+json"
 func writeError(c *gin.Context, err error) {
 	code := authz.ErrorCode(err)
 	status := ErrorStatus(code)
+	if wait := authz.ErrorRetryAfter(err); wait > 0 {
+		c.Header("Retry-After", RetryAfterSeconds(wait))
+	}
 	if status == http.StatusInternalServerError {
 		var e *authz.Error
 		if !errors.As(err, &e) || code == authz.EINTERNAL {
@@ -72,9 +75,6 @@ func writeError(c *gin.Context, err error) {
 	}
 	if status == http.StatusUnauthorized {
 		c.Header("WWW-Authenticate", `Bearer realm="keygate"`)
-	}
-	if wait := authz.ErrorRetryAfter(err); wait > 0 {
-		c.Header("Retry-After", RetryAfterSeconds(wait))
 	}
 	writeProblem(c, status, code, authz.ErrorMessage(err), authz.ErrorFields(err)...)
 }

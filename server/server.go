@@ -19,6 +19,7 @@ import (
 type Config struct {
 	Keys           *authz.KeyService
 	JWT            *JWTVerifier
+	AuthLimiter    *authz.FailureLimiter           // failed management JWTs per address, with Keys.Limiter; nil: none
 	Ready          func(ctx context.Context) error // nil: always ready
 	Logger         *slog.Logger
 	MaxBodyBytes   int64                // default DefaultMaxBodyBytes
@@ -31,9 +32,6 @@ type Config struct {
 	// MCP is the upstream MCP server registry under /api/v1/mcp-servers and
 	// /api/v1/mcp-tools; nil leaves those routes out.
 	MCP *authz.MCPServerService
-	// AuthLimiter budgets failed management JWTs per client address, as
-	// Keys.Limiter does API keys; nil: no limit.
-	AuthLimiter *authz.FailureLimiter
 }
 
 // Server holds the router and what the handlers need.

@@ -42,6 +42,9 @@ type Config struct {
 	MCPSyncInterval   time.Duration
 	DebugAddr         string // profiler listener; "": off
 
+	Version string
+	Logger  *slog.Logger // nil: discard
+
 	// Limits against abuse (docs/operations.md, "Limits and abuse").
 	AuthFailureBurst        int           // failed authentications an address may have in a row; 0: no limit
 	AuthFailureRate         float64       // failures a second an address earns back
@@ -56,9 +59,6 @@ type Config struct {
 	HTTPWriteTimeout        time.Duration // to take an answer (MCP event streams excepted)
 	HTTPIdleTimeout         time.Duration // an idle keep-alive connection is closed after this
 	HTTPMaxConnections      int           // connections served at once; more wait to be accepted
-
-	Version string
-	Logger  *slog.Logger // nil: discard
 
 	// What tests and tools embedding keygate may put in place of what New
 	// builds.
@@ -116,7 +116,7 @@ func Defaults() Config {
 
 // Validate reports every setting out of range, each naming its setting.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := c.validateLimits()
 	if c.AuditBuffer < 1 {
 		errs = append(errs, fmt.Errorf("KEYGATE_AUDIT_BUFFER must be at least 1, got %d", c.AuditBuffer))
 	}
@@ -141,7 +141,6 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("KEYGATE_SHUTDOWN_TIMEOUT must be positive, got %s", c.ShutdownTimeout))
 	}
-	errs = append(errs, c.validateLimits()...)
 	return errors.Join(errs...)
 }
 
