@@ -127,9 +127,9 @@ refusal("user", actor, _, _) := sprintf("only an admin of tenant %q may delete u
 
 refusal("tenant", _, _, _) := "only a platform_admin may delete tenants"
 
-refusal("audit_events", actor, _, _) := sprintf("only an admin of tenant %q may read the audit trail", [actor.tenant_id])
-
 refusal("platform_audit_events", _, _, _) := "only a platform_admin may read the audit events of no tenant"
+
+refusal("audit_events", actor, _, _) := sprintf("only an admin of tenant %q may read the audit trail", [actor.tenant_id])
 
 # missing names a required string of x that is absent or empty.
 missing(x, name, key) := {sprintf("the %s has no %s", [name, key])} if {
