@@ -88,10 +88,10 @@ func newGateway(t *testing.T, db *storage.DB, opts ...func(*app.Config)) *gatewa
 	cfg.JWTSecret = "gateway-test-secret-of-at-least-32-bytes"
 	cfg.DecisionCacheSize = 0
 	cfg.AuditRecorder = audit
-	cfg.Version = "test"
 	for _, opt := range opts {
 		opt(&cfg)
 	}
+	cfg.Version = "test"
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,8 @@ package keygate.management
 target_actions := {
 	"api_key": {"create", "delete", "list", "read", "update"},
 	"audit_events": {"list", "read"},
-	"mcp_server": {"create", "delete", "list", "read", "update"},
 	"platform_audit_events": {"list", "read"},
+	"mcp_server": {"create", "delete", "list", "read", "update"},
 	"tenant": {"delete"},
 	"user": {"delete"},
 }
