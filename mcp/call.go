@@ -228,7 +228,8 @@ func (g *Gateway) proxy(ctx context.Context, req *sdk.CallToolRequest) (*sdk.Cal
 		}
 		return &sdk.CallToolResult{Meta: res.Meta, Content: res.Content, StructuredContent: res.StructuredContent, IsError: res.IsError}, nil
 	case errors.Is(err, ErrResponseTooLarge):
-		rec.result, rec.reason = resultTooLarge, upstreamError(err, srv)
+		rec.result = resultTooLarge
+		rec.reason, _ = tooLargeReason(err)
 		return nil, &jsonrpc.Error{Code: CodeUpstreamTooLarge, Message: fmt.Sprintf(
 			"tool %q: MCP server %q answered with more than %d bytes, keygate's bound (KEYGATE_MCP_MAX_RESPONSE_BYTES); the answer was dropped",
 			rec.name, srv.Name, g.opts.MaxResponseBytes)}

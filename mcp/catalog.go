@@ -206,7 +206,11 @@ func (g *Gateway) ListMCPTools(ctx context.Context, srv *authz.MCPServer) ([]*au
 	defer span.End()
 	tools, err := g.pool.listTools(ctx, srv)
 	if err != nil {
-		err = unavailable(err, srv)
+		if why, tooLarge := tooLargeReason(err); tooLarge {
+			err = authz.Errorf(authz.EUNAVAILABLE, "%s", why)
+		} else {
+			err = unavailable(err, srv)
+		}
 		span.SetStatus(codes.Error, authz.ErrorMessage(err))
 		return nil, err
 	}

@@ -126,6 +126,16 @@ func readBounded(r io.Reader, max int64) ([]byte, error) {
 
 func (t *limitTransport) tooLarge() error { return &tooLargeError{max: t.max} }
 
+// tooLargeReason says why an answer was dropped, naming the setting that
+// bounds it; false when err is not about an answer's size.
+func tooLargeReason(err error) (string, bool) {
+	var tle *tooLargeError
+	if !errors.As(err, &tle) {
+		return "", false
+	}
+	return fmt.Sprintf("the upstream's answer is larger than %d bytes (KEYGATE_MCP_MAX_RESPONSE_BYTES)", tle.max), true
+}
+
 // tooLargeError is ErrResponseTooLarge with the bound that was passed.
 type tooLargeError struct{ max int64 }
 

@@ -370,10 +370,7 @@ func upstreamError(err error, srv *authz.MCPServer) string {
 	var netErr net.Error
 	var msg string
 	rpcErr, answered := upstreamAnswer(err)
-	var tle *tooLargeError
 	switch {
-	case errors.As(err, &tle):
-		msg = fmt.Sprintf("the upstream's answer is larger than %d bytes (KEYGATE_MCP_MAX_RESPONSE_BYTES)", tle.max)
 	case errors.Is(err, context.DeadlineExceeded):
 		msg = fmt.Sprintf("no answer within %s", srv.Timeout())
 	case answered:
