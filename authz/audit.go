@@ -21,6 +21,10 @@ const (
 // checks; its details list every denied check.
 const TargetChecks = "checks"
 
+// TargetPlatformAuditEvents is the management target of the audit events
+// of no tenant (refused credentials that matched no key).
+const TargetPlatformAuditEvents = "platform_audit_events"
+
 // Audit actor types.
 const (
 	ActorTypeUser      = "user"
@@ -57,15 +61,18 @@ type AuditEvent struct {
 }
 
 // AuditFilter selects a page of one tenant's audit events. KeyID matches
-// events whose actor or target is that key.
+// events whose actor or target is that key. Tenantless asks for the
+// events of no tenant instead (refused credentials that matched no key),
+// which KeyService.AuditEvents shows only a platform_admin.
 type AuditFilter struct {
-	TenantID string
-	Action   string
-	KeyID    string
-	Since    *time.Time // inclusive
-	Until    *time.Time // exclusive
-	Cursor   string
-	Limit    int
+	TenantID   string
+	Tenantless bool
+	Action     string
+	KeyID      string
+	Since      *time.Time // inclusive
+	Until      *time.Time // exclusive
+	Cursor     string
+	Limit      int
 }
 
 // AuditPage is one page of events, newest first, and the next cursor.

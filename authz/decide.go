@@ -64,7 +64,8 @@ func (r *DecisionResult) Refused() bool { return r.Principal == nil }
 // a principal), evaluates the policy once for all checks, and records what
 // was denied, off the request path. A refused key is an answer, not an
 // error. Returns EINVALID for bad checks, EUNAVAILABLE when the key cannot
-// be looked up and EINTERNAL when the policy fails (callers deny).
+// be looked up, ERATELIMIT when the address is over its failed
+// authentication budget and EINTERNAL when the policy fails (callers deny).
 func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*DecisionResult, error) {
 	if err := validateRequest(req); err != nil {
 		return nil, err
@@ -170,12 +171,17 @@ func ValidateChecks(checks []Check, batch bool) []FieldError {
 // Authenticate turns a token into the principal of a live key. It returns
 // exactly one of KeyInvalid (malformed, unknown or deleted), KeyDisabled or
 // KeyExpired for a refused token, EUNAVAILABLE when the key cannot be looked
-// up, and records every refusal. It writes nothing on the request path.
+// up, and ERATELIMIT, before any lookup, when the request's address has
+// spent its failed-authentication budget (see Limiter); it records every
+// refusal. It writes nothing on the request path.
 func (s *KeyService) Authenticate(ctx context.Context, token string) (*Principal, error) {
 	return s.authenticate(ctx, s.now(), token)
 }
 
 func (s *KeyService) authenticate(ctx context.Context, now time.Time, token string) (*Principal, error) {
+	if err := s.overBudget(ctx, now, token); err != nil {
+		return nil, err
+	}
 	if !ValidTokenFormat(token) {
 		s.authFailed(ctx, now, nil, KeyInvalid, "malformed token")
 		return nil, Errorf(KeyInvalid, "the API key is not valid")
@@ -212,10 +218,11 @@ func (s *KeyService) keyByHash(ctx context.Context, hash string) (*APIKey, error
 // authFailed records a refused credential. key is nil when no key matched;
 // the token and its hash are never part of the event.
 func (s *KeyService) authFailed(ctx context.Context, now time.Time, key *APIKey, code, reason string) {
+	info := RequestInfoFromContext(ctx)
+	s.Limiter.Fail(info.IP)
 	if s.Events == nil {
 		return
 	}
-	info := RequestInfoFromContext(ctx)
 	ev := AuditEvent{
 		OccurredAt: now,
 		ActorType:  ActorTypeAnonymous,
@@ -240,8 +247,9 @@ func (s *KeyService) authFailed(ctx context.Context, now time.Time, key *APIKey,
 
 // authzDenied records one event per decision request that denied anything:
 // a single denied check names its resource as the target; a batch names
-// every denied check in details.denied, so a batch of a hundred checks is
-// one line of the trail, not a hundred, and nothing is left out.
+// its first MaxAuditDeniedChecks denied checks in details.denied and counts
+// the others in details.denied_omitted, so a batch of a hundred checks is
+// one bounded line of the trail, not a hundred.
 func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID string, p *Principal, req DecisionRequest, decisions []Decision) {
 	if s.Events == nil {
 		return
@@ -275,8 +283,9 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 		ev.Reason = strings.Join(decisions[0].Reasons, "; ")
 		ev.Details = map[string]any{"action": c.Action, "resource_tenant_id": c.Resource.TenantID, "decision_id": decisionID, "source": req.Source}
 	} else {
-		list := make([]map[string]any, len(denied))
-		for n, i := range denied {
+		named := denied[:min(len(denied), MaxAuditDeniedChecks)]
+		list := make([]map[string]any, len(named))
+		for n, i := range named {
 			c := checks[i]
 			list[n] = map[string]any{"type": c.Resource.Type, "id": c.Resource.ID, "tenant_id": c.Resource.TenantID,
 				"action": c.Action, "reasons": decisions[i].Reasons}
@@ -284,6 +293,9 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 		ev.TargetType = TargetChecks
 		ev.Reason = fmt.Sprintf("%d of %d checks denied", len(denied), len(checks))
 		ev.Details = map[string]any{"decision_id": decisionID, "checks": len(checks), "denied": list, "source": req.Source}
+		if omitted := len(denied) - len(named); omitted > 0 {
+			ev.Details["denied_omitted"] = omitted
+		}
 	}
 	s.Events.Record(ev)
 }

@@ -42,6 +42,8 @@ type Engine struct {
 	loads     atomic.Uint64
 	decisions *decisionCache // nil: no decision cache
 	inputs    principalTerms
+
+	nativeScopeMatch bool // see scope_match.go
 }
 
 // EngineOptions configures an Engine. A nil Observer observes nothing;
@@ -49,6 +51,10 @@ type Engine struct {
 type EngineOptions struct {
 	Observer          Observer
 	DecisionCacheSize int
+	// RegoScopeMatch evaluates the policy's scope_match in Rego, as OPA
+	// does, rather than natively (see nativeScopeMatch); for tests that
+	// compare the two.
+	RegoScopeMatch bool
 }
 
 // preparedPolicy is one compiled policy load; it is never changed after
@@ -69,6 +75,7 @@ func NewEngine(ctx context.Context, modules map[string]string, opts EngineOption
 	if e.observer == nil {
 		e.observer = NopObserver{}
 	}
+	e.nativeScopeMatch = !opts.RegoScopeMatch
 	if err := e.Load(ctx, modules); err != nil {
 		return nil, err
 	}
@@ -90,7 +97,7 @@ func (e *Engine) Load(ctx context.Context, modules map[string]string) error {
 		}
 		parsed[name] = m
 	}
-	compiler := ast.NewCompiler()
+	compiler := ast.NewCompiler().WithCapabilities(capabilities())
 	compiler.Compile(parsed)
 	if compiler.Failed() {
 		return Errorf(EINVALID, "policy does not compile: %s", compiler.Errors)
@@ -105,20 +112,22 @@ func (e *Engine) Load(ctx context.Context, modules map[string]string) error {
 	store := inmem.New()
 	p := &preparedPolicy{gen: e.loads.Add(1)}
 	p.pure, p.impurity = policyPurity(parsed)
+	native := e.nativeScopeMatch && definesScopeMatch(compiler)
 	for _, pq := range []struct {
-		query string
-		dst   *rego.PreparedEvalQuery
+		query  string
+		dst    *rego.PreparedEvalQuery
+		native bool
 	}{
-		{QueryDecision, &p.decision},
-		{QueryDecisions, &p.decisions},
-		{QueryManagementDecision, &p.management},
+		{QueryDecision, &p.decision, native},
+		{QueryDecisions, &p.decisions, native},
+		{QueryManagementDecision, &p.management, false},
 	} {
-		prepared, err := rego.New(
-			rego.Query(pq.query),
-			rego.Compiler(compiler),
-			rego.Store(store),
-			rego.GenerateJSON(keepTerm),
-		).PrepareForEval(ctx)
+		query, opts := pq.query, []func(*rego.Rego){rego.Compiler(compiler), rego.Store(store), rego.GenerateJSON(keepTerm)}
+		if pq.native {
+			query += " with " + scopeMatchRef.String() + " as " + scopeMatchDecl.Name
+			opts = append(opts, scopeMatchBuiltin)
+		}
+		prepared, err := rego.New(append(opts, rego.Query(query))...).PrepareForEval(ctx)
 		if err != nil {
 			return Errorf(EINVALID, "policy does not compile: %s", err)
 		}
@@ -340,73 +349,6 @@ func eval(ctx context.Context, pq rego.PreparedEvalQuery, input ast.Value) (ast.
 		return nil, Errorf(EINTERNAL, "policy result is a %T, not an AST term", rs[0].Expressions[0].Value)
 	}
 	return t.Value, nil
-}
-
-// ruleCache is the evaluation's virtual cache. It memoizes the values of
-// rules, as OPA's does, but not function calls: OPA's cache builds a hash
-// map per argument of every call, most of the allocations of a decision,
-// and keygate's policies call each function once per check.
-type ruleCache struct {
-	frames [][]ruleCacheEntry
-}
-
-type ruleCacheEntry struct {
-	ref   ast.Ref
-	value *ast.Term // nil: the rule is undefined
-}
-
-func newRuleCache() *ruleCache {
-	return &ruleCache{frames: make([][]ruleCacheEntry, 1, 2)}
-}
-
-// Push implements topdown.VirtualCache.
-func (c *ruleCache) Push() { c.frames = append(c.frames, nil) }
-
-// Pop implements topdown.VirtualCache.
-func (c *ruleCache) Pop() {
-	if n := len(c.frames); n > 0 {
-		c.frames = c.frames[:n-1]
-	}
-}
-
-// Get implements topdown.VirtualCache.
-func (c *ruleCache) Get(ref ast.Ref) (*ast.Term, bool) {
-	if len(c.frames) == 0 {
-		return nil, false
-	}
-	for _, e := range c.frames[len(c.frames)-1] {
-		if e.ref.Equal(ref) {
-			return e.value, e.value == nil
-		}
-	}
-	return nil, false
-}
-
-// Put implements topdown.VirtualCache; function calls, whose key starts
-// with the function's ref rather than the var data, are not kept.
-func (c *ruleCache) Put(ref ast.Ref, value *ast.Term) {
-	if len(ref) == 0 || len(c.frames) == 0 {
-		return
-	}
-	if _, ok := ref[0].Value.(ast.Var); !ok {
-		return
-	}
-	top := len(c.frames) - 1
-	c.frames[top] = append(c.frames[top], ruleCacheEntry{ref: slices.Clone(ref), value: value})
-}
-
-// Keys implements topdown.VirtualCache.
-func (c *ruleCache) Keys() []ast.Ref {
-	if len(c.frames) == 0 {
-		return nil
-	}
-	var keys []ast.Ref
-	for _, e := range c.frames[len(c.frames)-1] {
-		if e.value != nil {
-			keys = append(keys, e.ref)
-		}
-	}
-	return keys
 }
 
 // evalError keeps OPA's error for logs while callers see EINTERNAL and a

@@ -10,7 +10,7 @@ import (
 	"github.com/keygate/keygate/policies"
 )
 
-func benchEngine(b *testing.B) *authz.Engine {
+func benchEngine(b testing.TB) *authz.Engine {
 	b.Helper()
 	modules, err := authz.ReadPolicies(policies.FS())
 	if err != nil {

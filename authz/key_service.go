@@ -58,6 +58,10 @@ type KeyService struct {
 	Usage    UsageRecorder     // nil: last_used_at is not kept
 	Now      func() time.Time  // nil: time.Now
 	Rand     io.Reader         // nil: crypto/rand
+
+	// Limiter budgets failed authentications per client address; nil:
+	// no limit.
+	Limiter *FailureLimiter
 }
 
 func (s *KeyService) now() time.Time { return clock(s.Now) }
@@ -228,18 +232,22 @@ func (s *KeyService) DeleteTenant(ctx context.Context, tenantID string) (int, er
 	return n, nil
 }
 
-// AuditEvents lists the actor's tenant's audit trail. Returns EFORBIDDEN
-// unless the policy allows and EINVALID for a bad cursor.
+// AuditEvents lists the actor's tenant's audit trail, or with Tenantless
+// the events of no tenant. Returns EFORBIDDEN unless the policy allows and
+// EINVALID for a bad cursor.
 func (s *KeyService) AuditEvents(ctx context.Context, filter AuditFilter) (*AuditPage, error) {
 	actor, err := requireActor(ctx)
 	if err != nil {
 		return nil, err
 	}
 	target := ManagementTarget{Type: TargetAuditEvents, TenantID: actor.TenantID}
+	filter.TenantID = actor.TenantID
+	if filter.Tenantless {
+		target, filter.TenantID = ManagementTarget{Type: TargetPlatformAuditEvents}, ""
+	}
 	if err := s.allow(ctx, actor, ActionList, target); err != nil {
 		return nil, err
 	}
-	filter.TenantID = actor.TenantID
 	filter.Limit = clampLimit(filter.Limit)
 	return s.AuditLog.FindAuditEvents(ctx, filter)
 }

@@ -10,9 +10,14 @@ import (
 )
 
 // Scope bounds. A scope entry is an exact id or a glob where `*` matches any
-// run of characters; entries draw from ScopeEntryChars.
+// run of characters; entries draw from ScopeEntryChars. The glob bounds keep
+// the worst check cheap: an id costs one lookup among the exact entries and
+// one match per glob, each linear in the id's length per `*`
+// (BenchmarkDecideWorstKey).
 const (
 	MaxScopeEntries   = 1000
+	MaxScopeGlobs     = 20 // entries with a `*`, per list
+	MaxScopeGlobStars = 3  // `*` in one entry
 	MaxScopeEntryLen  = 200
 	ScopeEntryChars   = "A-Z a-z 0-9 _ - . : / @ and * (glob)"
 	scopeEntryAllowed = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/@*"
@@ -125,9 +130,16 @@ func (s Scope) Validate() error {
 			fields = append(fields, FieldError{Field: name, Message: fmt.Sprintf("at most %d entries", MaxScopeEntries)})
 			continue
 		}
+		globs := 0
 		for i, id := range ids {
 			if msg := validScopeEntry(id); msg != "" {
 				fields = append(fields, FieldError{Field: fmt.Sprintf("%s[%d]", name, i), Message: msg})
+			}
+			if strings.Contains(id, "*") {
+				if globs++; globs == MaxScopeGlobs+1 {
+					fields = append(fields, FieldError{Field: fmt.Sprintf("%s[%d]", name, i),
+						Message: fmt.Sprintf("at most %d entries of a list may hold a *", MaxScopeGlobs)})
+				}
 			}
 		}
 	}
@@ -145,6 +157,9 @@ func validScopeEntry(id string) string {
 		if strings.IndexByte(scopeEntryAllowed, id[i]) < 0 {
 			return "may only contain " + ScopeEntryChars
 		}
+	}
+	if strings.Count(id, "*") > MaxScopeGlobStars {
+		return fmt.Sprintf("may hold at most %d *", MaxScopeGlobStars)
 	}
 	return ""
 }

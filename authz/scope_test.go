@@ -20,6 +20,13 @@ func TestParseScope(t *testing.T) {
 	}
 	manyJSON, _ := json.Marshal(map[string]any{"agent_ids": many})
 	maxJSON, _ := json.Marshal(map[string]any{"agent_ids": many[:authz.MaxScopeEntries]})
+	globs := make([]string, authz.MaxScopeGlobs+1)
+	for i := range globs {
+		globs[i] = fmt.Sprintf("g%d*", i)
+	}
+	globs = append([]string{"exact"}, globs...)
+	maxGlobsJSON, _ := json.Marshal(map[string]any{"flow_ids": globs[:authz.MaxScopeGlobs+1], "agent_ids": globs[:authz.MaxScopeGlobs+1]})
+	tooManyGlobsJSON, _ := json.Marshal(map[string]any{"agent_ids": globs[:authz.MaxScopeGlobs+1], "flow_ids": globs})
 	tests := []struct {
 		note      string
 		doc       string
@@ -39,6 +46,10 @@ func TestParseScope(t *testing.T) {
 		{"space in entry", `{"agent_ids":["ok","a b"]}`, "permission_scope.agent_ids[1]"},
 		{"glob class not allowed", `{"mcp_tool_ids":["a[bc]"]}`, "permission_scope.mcp_tool_ids[0]"},
 		{"too many entries", string(manyJSON), "permission_scope.agent_ids"},
+		{"the most globs in every list", string(maxGlobsJSON), ""},
+		{"one glob too many", string(tooManyGlobsJSON), fmt.Sprintf("permission_scope.flow_ids[%d]", authz.MaxScopeGlobs+1)},
+		{"the most stars in an entry", `{"flow_ids":["` + strings.Repeat("a*", authz.MaxScopeGlobStars) + `"]}`, ""},
+		{"one star too many", `{"flow_ids":["x","` + strings.Repeat("*a", authz.MaxScopeGlobStars+1) + `"]}`, "permission_scope.flow_ids[1]"},
 		{"trailing data", `{} {}`, "permission_scope"},
 		{"broken JSON", `{"flow_ids":[`, "permission_scope"},
 	}

@@ -27,7 +27,11 @@ type requestAuth struct {
 
 // authState carries how authentication failed out of the SDK's middleware
 // to challengeWriter.
-type authState struct{ unavailable bool }
+type authState struct {
+	unavailable bool
+	limited     error // the address is over its failed-authentication budget
+	requestID   string
+}
 
 type authStateKey struct{}
 
@@ -57,15 +61,23 @@ func (g *Gateway) newHandler() http.Handler {
 		// TokenInfo carries none.
 		AllowMissingExpiration: true,
 	})
+	limited := g.sessions.limit(streamable)
 	inner := bearer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if cw, ok := w.(*challengeWriter); ok {
 			w = cw.ResponseWriter // authenticated: streams need no wrapper
 		}
-		streamable.ServeHTTP(w, r)
+		limited.ServeHTTP(w, r)
 	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := &authState{}
-		r = r.WithContext(context.WithValue(r.Context(), authStateKey{}, st))
+		ctx := context.WithValue(r.Context(), authStateKey{}, st)
+		if info := authz.RequestInfoFromContext(ctx); info.IP == "" {
+			// Served without keygate's router: the failed-authentication
+			// budget needs the peer's address.
+			info.IP = peerIP(r)
+			ctx = authz.NewContextWithRequestInfo(ctx, info)
+		}
+		r = r.WithContext(ctx)
 		inner.ServeHTTP(&challengeWriter{ResponseWriter: w, state: st}, r)
 	})
 }
@@ -80,6 +92,10 @@ func (g *Gateway) verify(ctx context.Context, token string, _ *http.Request) (*a
 		case authz.EUNAVAILABLE:
 			if st, ok := ctx.Value(authStateKey{}).(*authState); ok {
 				st.unavailable = true
+			}
+		case authz.ERATELIMIT:
+			if st, ok := ctx.Value(authStateKey{}).(*authState); ok {
+				st.limited, st.requestID = err, authz.RequestInfoFromContext(ctx).RequestID
 			}
 		default:
 			g.requestLogger(authz.RequestInfoFromContext(ctx)).Error("MCP authentication failed", "err", err)
@@ -99,24 +115,32 @@ func (g *Gateway) verify(ctx context.Context, token string, _ *http.Request) (*a
 }
 
 // challengeWriter completes the SDK's authentication answers: a 401 names
-// keygate's realm, as RFC 6750 asks, and keys that cannot be looked up are a
-// 503 the client may retry rather than a 500.
+// keygate's realm, as RFC 6750 asks, keys that cannot be looked up are a
+// 503 the client may retry rather than a 500, and an address over its
+// failed-authentication budget is a 429 problem, as on keygate's other
+// surfaces.
 type challengeWriter struct {
 	http.ResponseWriter
-	state *authState
-	wrote bool
+	state   *authState
+	wrote   bool
+	replace bool // the SDK's body is dropped; the answer was written here
 }
 
 func (w *challengeWriter) WriteHeader(status int) {
-	if !w.wrote {
-		w.wrote = true
-		switch {
-		case status == http.StatusUnauthorized:
-			w.Header().Set("WWW-Authenticate", `Bearer realm="keygate"`)
-		case status == http.StatusInternalServerError && w.state.unavailable:
-			status = http.StatusServiceUnavailable
-			w.Header().Set("Retry-After", "1")
-		}
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	switch {
+	case status == http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="keygate"`)
+	case status == http.StatusInternalServerError && w.state.limited != nil:
+		w.replace = true
+		writeRateLimited(w.ResponseWriter, w.state.limited, w.state.requestID)
+		return
+	case status == http.StatusInternalServerError && w.state.unavailable:
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
 	}
 	w.ResponseWriter.WriteHeader(status)
 }
@@ -124,6 +148,9 @@ func (w *challengeWriter) WriteHeader(status int) {
 func (w *challengeWriter) Write(b []byte) (int, error) {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.replace {
+		return len(b), nil
 	}
 	return w.ResponseWriter.Write(b)
 }

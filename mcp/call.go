@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -102,6 +103,7 @@ const (
 	resultUnavailable   = "unavailable"    // the upstream could not be reached
 	resultTimeout       = "timeout"        // the upstream did not answer in time
 	resultUpstreamError = "upstream_error" // the upstream refused the call
+	resultTooLarge      = "too_large"      // the upstream's answer was over MaxResponseBytes
 	resultError         = "error"          // keygate failed
 )
 
@@ -225,6 +227,12 @@ func (g *Gateway) proxy(ctx context.Context, req *sdk.CallToolRequest) (*sdk.Cal
 			rec.result = resultToolError
 		}
 		return &sdk.CallToolResult{Meta: res.Meta, Content: res.Content, StructuredContent: res.StructuredContent, IsError: res.IsError}, nil
+	case errors.Is(err, ErrResponseTooLarge):
+		rec.result = resultTooLarge
+		rec.reason, _ = tooLargeReason(err)
+		return nil, &jsonrpc.Error{Code: CodeUpstreamTooLarge, Message: fmt.Sprintf(
+			"tool %q: MCP server %q answered with more than %d bytes, keygate's bound (KEYGATE_MCP_MAX_RESPONSE_BYTES); the answer was dropped",
+			rec.name, srv.Name, g.opts.MaxResponseBytes)}
 	case callTimeout(cctx, err):
 		rec.result, rec.reason = resultTimeout, upstreamError(context.DeadlineExceeded, srv)
 		return errorResult(fmt.Sprintf("tool %q timed out: MCP server %q did not answer within %s", rec.name, srv.Name, srv.Timeout())), nil
@@ -298,7 +306,7 @@ func (g *Gateway) finishCall(ctx context.Context, span trace.Span, ra *requestAu
 	switch rec.result {
 	case resultDenied, resultUnknown:
 		level = slog.LevelInfo
-	case resultUnavailable, resultTimeout, resultError:
+	case resultUnavailable, resultTimeout, resultError, resultTooLarge:
 		level = slog.LevelWarn
 	}
 	if !g.logger.Enabled(ctx, level) {

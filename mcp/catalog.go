@@ -65,7 +65,7 @@ func (g *Gateway) tenant(id string) *tenant {
 			Capabilities: &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{ListChanged: true}},
 			Logger:       g.sdkLogger(),
 		})
-		t.server.AddReceivingMiddleware(g.middleware(t))
+		t.server.AddReceivingMiddleware(captureSession, g.middleware(t))
 		g.tenants[id] = t
 	}
 	return t
@@ -206,7 +206,11 @@ func (g *Gateway) ListMCPTools(ctx context.Context, srv *authz.MCPServer) ([]*au
 	defer span.End()
 	tools, err := g.pool.listTools(ctx, srv)
 	if err != nil {
-		err = unavailable(err, srv)
+		if why, tooLarge := tooLargeReason(err); tooLarge {
+			err = authz.Errorf(authz.EUNAVAILABLE, "%s", why)
+		} else {
+			err = unavailable(err, srv)
+		}
 		span.SetStatus(codes.Error, authz.ErrorMessage(err))
 		return nil, err
 	}

@@ -43,13 +43,21 @@ import (
 // (invalid params), as the MCP specification says.
 const CodeToolDenied = -32030
 
+// CodeUpstreamTooLarge is the JSON-RPC error code of a call whose upstream
+// answered with more than Options.MaxResponseBytes.
+const CodeUpstreamTooLarge = -32031
+
 // Defaults of Options.
 const (
 	DefaultSyncInterval   = 5 * time.Minute
 	DefaultCatalogRefresh = 30 * time.Second
 	DefaultResyncBackoff  = 10 * time.Second
-	DefaultSessionTimeout = 30 * time.Minute
-	defaultSyncWorkers    = 4
+	DefaultSessionTimeout = 10 * time.Minute
+	// DefaultMaxSessionsPerKey and DefaultMaxSessions bound the client
+	// sessions open at once on one instance.
+	DefaultMaxSessionsPerKey = 32
+	DefaultMaxSessions       = 10_000
+	defaultSyncWorkers       = 4
 )
 
 // Keys authenticates API keys and decides what they may do;
@@ -100,20 +108,29 @@ type Options struct {
 	SessionTimeout time.Duration
 	Version        string           // reported to clients and upstreams
 	Now            func() time.Time // nil: time.Now
+
+	// MaxSessionsPerKey and MaxSessions bound the client sessions open at
+	// once, per key and in all; past either an initialize is refused with
+	// 429, and no open session is closed to make room.
+	MaxSessionsPerKey int
+	MaxSessions       int
+	// MaxResponseBytes bounds every answer read from an upstream.
+	MaxResponseBytes int64
 }
 
 // Gateway serves /mcp and keeps upstream catalogs fresh. It implements
 // authz.MCPUpstreams (the service syncs through its sessions) and
 // authz.MCPCatalogNotifier (it serves a change as soon as it is made).
 type Gateway struct {
-	opts    Options
-	logger  *slog.Logger
-	tracer  trace.Tracer
-	calls   metric.Int64Counter
-	latency metric.Float64Histogram
-	pool    *pool
-	handler http.Handler
-	slots   chan struct{} // bounds concurrent syncs
+	opts     Options
+	logger   *slog.Logger
+	tracer   trace.Tracer
+	calls    metric.Int64Counter
+	latency  metric.Float64Histogram
+	pool     *pool
+	sessions *sessionLimiter
+	handler  http.Handler
+	slots    chan struct{} // bounds concurrent syncs
 
 	mu      sync.Mutex
 	tenants map[string]*tenant
@@ -158,6 +175,15 @@ func New(opts Options) (*Gateway, error) {
 	if opts.SessionTimeout <= 0 {
 		opts.SessionTimeout = DefaultSessionTimeout
 	}
+	if opts.MaxSessionsPerKey <= 0 {
+		opts.MaxSessionsPerKey = DefaultMaxSessionsPerKey
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
+	if opts.MaxResponseBytes <= 0 {
+		opts.MaxResponseBytes = DefaultMaxResponseBytes
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -183,10 +209,15 @@ func New(opts Options) (*Gateway, error) {
 		resyncs: make(map[string]*resyncState),
 	}
 	g.bgCtx, g.bgStop = context.WithCancel(context.Background())
-	g.pool = newPool(opts.Transport, opts.Version, g.sdkLogger(), func(srv *authz.MCPServer) {
+	upstream := &limitTransport{base: opts.Transport, max: opts.MaxResponseBytes}
+	g.pool = newPool(upstream, opts.Version, g.sdkLogger(), func(srv *authz.MCPServer) {
 		g.logger.Info("MCP upstream says its tools changed; syncing", "server_id", srv.ID, "server", srv.Name)
 		g.triggerResync(srv, resyncChanged)
 	})
+	g.pool.maxResponse = opts.MaxResponseBytes
+	if g.sessions, err = newSessionLimiter(opts, meter, g.logger); err != nil {
+		return nil, err
+	}
 	g.handler = g.newHandler()
 	return g, nil
 }

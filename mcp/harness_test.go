@@ -76,7 +76,7 @@ type gateway struct {
 	url    string // the /mcp endpoint
 }
 
-func newGateway(t *testing.T, db *storage.DB) *gateway {
+func newGateway(t *testing.T, db *storage.DB, opts ...func(*app.Config)) *gateway {
 	t.Helper()
 	clk := authztest.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	logs := &authztest.SyncBuffer{}
@@ -88,6 +88,9 @@ func newGateway(t *testing.T, db *storage.DB) *gateway {
 	cfg.JWTSecret = "gateway-test-secret-of-at-least-32-bytes"
 	cfg.DecisionCacheSize = 0
 	cfg.AuditRecorder = audit
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	cfg.Version = "test"
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
@@ -103,9 +106,9 @@ func newGateway(t *testing.T, db *storage.DB) *gateway {
 	return &gateway{t: t, db: db, clock: clk, keys: a.Keys, mcpSvc: a.MCP, gw: a.Gateway, audit: audit, logs: logs, url: srv.URL}
 }
 
-func newSQLiteGateway(t *testing.T) *gateway {
+func newSQLiteGateway(t *testing.T, opts ...func(*app.Config)) *gateway {
 	t.Helper()
-	return newGateway(t, storagetest.MustOpenSQLite(t))
+	return newGateway(t, storagetest.MustOpenSQLite(t), opts...)
 }
 
 // as returns a context acting as a user of tenant.

@@ -30,6 +30,7 @@ type pool struct {
 	version       string
 	logger        *slog.Logger
 	onListChanged func(srv *authz.MCPServer)
+	maxResponse   int64 // bounds one answer; base enforces it on POSTs
 
 	mu    sync.Mutex
 	conns map[string]*upstreamConn // by server id
@@ -168,6 +169,10 @@ func (p *pool) connect(ctx context.Context, srv *authz.MCPServer) (*sdk.ClientSe
 	transport := &sdk.StreamableClientTransport{
 		Endpoint:   srv.URL,
 		HTTPClient: upstreamHTTPClient(p.base, srv.Headers),
+		// One event of the standalone stream is bounded like an answer,
+		// and a cut stream is not replayed (no retry of a large answer).
+		MaxEventSize: int(p.maxResponse),
+		MaxRetries:   -1,
 	}
 	cs, err := client.Connect(ctx, transport, &sdk.ClientSessionOptions{ProtocolVersion: upstreamProtocolVersion})
 	if err != nil {
@@ -245,9 +250,13 @@ func upstreamAnswer(err error) (*jsonrpc.Error, bool) {
 func (p *pool) listTools(ctx context.Context, srv *authz.MCPServer) ([]*authz.MCPTool, error) {
 	var tools []*authz.MCPTool
 	var err error
+	ctx, probe := withSizeProbe(ctx)
 	for attempt := range 2 {
 		var cs *sdk.ClientSession
 		if cs, err = p.session(ctx, srv); err != nil {
+			if probe.Tripped() {
+				return nil, p.tooLarge(err)
+			}
 			if attempt == 0 && ctx.Err() == nil {
 				continue
 			}
@@ -268,11 +277,24 @@ func (p *pool) listTools(ctx context.Context, srv *authz.MCPServer) ([]*authz.MC
 			return tools, nil
 		}
 		p.drop(srv.ID, cs)
+		if probe.Tripped() {
+			return nil, p.tooLarge(err)
+		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
 	return nil, err
+}
+
+// tooLarge is the error of a request whose answer was cut at maxResponse,
+// whatever the SDK made of the cut.
+func (p *pool) tooLarge(err error) error {
+	var tle *tooLargeError
+	if errors.As(err, &tle) {
+		return tle
+	}
+	return &tooLargeError{max: p.maxResponse}
 }
 
 func toolFromSDK(t *sdk.Tool) *authz.MCPTool {
@@ -308,15 +330,23 @@ func (p *pool) call(ctx context.Context, srv *authz.MCPServer, tool string, args
 		params.Arguments = args
 	}
 	var err error
+	ctx, probe := withSizeProbe(ctx)
 	for attempt := range 2 {
 		var cs *sdk.ClientSession
 		if cs, err = p.session(ctx, srv); err != nil {
+			if probe.Tripped() {
+				return nil, p.tooLarge(err)
+			}
 			return nil, err
 		}
 		var res *sdk.CallToolResult
 		res, err = cs.CallTool(ctx, params)
 		if err == nil {
 			return res, nil
+		}
+		if probe.Tripped() {
+			// The tool ran; its answer is thrown away, never asked again.
+			return nil, p.tooLarge(err)
 		}
 		if _, ok := upstreamAnswer(err); ok {
 			return nil, err // the upstream's own answer to this call

@@ -307,8 +307,14 @@ test_batch_without_checks_is_empty if {
 	authz.decisions == [] with input as {"principal": key}
 }
 
-test_scope_globs_keep_only_globs_in_order if {
-	globs := authz.scope_globs with input as {"principal": with_scope("flow_ids", ["a", "b*", "c", "*d"])}
-	globs.flow_ids == ["b*", "*d"]
-	globs.agent_ids == []
+test_scope_match_prefers_the_id_then_the_first_glob if {
+	authz.scope_match(["a*", "ab", "*"], "ab") == "ab"
+	authz.scope_match(["x", "a*", "*b"], "ab") == "a*"
+	authz.scope_match(["x", "*b", "a*"], "ab") == "*b"
+	not authz.scope_match(["x", "a", "b*"], "ab")
+	not authz.scope_match([], "ab")
+
+	# Only "*" makes a glob; an entry without one is compared exactly.
+	not authz.scope_match(["a.b"], "axb")
+	authz.scope_match(["a*b*c"], "a-b-x-c") == "a*b*c"
 }

@@ -141,6 +141,27 @@ test_admin_may_not_read_the_audit_trail_of_another_tenant if {
 	d == denied(["the target belongs to another tenant"])
 }
 
+test_platform_admin_reads_the_audit_events_of_no_tenant if {
+	every action in ["list", "read"] {
+		d := management.decision with input as request(platform_admin, action, {"type": "platform_audit_events", "tenant_id": ""})
+		d == allowed("a platform_admin may read the audit events of no tenant")
+	}
+}
+
+test_tenant_admin_may_not_read_the_audit_events_of_no_tenant if {
+	d := management.decision with input as request(admin, "list", {"type": "platform_audit_events", "tenant_id": ""})
+	d == denied(["only a platform_admin may read the audit events of no tenant"])
+
+	# Nor with no tenant named at all: the target belongs to none.
+	e := management.decision with input as request(member, "read", {"type": "platform_audit_events"})
+	e == denied(["only a platform_admin may read the audit events of no tenant"])
+}
+
+test_platform_audit_events_are_read_only if {
+	d := management.decision with input as request(platform_admin, "delete", {"type": "platform_audit_events", "tenant_id": ""})
+	d == denied([`action "delete" is not supported on platform_audit_events (supported: list, read)`])
+}
+
 test_audit_events_are_read_only if {
 	d := management.decision with input as request(admin, "delete", {"type": "audit_events", "tenant_id": "t1"})
 	d == denied([`action "delete" is not supported on audit_events (supported: list, read)`])
@@ -205,9 +226,9 @@ test_missing_target_is_denied if {
 
 test_unknown_target_type_is_denied if {
 	d := management.decision with input as request(admin, "read", {"type": "role", "tenant_id": "t1"})
-	d == denied([`target type "role" is not supported (supported: api_key, audit_events, mcp_server, tenant, user)`])
+	d == denied([`target type "role" is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, tenant, user)`])
 	e := management.decision with input as request(admin, "read", {"tenant_id": "t1"})
-	e == denied([`target type null is not supported (supported: api_key, audit_events, mcp_server, tenant, user)`])
+	e == denied([`target type null is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, tenant, user)`])
 }
 
 test_unknown_action_is_denied if {

@@ -12,6 +12,7 @@ package keygate.management
 target_actions := {
 	"api_key": {"create", "delete", "list", "read", "update"},
 	"audit_events": {"list", "read"},
+	"platform_audit_events": {"list", "read"},
 	"mcp_server": {"create", "delete", "list", "read", "update"},
 	"tenant": {"delete"},
 	"user": {"delete"},
@@ -20,6 +21,10 @@ target_actions := {
 # owned lists the targets that belong to one user, with the plural a reason
 # uses: an admin manages all of its tenant's, anyone else only their own.
 owned := {"api_key": "keys", "mcp_server": "MCP servers"}
+
+# tenantless lists the targets that belong to no tenant: the audit events
+# of credentials that matched no key, which only a platform_admin reads.
+tenantless := {"platform_audit_events"}
 
 default decision := {
 	"allow": false,
@@ -61,6 +66,10 @@ permit("audit_events", actor, _, target) := sprintf("an admin of tenant %q may r
 	admin_of(actor, target)
 }
 
+permit("platform_audit_events", actor, _, _) := "a platform_admin may read the audit events of no tenant" if {
+	"platform_admin" in actor.roles
+}
+
 admin_of(actor, target) if {
 	"admin" in actor.roles
 	same_tenant(actor, target)
@@ -82,7 +91,11 @@ actor_denials(actor) := missing(actor, "actor", "tenant_id") | missing(actor, "a
 
 target_denials(action, target) := {"the request has no target"} if {
 	not is_object(target)
-} else := type_denials(field(target, "type"), action) | missing(target, "target", "tenant_id")
+} else := type_denials(field(target, "type"), action) | tenant_missing(target)
+
+tenant_missing(target) := set() if {
+	tenantless[field(target, "type")]
+} else := missing(target, "target", "tenant_id")
 
 type_denials(type, action) := {sprintf("target type %s is not supported (supported: %s)", [show(type), concat(", ", sort(object.keys(target_actions)))])} if {
 	not target_actions[type]
@@ -113,6 +126,8 @@ refusal(type, actor, action, target) := sprintf("only an admin of tenant %q may 
 refusal("user", actor, _, _) := sprintf("only an admin of tenant %q may delete users", [actor.tenant_id])
 
 refusal("tenant", _, _, _) := "only a platform_admin may delete tenants"
+
+refusal("platform_audit_events", _, _, _) := "only a platform_admin may read the audit events of no tenant"
 
 refusal("audit_events", actor, _, _) := sprintf("only an admin of tenant %q may read the audit trail", [actor.tenant_id])
 

@@ -24,8 +24,9 @@ type Decider interface {
 // RequireAPIKey authenticates the request's API key (`Authorization: Bearer
 // pk_…` or `X-API-Key`) and puts its principal into the request context
 // (authz.PrincipalFromContext) and the gin context (PrincipalFrom). A missing
-// or refused key is a 401 problem whose code says why. Go services built on
-// gin can use it as is.
+// or refused key is a 401 problem whose code says why; an address over its
+// failed-authentication budget is a 429 with Retry-After. Go services built
+// on gin can use it as is.
 func RequireAPIKey(auth Authenticator) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		token := bearerToken(c.Request)
@@ -35,6 +36,12 @@ func RequireAPIKey(auth Authenticator) gin.HandlerFunc {
 		if token == "" {
 			writeError(c, authz.Errorf(authz.EUNAUTHORIZED, "an API key is required (Authorization: Bearer pk_… or %s)", APIKeyHeader))
 			return
+		}
+		if authz.RequestInfoFromContext(c.Request.Context()).IP == "" {
+			// Mounted in another service's router: the failed
+			// authentication budget needs the client's address.
+			info := authz.RequestInfo{IP: c.ClientIP(), UserAgent: authz.Truncate(c.Request.UserAgent(), 256)}
+			c.Request = c.Request.WithContext(authz.NewContextWithRequestInfo(c.Request.Context(), info))
 		}
 		p, err := auth.Authenticate(c.Request.Context(), token)
 		if err != nil {

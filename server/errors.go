@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
@@ -36,6 +38,12 @@ func ErrorStatus(code string) int {
 	}
 }
 
+// RetryAfterSeconds is a Retry-After value: whole seconds, rounded up, at
+// least one.
+func RetryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(max(1, int64((d+time.Second-1)/time.Second)), 10)
+}
+
 // Problem is an RFC 9457 problem document.
 type Problem struct {
 	Type      string             `json:"type"`
@@ -56,6 +64,9 @@ const problemContentType = "application/problem+json"
 func writeError(c *gin.Context, err error) {
 	code := authz.ErrorCode(err)
 	status := ErrorStatus(code)
+	if wait := authz.ErrorRetryAfter(err); wait > 0 {
+		c.Header("Retry-After", RetryAfterSeconds(wait))
+	}
 	if status == http.StatusInternalServerError {
 		var e *authz.Error
 		if !errors.As(err, &e) || code == authz.EINTERNAL {

@@ -147,9 +147,13 @@ func (h *harness) authorize(token, rtype, id, action string) map[string]any {
 	return res.json(h.t)
 }
 
-// flushAudit writes every queued audit event.
+// flushAudit writes every queued audit event, refused credentials being
+// counted included.
 func (h *harness) flushAudit() {
 	h.t.Helper()
+	if err := h.app.Refusals.Close(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
 	if err := h.audit.Close(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}

@@ -202,20 +202,32 @@ func SignHS256(cfg JWTConfig, tenantID, userID string, roles []string, ttl time.
 }
 
 // requireJWT authenticates the management API's bearer JWT into an actor.
-func requireJWT(v *JWTVerifier) func(*gin.Context) {
+// A token that does not verify is charged to the client's address; once
+// the address has spent its budget, such tokens are answered 429 (a token
+// that verifies is served: checking one needs no lookup).
+func requireJWT(v *JWTVerifier, limiter *authz.FailureLimiter) func(*gin.Context) {
 	return func(c *gin.Context) {
 		token := bearerToken(c.Request)
 		if token == "" {
 			writeError(c, authz.Errorf(authz.EUNAUTHORIZED, "a bearer token is required"))
 			return
 		}
+		refuse := func(err error) {
+			ip := c.ClientIP()
+			if wait := limiter.Over(ip); wait > 0 {
+				err = limiter.Refuse(c.Request.Context(), ip, authz.CredentialJWT, wait)
+			} else {
+				limiter.Fail(ip)
+			}
+			writeError(c, err)
+		}
 		if strings.HasPrefix(token, authz.TokenPrefix) {
-			writeError(c, authz.Errorf(authz.EUNAUTHORIZED, "the management API takes a user's JWT, not an API key"))
+			refuse(authz.Errorf(authz.EUNAUTHORIZED, "the management API takes a user's JWT, not an API key"))
 			return
 		}
 		actor, err := v.Verify(c.Request.Context(), token)
 		if err != nil {
-			writeError(c, err)
+			refuse(err)
 			return
 		}
 		c.Set(ctxActor, actor)

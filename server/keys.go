@@ -151,6 +151,15 @@ func (s *Server) listAuditEvents(c *gin.Context) {
 	}
 	var fields []authz.FieldError
 	filter.Limit, fields = queryLimit(c, fields)
+	if v, ok := c.GetQuery("tenantless"); ok {
+		switch v {
+		case "true":
+			filter.Tenantless = true
+		case "false":
+		default:
+			fields = append(fields, authz.FieldError{Field: "tenantless", Message: "must be true or false"})
+		}
+	}
 	for _, q := range []struct {
 		name string
 		dst  **time.Time

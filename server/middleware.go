@@ -56,7 +56,10 @@ func requestContext(base *slog.Logger, maxBody int64) gin.HandlerFunc {
 			route = "unmatched"
 		}
 		level := slog.LevelInfo
-		if quietRoutes[route] && c.Writer.Status() < http.StatusInternalServerError {
+		if quietRoutes[route] && c.Writer.Status() < http.StatusInternalServerError ||
+			c.Writer.Status() == http.StatusTooManyRequests {
+			// A refused flood is logged by the limiter, once a minute per
+			// address, not a line per request.
 			level = slog.LevelDebug
 		}
 		if !base.Enabled(c.Request.Context(), level) {

@@ -51,7 +51,8 @@ func TestNoSecretLeaks(t *testing.T) {
 		record(h.do("GET", "/api/v1/audit-events?limit=100", jwt, nil))
 
 		rows := auditRowsAsText(t, db)
-		if len(rows) < 10 {
+		// Refusals are counted into one row per key, address and reason.
+		if len(rows) < 8 {
 			t.Fatalf("only %d audit rows: the scenario did not run", len(rows))
 		}
 		haystacks := map[string]string{"logs": h.logs.String(), "audit rows": strings.Join(rows, "\n"), "answers": strings.Join(bodies, "\n")}

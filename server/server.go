@@ -19,6 +19,7 @@ import (
 type Config struct {
 	Keys           *authz.KeyService
 	JWT            *JWTVerifier
+	AuthLimiter    *authz.FailureLimiter           // failed management JWTs per address, with Keys.Limiter; nil: none
 	Ready          func(ctx context.Context) error // nil: always ready
 	Logger         *slog.Logger
 	MaxBodyBytes   int64                // default DefaultMaxBodyBytes
@@ -75,7 +76,7 @@ func New(cfg Config) (*Server, error) {
 	v1.POST("/authorize", s.authorize)
 	v1.GET("/whoami", RequireAPIKey(cfg.Keys), s.whoami)
 
-	api := r.Group("/api/v1", requireJWT(cfg.JWT))
+	api := r.Group("/api/v1", requireJWT(cfg.JWT, cfg.AuthLimiter))
 	api.POST("/api-keys", s.createKey)
 	api.GET("/api-keys", s.listKeys)
 	api.GET("/api-keys/:id", s.getKey)

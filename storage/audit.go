@@ -44,12 +44,14 @@ type auditEventRow struct {
 	Details    string    `bun:"details,notnull"` // JSON object, encoded here
 }
 
-// newAuditEventRows converts events for storage, giving an id to each that
-// has none (a UUIDv7 of its time, so ids sort like the events).
+// newAuditEventRows converts events for storage, within the bounds of
+// authz.CapAuditEvent, giving an id to each that has none (a UUIDv7 of its
+// time, so ids sort like the events).
 func newAuditEventRows(events []authz.AuditEvent) ([]auditEventRow, error) {
 	rows := make([]auditEventRow, len(events))
 	for i := range events {
-		ev := &events[i]
+		capped := authz.CapAuditEvent(events[i])
+		ev := &capped
 		id := ev.ID
 		if id == "" {
 			var err error

@@ -70,6 +70,26 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MCPSyncInterval, "mcp-sync-interval", c.envDuration("KEYGATE_MCP_SYNC_INTERVAL", d.MCPSyncInterval), "how often every enabled upstream MCP server's tool catalog is synced (KEYGATE_MCP_SYNC_INTERVAL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", d.FlushInterval), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
+	c.bindLimits(fs)
+}
+
+// bindLimits registers the limits against abuse (docs/operations.md,
+// "Limits and abuse").
+func (c *config) bindLimits(fs *flag.FlagSet) {
+	d := app.Defaults()
+	fs.IntVar(&c.AuthFailureBurst, "auth-failure-burst", c.envInt("KEYGATE_AUTH_FAILURE_BURST", d.AuthFailureBurst), "failed authentications an address may have in a row before it gets 429; 0 turns the limit off (KEYGATE_AUTH_FAILURE_BURST)")
+	fs.Float64Var(&c.AuthFailureRate, "auth-failure-rate", c.envFloat("KEYGATE_AUTH_FAILURE_RATE", d.AuthFailureRate), "failed authentications a second an address earns back (KEYGATE_AUTH_FAILURE_RATE)")
+	fs.IntVar(&c.AuthFailureMaxAddresses, "auth-failure-max-addresses", c.envInt("KEYGATE_AUTH_FAILURE_MAX_ADDRESSES", d.AuthFailureMaxAddresses), "addresses the failed-authentication limit tracks at once (KEYGATE_AUTH_FAILURE_MAX_ADDRESSES)")
+	fs.DurationVar(&c.AuditRetention, "audit-retention", c.envDuration("KEYGATE_AUDIT_RETENTION", d.AuditRetention), "audit events older than this are deleted; 0 keeps them forever (KEYGATE_AUDIT_RETENTION)")
+	fs.Int64Var(&c.MCPMaxResponseBytes, "mcp-max-response-bytes", c.envInt64("KEYGATE_MCP_MAX_RESPONSE_BYTES", d.MCPMaxResponseBytes), "largest answer read from an upstream MCP server (KEYGATE_MCP_MAX_RESPONSE_BYTES)")
+	fs.IntVar(&c.MCPMaxSessionsPerKey, "mcp-max-sessions-per-key", c.envInt("KEYGATE_MCP_MAX_SESSIONS_PER_KEY", d.MCPMaxSessionsPerKey), "MCP client sessions one key may have open at once (KEYGATE_MCP_MAX_SESSIONS_PER_KEY)")
+	fs.IntVar(&c.MCPMaxSessions, "mcp-max-sessions", c.envInt("KEYGATE_MCP_MAX_SESSIONS", d.MCPMaxSessions), "MCP client sessions open at once on this instance (KEYGATE_MCP_MAX_SESSIONS)")
+	fs.DurationVar(&c.MCPSessionIdleTimeout, "mcp-session-idle-timeout", c.envDuration("KEYGATE_MCP_SESSION_IDLE_TIMEOUT", d.MCPSessionIdleTimeout), "an MCP session without a request for this long is closed (KEYGATE_MCP_SESSION_IDLE_TIMEOUT)")
+	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", c.envDuration("KEYGATE_HTTP_READ_HEADER_TIMEOUT", d.HTTPReadHeaderTimeout), "time a client has to send a request's headers (KEYGATE_HTTP_READ_HEADER_TIMEOUT)")
+	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.envDuration("KEYGATE_HTTP_READ_TIMEOUT", d.HTTPReadTimeout), "time a client has to send a whole request (KEYGATE_HTTP_READ_TIMEOUT)")
+	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.envDuration("KEYGATE_HTTP_WRITE_TIMEOUT", d.HTTPWriteTimeout), "time a client has to take an answer; MCP event streams excepted (KEYGATE_HTTP_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.envDuration("KEYGATE_HTTP_IDLE_TIMEOUT", d.HTTPIdleTimeout), "an idle keep-alive connection is closed after this (KEYGATE_HTTP_IDLE_TIMEOUT)")
+	fs.IntVar(&c.HTTPMaxConnections, "http-max-connections", c.envInt("KEYGATE_HTTP_MAX_CONNECTIONS", d.HTTPMaxConnections), "connections served at once; more wait to be accepted (KEYGATE_HTTP_MAX_CONNECTIONS)")
 }
 
 // validate reports bad environment values and the command's own settings;
@@ -130,6 +150,32 @@ func (c *config) envInt(name string, def int) int {
 		return def
 	}
 	return n
+}
+
+func (c *config) envInt64(name string, def int64) int64 {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not an integer", name, v))
+		return def
+	}
+	return n
+}
+
+func (c *config) envFloat(name string, def float64) float64 {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a number", name, v))
+		return def
+	}
+	return f
 }
 
 func (c *config) envDuration(name string, def time.Duration) time.Duration {

@@ -23,8 +23,10 @@ func TestRevocationReachesEveryInstance(t *testing.T) {
 	t.Parallel()
 	dbURL := storagetest.PostgresURL(t)
 	secret := "KEYGATE_JWT_SECRET=revocation-test-secret-of-32-bytes!!"
-	a := start(t, t.TempDir(), dbURL, secret)
-	b := start(t, t.TempDir(), dbURL, secret)
+	// B is asked about the disabled key as fast as it answers, 100 times
+	// over: no failed-authentication budget, which would answer 429.
+	a := start(t, t.TempDir(), dbURL, secret, "KEYGATE_AUTH_FAILURE_BURST=0")
+	b := start(t, t.TempDir(), dbURL, secret, "KEYGATE_AUTH_FAILURE_BURST=0")
 	admin := a.cli("token", "--tenant", "t1", "--user", "ops", "--role", "admin", "--jwt-secret", "revocation-test-secret-of-32-bytes!!")
 	admin = admin[:len(admin)-1]
 	key := a.call("POST", "/api/v1/api-keys", admin, map[string]any{"name": "revoked", "permission_scope": map[string]any{"flow_ids": []string{"f1"}}})

@@ -34,6 +34,16 @@ type App struct {
 	JWT       server.JWTConfig
 	DevSecret bool // JWTs are signed with the development secret in the data folder
 
+	// Refusals folds refused credentials into one audit event per address
+	// and reason a minute, in front of Audit (or Config.AuditRecorder).
+	Refusals *authz.RefusalAggregator
+	// AuthLimiter budgets failed authentications per address; nil when
+	// Config.AuthFailureBurst is 0.
+	AuthLimiter *authz.FailureLimiter
+	// Retention deletes audit events past Config.AuditRetention; nil when
+	// they are kept forever.
+	Retention *authz.AuditRetention
+
 	telemetry *telemetry
 	ownDB     bool
 	bgStop    context.CancelFunc
@@ -85,6 +95,14 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 			Buffer: cfg.AuditBuffer, Interval: cfg.FlushInterval, Logger: logger})
 		events = a.Audit
 	}
+	a.Refusals = authz.NewRefusalAggregator(events, authz.RefusalAggregatorOptions{Now: cfg.Now})
+	events = a.Refusals
+	if a.AuthLimiter, err = newAuthLimiter(cfg, logger, a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("failed-authentication limit: %w", err)
+	}
+	if a.Retention, err = newAuditRetention(cfg, auditStore, logger, a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("audit retention: %w", err)
+	}
 	a.Usage = authz.NewUsageWriter(keyStore, cfg.FlushInterval, logger)
 	a.KeyCache = authz.NewKeyCache(keyStore, authz.KeyCacheOptions{
 		MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL, NegativeTTL: cfg.NegativeCacheTTL, Now: cfg.Now})
@@ -97,6 +115,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Events:   events,
 		Usage:    a.Usage,
 		Now:      cfg.Now,
+		Limiter:  a.AuthLimiter,
 	}
 	a.MCP = &authz.MCPServerService{Store: storage.NewMCPStore(a.DB), Policy: a.Engine, Now: cfg.Now}
 	a.Gateway, err = mcp.New(mcp.Options{
@@ -110,6 +129,11 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		SyncInterval:   cfg.MCPSyncInterval,
 		Version:        cfg.Version,
 		Now:            cfg.Now,
+
+		SessionTimeout:    cfg.MCPSessionIdleTimeout,
+		MaxSessionsPerKey: cfg.MCPMaxSessionsPerKey,
+		MaxSessions:       cfg.MCPMaxSessions,
+		MaxResponseBytes:  cfg.MCPMaxResponseBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("MCP gateway: %w", err)
@@ -129,6 +153,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Version:        cfg.Version,
 		MCP:            a.MCP,
 		Mounts:         map[string]http.Handler{"/mcp": a.Gateway.Handler()},
+		AuthLimiter:    a.AuthLimiter,
 	})
 	if err != nil {
 		return nil, err
@@ -161,8 +186,8 @@ func (a *App) Handler() http.Handler { return a.Server }
 
 // Start runs the background work until ctx ends or Close: the key change
 // feed on Postgres (so a key changed on another instance leaves this one's
-// cache at once) and the scheduler that syncs every enabled upstream MCP
-// catalog now and every MCPSyncInterval.
+// cache at once), the scheduler that syncs every enabled upstream MCP
+// catalog now and every MCPSyncInterval, and the audit retention.
 func (a *App) Start(ctx context.Context) {
 	ctx, a.bgStop = context.WithCancel(ctx)
 	a.bgDone = make(chan struct{})
@@ -182,8 +207,16 @@ func (a *App) Start(ctx context.Context) {
 		} else {
 			close(done)
 		}
+		pruned := make(chan struct{})
+		go func() {
+			defer close(pruned)
+			if a.Retention != nil {
+				a.Retention.Run(ctx)
+			}
+		}()
 		a.Gateway.Run(ctx)
 		<-done
+		<-pruned
 	}()
 }
 
@@ -222,6 +255,11 @@ func (a *App) Close(ctx context.Context) error {
 	if a.Gateway != nil {
 		if err := a.Gateway.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("MCP gateway: %w", err))
+		}
+	}
+	if a.Refusals != nil {
+		if err := a.Refusals.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush refused credentials: %w", err))
 		}
 	}
 	if a.Audit != nil {

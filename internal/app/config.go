@@ -45,6 +45,21 @@ type Config struct {
 	Version string
 	Logger  *slog.Logger // nil: discard
 
+	// Limits against abuse (docs/operations.md, "Limits and abuse").
+	AuthFailureBurst        int           // failed authentications an address may have in a row; 0: no limit
+	AuthFailureRate         float64       // failures a second an address earns back
+	AuthFailureMaxAddresses int           // addresses the limiter tracks at once
+	AuditRetention          time.Duration // events older than this are deleted; 0: kept forever
+	MCPMaxResponseBytes     int64         // bound of one upstream MCP answer
+	MCPMaxSessionsPerKey    int           // MCP client sessions open at once per key
+	MCPMaxSessions          int           // MCP client sessions open at once on the instance
+	MCPSessionIdleTimeout   time.Duration // an MCP session without a request is closed after this
+	HTTPReadHeaderTimeout   time.Duration // to send a request's headers
+	HTTPReadTimeout         time.Duration // to send a whole request
+	HTTPWriteTimeout        time.Duration // to take an answer (MCP event streams excepted)
+	HTTPIdleTimeout         time.Duration // an idle keep-alive connection is closed after this
+	HTTPMaxConnections      int           // connections served at once; more wait to be accepted
+
 	// What tests and tools embedding keygate may put in place of what New
 	// builds.
 
@@ -82,12 +97,26 @@ func Defaults() Config {
 		DecisionCacheSize: 10_000,
 		MCPSyncInterval:   5 * time.Minute,
 		Version:           "dev",
+
+		AuthFailureBurst:        20,
+		AuthFailureRate:         1,
+		AuthFailureMaxAddresses: 100_000,
+		AuditRetention:          90 * 24 * time.Hour,
+		MCPMaxResponseBytes:     10 << 20,
+		MCPMaxSessionsPerKey:    32,
+		MCPMaxSessions:          10_000,
+		MCPSessionIdleTimeout:   10 * time.Minute,
+		HTTPReadHeaderTimeout:   10 * time.Second,
+		HTTPReadTimeout:         30 * time.Second,
+		HTTPWriteTimeout:        30 * time.Second,
+		HTTPIdleTimeout:         120 * time.Second,
+		HTTPMaxConnections:      16_384,
 	}
 }
 
 // Validate reports every setting out of range, each naming its setting.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := c.validateLimits()
 	if c.AuditBuffer < 1 {
 		errs = append(errs, fmt.Errorf("KEYGATE_AUDIT_BUFFER must be at least 1, got %d", c.AuditBuffer))
 	}
@@ -128,4 +157,33 @@ func (c *Config) logger() *slog.Logger {
 		return c.Logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// validateLimits checks the limits against abuse.
+func (c *Config) validateLimits() []error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.AuthFailureBurst >= 0, "KEYGATE_AUTH_FAILURE_BURST must not be negative (0 turns the limit off), got %d", c.AuthFailureBurst)
+	check(c.AuthFailureBurst == 0 || c.AuthFailureRate > 0, "KEYGATE_AUTH_FAILURE_RATE must be positive, got %g", c.AuthFailureRate)
+	check(c.AuthFailureMaxAddresses >= 1, "KEYGATE_AUTH_FAILURE_MAX_ADDRESSES must be at least 1, got %d", c.AuthFailureMaxAddresses)
+	check(c.AuditRetention == 0 || c.AuditRetention >= time.Hour, "KEYGATE_AUDIT_RETENTION must be 0 (keep forever) or at least 1h, got %s", c.AuditRetention)
+	check(c.MCPMaxResponseBytes >= 64<<10, "KEYGATE_MCP_MAX_RESPONSE_BYTES must be at least 65536, got %d", c.MCPMaxResponseBytes)
+	check(c.MCPMaxSessionsPerKey >= 1, "KEYGATE_MCP_MAX_SESSIONS_PER_KEY must be at least 1, got %d", c.MCPMaxSessionsPerKey)
+	check(c.MCPMaxSessions >= c.MCPMaxSessionsPerKey, "KEYGATE_MCP_MAX_SESSIONS must be at least KEYGATE_MCP_MAX_SESSIONS_PER_KEY (%d), got %d", c.MCPMaxSessionsPerKey, c.MCPMaxSessions)
+	check(c.MCPSessionIdleTimeout >= time.Second, "KEYGATE_MCP_SESSION_IDLE_TIMEOUT must be at least 1s, got %s", c.MCPSessionIdleTimeout)
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"KEYGATE_HTTP_READ_HEADER_TIMEOUT", c.HTTPReadHeaderTimeout}, {"KEYGATE_HTTP_READ_TIMEOUT", c.HTTPReadTimeout},
+		{"KEYGATE_HTTP_WRITE_TIMEOUT", c.HTTPWriteTimeout}, {"KEYGATE_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout},
+	} {
+		check(t.d > 0, "%s must be positive, got %s", t.name, t.d)
+	}
+	check(c.HTTPMaxConnections >= 1, "KEYGATE_HTTP_MAX_CONNECTIONS must be at least 1, got %d", c.HTTPMaxConnections)
+	return errs
 }

@@ -7,18 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"time"
 )
 
-// HTTP server bounds: a client must send its headers within
-// ReadHeaderTimeout and its body within ReadTimeout; an idle keep-alive
-// connection is closed after IdleTimeout.
-const (
-	readHeaderTimeout = 10 * time.Second
-	readTimeout       = 30 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-)
+// maxHeaderBytes bounds a request's headers; the timeouts and the
+// connection cap are settings (Config.HTTP*).
+const maxHeaderBytes = 64 << 10
 
 // Listen opens the configured listen address.
 func (a *App) Listen(ctx context.Context) (net.Listener, error) {
@@ -41,11 +34,22 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return fmt.Errorf("debug listener (KEYGATE_DEBUG_ADDR): %w", err)
 	}
+	cfg := a.Config
+	limited, err := newLimitListener(ln, cfg.HTTPMaxConnections, a.telemetry.meterProvider)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	ln = limited
+	// A client must send its headers within ReadHeaderTimeout and its
+	// whole request within ReadTimeout, take its answer within
+	// HTTPWriteTimeout (set per request: MCP event streams have none), and
+	// an idle keep-alive connection is closed after IdleTimeout.
 	srv := &http.Server{
-		Handler:           a.Handler(),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		IdleTimeout:       idleTimeout,
+		Handler:           withWriteDeadline(a.Handler(), cfg.HTTPWriteTimeout),
+		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTPReadTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
