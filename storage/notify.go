@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -29,11 +30,19 @@ type KeyChangeFeedOptions struct {
 	// OnResync is called each time the feed (re)connects: changes made
 	// while it was away are lost, so what was cached must go.
 	OnResync func()
+	// OnLost is called when a connection that was listening fails, with
+	// when the feed last heard the database: changes made since may go
+	// unheard until OnResync.
+	OnLost func(heard time.Time)
 	// Heartbeat is how often the feed proves its connection alive by
 	// notifying itself; a connection silent for three heartbeats is
-	// replaced. Default 2s.
+	// replaced. Default 1s.
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait between reconnection
+	// attempts, doubling from the one to the other, each jittered; Kick
+	// cuts a wait short. Defaults 50ms and 1s.
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 *slog.Logger
 }
 
 // KeyChangeFeed listens on Postgres for key changes made by any instance.
@@ -44,6 +53,8 @@ type KeyChangeFeed struct {
 	opts      KeyChangeFeedOptions
 	connected atomic.Bool
 	resyncs   atomic.Int64
+	heard     atomic.Int64 // Unix ns: the feed knows every change committed before
+	kick      chan struct{}
 	self      string // marks this feed's heartbeats
 }
 
@@ -54,7 +65,13 @@ func NewKeyChangeFeed(db *DB, opts KeyChangeFeedOptions) *KeyChangeFeed {
 		return nil
 	}
 	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = 2 * time.Second
+		opts.Heartbeat = time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = minRetry
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(time.Second, opts.MinBackoff)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -65,9 +82,12 @@ func NewKeyChangeFeed(db *DB, opts KeyChangeFeedOptions) *KeyChangeFeed {
 	if opts.OnResync == nil {
 		opts.OnResync = func() {}
 	}
+	if opts.OnLost == nil {
+		opts.OnLost = func(time.Time) {}
+	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &KeyChangeFeed{db: db, opts: opts, self: "heartbeat:" + hex.EncodeToString(b[:])}
+	return &KeyChangeFeed{db: db, opts: opts, kick: make(chan struct{}, 1), self: "heartbeat:" + hex.EncodeToString(b[:])}
 }
 
 // Connected reports whether the feed is listening now.
@@ -76,27 +96,96 @@ func (f *KeyChangeFeed) Connected() bool { return f.connected.Load() }
 // Resyncs counts the (re)connections, the first included.
 func (f *KeyChangeFeed) Resyncs() int64 { return f.resyncs.Load() }
 
-// Run listens until ctx ends, reconnecting with backoff after any failure.
+// LastHeard is when the feed last heard the database: it knows of every
+// change committed before. Zero before it first listened.
+func (f *KeyChangeFeed) LastHeard() time.Time {
+	if n := f.heard.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Kick tells a feed waiting to reconnect that the database answers again
+// (a query just succeeded): it tries at once rather than at the end of its
+// backoff.
+func (f *KeyChangeFeed) Kick() {
+	if f.connected.Load() {
+		return
+	}
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// minRetry spaces reconnection attempts however often Kick is called.
+const minRetry = 50 * time.Millisecond
+
+// Run listens until ctx ends, reconnecting after any failure with jittered
+// backoff capped at MaxBackoff, or at once when kicked. A lost feed is
+// logged once, and so is its return.
 func (f *KeyChangeFeed) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	backoff := time.Duration(0)
+	reported := false // this outage was logged
 	for ctx.Err() == nil {
+		select {
+		case <-f.kick: // this attempt answers it
+		default:
+		}
 		start := time.Now()
+		wasUp := f.resyncs.Load()
 		err := f.listen(ctx)
-		f.connected.Store(false)
+		up := f.resyncs.Load() != wasUp
+		if up {
+			reported = false
+		}
+		if f.connected.Swap(false) {
+			f.opts.OnLost(f.LastHeard())
+		}
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > time.Minute {
-			backoff = 100 * time.Millisecond
+		if up && time.Since(start) > time.Minute {
+			backoff = 0
 		}
-		f.opts.Logger.Warn("key change feed lost; reconnecting", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		backoff = min(max(2*backoff, f.opts.MinBackoff), f.opts.MaxBackoff)
+		wait := backoff/2 + mrand.N(backoff/2+1)
+		if !reported {
+			reported = true
+			f.opts.Logger.Warn("key change feed lost; reconnecting", "err", err)
+		} else {
+			f.opts.Logger.Debug("key change feed: reconnection failed", "err", err, "retry_in", wait)
+		}
+		if !f.sleep(ctx, minRetry) || !f.sleepOrKick(ctx, wait-minRetry) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+func (f *KeyChangeFeed) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (f *KeyChangeFeed) sleepOrKick(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-f.kick:
+	}
+	return true
 }
 
 // listen holds one connection until it fails or ctx ends.
@@ -107,21 +196,22 @@ func (f *KeyChangeFeed) listen(ctx context.Context) error {
 		return err
 	}
 	// Listening from here on: whatever changed before is unknown.
+	f.heard.Store(time.Now().UnixNano())
 	f.opts.OnResync()
 	f.resyncs.Add(1)
 	f.connected.Store(true)
 	f.opts.Logger.Info("key change feed listening", "channel", KeyChangeChannel)
 
-	var seq int
 	lastBeat := time.Now()
 	lastSent := time.Time{}
 	for {
 		if time.Since(lastSent) >= f.opts.Heartbeat {
-			seq++
-			if err := pgdriver.Notify(ctx, f.db.bun, KeyChangeChannel, f.self+":"+strconv.Itoa(seq)); err != nil {
+			// The payload carries when it was sent: once it is back, every
+			// change committed before then has been heard.
+			lastSent = time.Now()
+			if err := pgdriver.Notify(ctx, f.db.bun, KeyChangeChannel, f.self+":"+strconv.FormatInt(lastSent.UnixNano(), 10)); err != nil {
 				return err
 			}
-			lastSent = time.Now()
 		}
 		_, payload, err := ln.ReceiveTimeout(ctx, f.opts.Heartbeat)
 		var netErr net.Error
@@ -134,6 +224,9 @@ func (f *KeyChangeFeed) listen(ctx context.Context) error {
 			return err
 		case strings.HasPrefix(payload, f.self+":"):
 			lastBeat = time.Now()
+			if sent, err := strconv.ParseInt(strings.TrimPrefix(payload, f.self+":"), 10, 64); err == nil && sent > f.heard.Load() {
+				f.heard.Store(sent)
+			}
 		case strings.HasPrefix(payload, "heartbeat:"):
 			// Another instance's heartbeat.
 		default:
