@@ -549,7 +549,11 @@ func (c *KeyCache) trusted(e *cacheEntry, now int64) bool {
 // unheard, so cached keys are trusted for Staleness only. A cache made for
 // an instance that has a feed starts this way, until FeedListening.
 func (c *KeyCache) FeedLost(heard time.Time) {
-	c.feedHeard.Store(heard.UnixNano())
+	var n int64 // never heard: only the time a key was loaded counts
+	if !heard.IsZero() {
+		n = heard.UnixNano()
+	}
+	c.feedHeard.Store(n)
 	c.feedDown.Store(true)
 }
 

@@ -62,10 +62,12 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.StringVar(&c.PolicyDir, "policy-dir", env("KEYGATE_POLICY_DIR", ""), "load Rego policies from this folder instead of the embedded ones; SIGHUP reloads (KEYGATE_POLICY_DIR)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("KEYGATE_TRUSTED_PROXIES", ""), "comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed (KEYGATE_TRUSTED_PROXIES)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration("KEYGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout), "how long shutdown waits for requests in flight (KEYGATE_SHUTDOWN_TIMEOUT)")
-	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.envInt("KEYGATE_AUDIT_BUFFER", d.AuditBuffer), "audit events queued before new ones are dropped (KEYGATE_AUDIT_BUFFER)")
+	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.envInt("KEYGATE_AUDIT_BUFFER", d.AuditBuffer), "audit events queued in memory before new ones go to the spool (KEYGATE_AUDIT_BUFFER)")
+	fs.Int64Var(&c.AuditSpoolBytes, "audit-spool-bytes", c.envInt64("KEYGATE_AUDIT_SPOOL_BYTES", d.AuditSpoolBytes), "bound of the audit spool in <data-dir>/audit-spool, which keeps audit events on disk while the database cannot take them; 0: no spool (KEYGATE_AUDIT_SPOOL_BYTES)")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.envInt("KEYGATE_KEY_CACHE_SIZE", d.KeyCacheSize), "API keys cached per instance, least recently used out (KEYGATE_KEY_CACHE_SIZE)")
 	fs.IntVar(&c.DecisionCacheSize, "decision-cache-size", c.envInt("KEYGATE_DECISION_CACHE_SIZE", d.DecisionCacheSize), "policy answers remembered per instance for a policy that depends only on principal, resource and action; 0 turns it off (KEYGATE_DECISION_CACHE_SIZE)")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", c.envDuration("KEYGATE_KEY_CACHE_TTL", d.KeyCacheTTL), "longest a cached key is trusted without a lookup (KEYGATE_KEY_CACHE_TTL)")
+	fs.DurationVar(&c.KeyCacheStaleness, "key-cache-staleness", c.envDuration("KEYGATE_KEY_CACHE_STALENESS", d.KeyCacheStaleness), "longest a cached key is trusted while the change feed is down, before it is looked up again (KEYGATE_KEY_CACHE_STALENESS)")
 	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", c.envDuration("KEYGATE_NEGATIVE_CACHE_TTL", d.NegativeCacheTTL), "how long an unknown token stays unknown without a lookup (KEYGATE_NEGATIVE_CACHE_TTL)")
 	fs.DurationVar(&c.MCPSyncInterval, "mcp-sync-interval", c.envDuration("KEYGATE_MCP_SYNC_INTERVAL", d.MCPSyncInterval), "how often every enabled upstream MCP server's tool catalog is synced (KEYGATE_MCP_SYNC_INTERVAL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
@@ -120,11 +122,15 @@ func (c *config) envBool(name string, def bool) bool {
 }
 
 func (c *config) envInt(name string, def int) int {
+	return int(c.envInt64(name, int64(def)))
+}
+
+func (c *config) envInt64(name string, def int64) int64 {
 	v, ok := os.LookupEnv(name)
 	if !ok {
 		return def
 	}
-	n, err := strconv.Atoi(v)
+	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not an integer", name, v))
 		return def

@@ -1,0 +1,151 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/storage/storagetest"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+func newOutageApp(t *testing.T, dbURL string) *App {
+	t.Helper()
+	cfg := Defaults()
+	cfg.DataDir, cfg.DatabaseURL = t.TempDir(), dbURL
+	cfg.JWTSecret = "outage-test-secret-of-at-least-32-bytes"
+	cfg.FlushInterval = 20 * time.Millisecond
+	a, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Close(ctx)
+	})
+	return a
+}
+
+func readyz(t *testing.T, a *App) (int, map[string]any) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("readyz: %v: %s", err, rec.Body)
+	}
+	return rec.Code, body
+}
+
+func feedState(body map[string]any) string {
+	feed, _ := body["change_feed"].(map[string]any)
+	s, _ := feed["state"].(string)
+	return s
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metricValues collects the outage instruments by name.
+func metricValues(t *testing.T, reader *sdkmetric.ManualReader) map[string]float64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch data := m.Data.(type) {
+			case metricdata.Gauge[int64]:
+				got[m.Name] = float64(data.DataPoints[0].Value)
+			case metricdata.Gauge[float64]:
+				got[m.Name] = data.DataPoints[0].Value
+			case metricdata.Sum[int64]:
+				got[m.Name] = float64(data.DataPoints[0].Value)
+			}
+		}
+	}
+	return got
+}
+
+// TestReadinessWithoutAFeed: on SQLite /readyz says no change feed is
+// needed, and reports the audit trail.
+func TestReadinessWithoutAFeed(t *testing.T) {
+	t.Parallel()
+	a := newOutageApp(t, "")
+	a.Start(context.Background())
+	code, body := readyz(t, a)
+	if code != 200 || feedState(body) != "not_needed" || body["audit"] == nil {
+		t.Fatalf("readyz %d %v: want ready, no feed needed, and the audit trail's state", code, body)
+	}
+	reader := sdkmetric.NewManualReader()
+	if err := a.registerOutageMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))); err != nil {
+		t.Fatal(err)
+	}
+	got := metricValues(t, reader)
+	if _, ok := got["keygate.key_change_feed.silence"]; ok {
+		t.Fatal("without a feed there is no silence to measure")
+	}
+	if _, ok := got["keygate.audit.spool.size"]; !ok {
+		t.Fatalf("metrics %v: want the spool's size", got)
+	}
+}
+
+// TestReadinessFollowsTheFeed: on Postgres, /readyz and the metrics follow
+// the change feed through a cut: listening, then reconnecting (and not
+// ready, the database being gone), then listening again without waiting
+// out a backoff; audit events recorded meanwhile are written.
+func TestReadinessFollowsTheFeed(t *testing.T) {
+	t.Parallel()
+	proxy, dbURL := storagetest.NewProxy(t, storagetest.PostgresURL(t))
+	a := newOutageApp(t, dbURL)
+	reader := sdkmetric.NewManualReader()
+	if err := a.registerOutageMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := readyz(t, a); feedState(body) != "not_started" || !a.KeyCache.FeedDown() {
+		t.Fatalf("before Start: %v; want the feed not started and the cache distrustful", body)
+	}
+	a.Start(context.Background())
+	waitUntil(t, "the feed to listen", func() bool { _, body := readyz(t, a); return feedState(body) == "listening" })
+	if silence := metricValues(t, reader)["keygate.key_change_feed.silence"]; silence <= 0 || silence > 5 {
+		t.Fatalf("silence %vs while listening", silence)
+	}
+
+	proxy.Cut()
+	waitUntil(t, "the loss to show", func() bool {
+		code, body := readyz(t, a)
+		return code == 503 && feedState(body) == "reconnecting"
+	})
+	_, body := readyz(t, a)
+	if feed := body["change_feed"].(map[string]any); feed["cached_keys_trusted_for"] != "1s" {
+		t.Fatalf("feed %v: while it is down cached keys are trusted for KEYGATE_KEY_CACHE_STALENESS", feed)
+	}
+	a.Audit.Record(authz.AuditEvent{OccurredAt: time.Now(), Action: authz.AuditAuthFailed, Reason: "during the cut"})
+	waitUntil(t, "the writer to fail", func() bool { return a.Audit.Stats().Failing })
+
+	proxy.Restore()
+	if code, _ := readyz(t, a); code != 200 { // the ping kicks the feed
+		t.Fatalf("readyz %d once the database is back", code)
+	}
+	waitUntil(t, "the feed to listen again", func() bool { _, body := readyz(t, a); return feedState(body) == "listening" })
+	waitUntil(t, "the event to be written", func() bool { return a.Audit.Stats().Written == 1 })
+	if got := metricValues(t, reader); got["keygate.audit.written"] != 1 || got["keygate.audit.dropped"] != 0 {
+		t.Fatalf("metrics %v", got)
+	}
+}
