@@ -17,12 +17,12 @@ import (
 
 // Config wires a Server.
 type Config struct {
-	Keys           *authz.KeyService
-	JWT            *JWTVerifier
-	Ready          func(ctx context.Context) error // nil: always ready
+	Keys  *authz.KeyService
+	JWT   *JWTVerifier
+	Ready func(ctx context.Context) error // nil: always ready
 	// ReadyDetails adds members to /readyz's body, ready or not: the state
 	// of what the instance depends on beyond the database.
-	ReadyDetails func(ctx context.Context) map[string]any
+	ReadyDetails   func(ctx context.Context) map[string]any
 	Logger         *slog.Logger
 	MaxBodyBytes   int64                // default DefaultMaxBodyBytes
 	TrustedProxies []string             // whose X-Forwarded-For is believed; none by default
