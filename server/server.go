@@ -17,12 +17,9 @@ import (
 
 // Config wires a Server.
 type Config struct {
-	Keys  *authz.KeyService
-	JWT   *JWTVerifier
-	Ready func(ctx context.Context) error // nil: always ready
-	// ReadyDetails adds members to /readyz's body, ready or not: the state
-	// of what the instance depends on beyond the database.
-	ReadyDetails   func(ctx context.Context) map[string]any
+	Keys           *authz.KeyService
+	JWT            *JWTVerifier
+	Ready          func(ctx context.Context) error // nil: always ready
 	Logger         *slog.Logger
 	MaxBodyBytes   int64                // default DefaultMaxBodyBytes
 	TrustedProxies []string             // whose X-Forwarded-For is believed; none by default
@@ -34,6 +31,9 @@ type Config struct {
 	// MCP is the upstream MCP server registry under /api/v1/mcp-servers and
 	// /api/v1/mcp-tools; nil leaves those routes out.
 	MCP *authz.MCPServerService
+	// ReadyDetails adds members to /readyz's body, ready or not: the state
+	// of what the instance depends on beyond the database.
+	ReadyDetails func(ctx context.Context) map[string]any
 }
 
 // Server holds the router and what the handlers need.
