@@ -92,9 +92,13 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 	probe := startRevocationProbe(t, b, revoked)
 	time.Sleep(time.Until(restoredAt.Add(blinkRevokeAfter)))
 	var disabledAt time.Time
+	var refusedDisables []string // a write can fail closed while the database comes back
 	waitFor(t, "the disable on A", 5*time.Second, func() bool {
 		res := a.call("PATCH", "/api/v1/api-keys/"+revokedID, admin, map[string]any{"enabled": false})
 		disabledAt = time.Now()
+		if res.status != 200 {
+			refusedDisables = append(refusedDisables, res.raw)
+		}
 		return res.status == 200
 	})
 	time.Sleep(blinkRevokeBound + 500*time.Millisecond)
@@ -145,9 +149,9 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 		}
 	}
 	t.Logf("denials answered during the %s outage: %d (A %d, B %d, C %d, C killed mid-outage); in the audit trail: %d of %d; "+
-		"a key disabled on A %s after the restore: B allowed it for %s after the disable (bound %s), its first refusal came %s after",
+		"a key disabled on A %s after the restore (refused first: %q): B allowed it for %s after the disable (bound %s), its first refusal came %s after",
 		blinkOutage, len(answered), perInstance["a"], perInstance["b"], perInstance["c"], found, len(answered),
-		disabledAt.Sub(restoredAt).Round(time.Millisecond), lag.Round(time.Millisecond), blinkRevokeBound, firstRefusal.Round(time.Millisecond))
+		disabledAt.Sub(restoredAt).Round(time.Millisecond), refusedDisables, lag.Round(time.Millisecond), blinkRevokeBound, firstRefusal.Round(time.Millisecond))
 	if found != len(answered) || len(kept) != len(answered) {
 		t.Fatalf("%d of %d denials answered are in the audit trail (%d rows of the test's requests): nothing may be lost or added", found, len(answered), len(kept))
 	}
@@ -226,6 +230,8 @@ type revocationProbe struct {
 	mu          sync.Mutex
 	lastAllowed time.Time
 	refusedAt   []time.Time // when each refusal arrived
+	allowed     int
+	unavailable int
 	failure     string
 }
 
@@ -246,9 +252,11 @@ func startRevocationProbe(t *testing.T, k *instance, token string) *revocationPr
 				p.failure = err.Error()
 			case status == 200 && code == authz.CodeAllowed:
 				p.lastAllowed = sent
+				p.allowed++
 			case status == 200 && code == authz.KeyDisabled:
 				p.refusedAt = append(p.refusedAt, time.Now())
 			case status == 503: // the database just came back; still failing closed
+				p.unavailable++
 			default:
 				p.failure = fmt.Sprintf("answered %d %s", status, code)
 			}
@@ -267,7 +275,8 @@ func (p *revocationProbe) stop(disabledAt time.Time) (lag, firstRefusal time.Dur
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failure != "" || len(p.refusedAt) == 0 {
-		p.t.Fatalf("revocation probe: %q, %d refusals: B must answer, and refuse the disabled key", p.failure, len(p.refusedAt))
+		p.t.Fatalf("revocation probe: failure %q; %d allowed (the last %s after the disable), %d unavailable, %d refused: B must answer, and refuse the disabled key",
+			p.failure, p.allowed, p.lastAllowed.Sub(disabledAt), p.unavailable, len(p.refusedAt))
 	}
 	return max(p.lastAllowed.Sub(disabledAt), 0), max(p.refusedAt[0].Sub(disabledAt), 0)
 }
