@@ -255,3 +255,35 @@ func TestAuditWriterCloseDuringAnOutageSpools(t *testing.T) {
 		t.Fatalf("written %v; want the spooled events first, in order", got)
 	}
 }
+
+// TestUsageWriterLogsAnOutageOnce: while the store is down the last-used
+// times stay pending and the failure is logged once, however many flushes
+// fail; the recovery is logged too, and the times are written.
+func TestUsageWriterLogsAnOutageOnce(t *testing.T) {
+	t.Parallel()
+	store := &touchStore{fail: true}
+	logs := &authztest.SyncBuffer{}
+	u := authz.NewUsageWriter(store, time.Millisecond, slog.New(slog.NewTextHandler(logs, nil)))
+	u.Touch("k1", fixedTime)
+	eventually(t, "the failure logged", func() bool { return strings.Contains(logs.String(), "last_used_at not written") })
+	eventually(t, "more flushes to fail", func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		return store.failed >= 5
+	})
+	store.mu.Lock()
+	store.fail = false
+	store.mu.Unlock()
+	eventually(t, "the recovery logged", func() bool { return strings.Contains(logs.String(), "last_used_at is written again") })
+	if err := u.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "last_used_at not written"); n != 1 {
+		t.Fatalf("the outage was logged %d times, want once:\n%s", n, logs)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if len(store.calls) == 0 || !store.calls[0]["k1"].Equal(fixedTime) {
+		t.Fatalf("calls %v: the pending time must be written once the store is back", store.calls)
+	}
+}
