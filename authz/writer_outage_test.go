@@ -118,13 +118,7 @@ func (s *memSpool) Len() int {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	authztest.Eventually(t, what, 10*time.Second, cond)
 }
 
 func wantReasons(n int) []string {

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
 )
 
@@ -13,13 +12,8 @@ import (
 // once the database is back, no query fails on one of them.
 func TestPoolAfterABlink(t *testing.T) {
 	t.Parallel()
-	proxy, dbURL := storagetest.NewProxy(t, storagetest.PostgresURL(t))
+	db, proxy := storagetest.MustOpenPostgresBehindProxy(t)
 	ctx := context.Background()
-	db, err := storage.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
 	query := func() error {
 		var n int
 		return db.Bun().NewRaw("SELECT 1 FROM pg_sleep(0.02)").Scan(ctx, &n)

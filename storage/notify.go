@@ -156,34 +156,22 @@ func (f *KeyChangeFeed) Run(ctx context.Context) {
 		} else {
 			f.opts.Logger.Debug("key change feed: reconnection failed", "err", err, "retry_in", wait)
 		}
-		if !f.sleep(ctx, minRetry) || !f.sleepOrKick(ctx, wait-minRetry) {
+		if !sleep(ctx, minRetry, nil) || !sleep(ctx, wait-minRetry, f.kick) {
 			return
 		}
 	}
 }
 
-func (f *KeyChangeFeed) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// sleep waits d, or less when wake receives; it reports whether ctx is
+// still alive.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(max(d, 0))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
-		return true
-	}
-}
-
-func (f *KeyChangeFeed) sleepOrKick(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-f.kick:
+	case <-wake:
 	}
 	return true
 }

@@ -192,16 +192,8 @@ func TestKeyChangeFeedReconnects(t *testing.T) {
 // a kick brings it back at once, however long its backoff.
 func TestKeyChangeFeedOutage(t *testing.T) {
 	t.Parallel()
-	proxy, dbURL := storagetest.NewProxy(t, storagetest.PostgresURL(t))
+	db, proxy := storagetest.MustOpenPostgresBehindProxy(t)
 	ctx := context.Background()
-	db, err := storage.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if err := db.MigrateUp(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var lost []time.Time
 	feed := storage.NewKeyChangeFeed(db, storage.KeyChangeFeedOptions{

@@ -183,34 +183,44 @@ type blinkRun struct {
 func startBlinkRun(t *testing.T, k *instance, name, denier, unknown string) *blinkRun {
 	r := &blinkRun{t: t, done: make(chan struct{})}
 	r.wg.Go(func() {
-		for n := 0; ; n++ {
-			select {
-			case <-r.done:
-				return
-			default:
-			}
+		loop(r.done, func(n int) bool {
 			id := fmt.Sprintf("blink-%s-%d", name, n)
 			status, code, err := authorize(k, id, denier, "f2")
 			switch {
 			case err != nil:
 				t.Errorf("%s: %v", id, err)
-				return
+				return false
 			case status == 200 && code == authz.CodeDenied:
 				r.denied = append(r.denied, id)
 			case status == 503 && code == authz.EUNAVAILABLE:
 				r.stale++
 			default:
 				t.Errorf("%s: the denied check answered %d %s", id, status, code)
-				return
+				return false
 			}
 			if status, code, err := authorize(k, id+"-unknown", unknown, "f1"); err != nil || status != 503 || code != authz.EUNAVAILABLE {
 				t.Errorf("a key no instance holds must fail closed while the database is down: %d %s %v", status, code, err)
-				return
+				return false
 			}
 			time.Sleep(5 * time.Millisecond)
-		}
+			return true
+		})
 	})
 	return r
+}
+
+// loop calls fn with 0, 1, … until done is closed or fn returns false.
+func loop(done <-chan struct{}, fn func(n int) bool) {
+	for n := 0; ; n++ {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if !fn(n) {
+			return
+		}
+	}
 }
 
 func (r *blinkRun) stop() {
@@ -238,12 +248,7 @@ type revocationProbe struct {
 func startRevocationProbe(t *testing.T, k *instance, token string) *revocationProbe {
 	p := &revocationProbe{t: t, done: make(chan struct{})}
 	p.wg.Go(func() {
-		for n := 0; ; n++ {
-			select {
-			case <-p.done:
-				return
-			default:
-			}
+		loop(p.done, func(n int) bool {
 			sent := time.Now()
 			status, code, err := authorize(k, fmt.Sprintf("probe-%d", n), token, "f1")
 			p.mu.Lock()
@@ -261,7 +266,8 @@ func startRevocationProbe(t *testing.T, k *instance, token string) *revocationPr
 				p.failure = fmt.Sprintf("answered %d %s", status, code)
 			}
 			p.mu.Unlock()
-		}
+			return true
+		})
 	})
 	return p
 }

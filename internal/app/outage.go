@@ -110,46 +110,78 @@ func (a *App) readyDetails(context.Context) map[string]any {
 // trail and the change feed are doing.
 func (a *App) registerOutageMetrics(mp metric.MeterProvider) error {
 	meter := mp.Meter("github.com/keygate/keygate")
-	queued, err1 := meter.Int64ObservableGauge("keygate.audit.queued",
-		metric.WithDescription("Audit events in memory, waiting to be written"), metric.WithUnit("{event}"))
-	spooled, err2 := meter.Int64ObservableGauge("keygate.audit.spooled",
-		metric.WithDescription("Audit events in the spool on disk, waiting for the database"), metric.WithUnit("{event}"))
-	spoolSize, err3 := meter.Int64ObservableGauge("keygate.audit.spool.size",
-		metric.WithDescription("Bytes of the audit spool on disk (bounded by KEYGATE_AUDIT_SPOOL_BYTES)"), metric.WithUnit("By"))
-	written, err4 := meter.Int64ObservableCounter("keygate.audit.written",
-		metric.WithDescription("Audit events written to the database by the batched writer"), metric.WithUnit("{event}"))
-	dropped, err5 := meter.Int64ObservableCounter("keygate.audit.dropped",
-		metric.WithDescription("Audit events lost: past the queue and the spool, or after shutdown"), metric.WithUnit("{event}"))
-	corrupt, err6 := meter.Int64ObservableCounter("keygate.audit.spool.corrupt",
-		metric.WithDescription("Corrupt parts of the audit spool found and skipped"), metric.WithUnit("{part}"))
-	silence, err7 := meter.Float64ObservableGauge("keygate.key_change_feed.silence",
-		metric.WithDescription("Time since the key change feed last heard the database"), metric.WithUnit("s"))
-	stale, err8 := meter.Int64ObservableCounter("keygate.key_cache.stale_reloads",
-		metric.WithDescription("Cached keys looked up again because the change feed was down past KEYGATE_KEY_CACHE_STALENESS"), metric.WithUnit("{key}"))
-	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7, err8} {
+	audit := func(f func(authz.AuditWriterStats) int64) func() (int64, bool) {
+		return func() (int64, bool) {
+			if a.Audit == nil {
+				return 0, false
+			}
+			return f(a.Audit.Stats()), true
+		}
+	}
+	spooled := func(f func(*spool.Audit) int64) func() (int64, bool) {
+		return func() (int64, bool) {
+			if a.spool == nil {
+				return 0, false
+			}
+			return f(a.spool), true
+		}
+	}
+	ints := []struct {
+		name, description, unit string
+		counter                 bool
+		value                   func() (int64, bool)
+	}{
+		{"keygate.audit.queued", "Audit events in memory, waiting to be written", "{event}", false,
+			audit(func(st authz.AuditWriterStats) int64 { return int64(st.Queued) })},
+		{"keygate.audit.spooled", "Audit events in the spool on disk, waiting for the database", "{event}", false,
+			audit(func(st authz.AuditWriterStats) int64 { return int64(st.Spooled) })},
+		{"keygate.audit.written", "Audit events written to the database by the batched writer", "{event}", true,
+			audit(func(st authz.AuditWriterStats) int64 { return st.Written })},
+		{"keygate.audit.dropped", "Audit events lost: past the queue and the spool, or after shutdown", "{event}", true,
+			audit(func(st authz.AuditWriterStats) int64 { return st.Dropped })},
+		{"keygate.audit.spool.size", "Bytes of the audit spool on disk (bounded by KEYGATE_AUDIT_SPOOL_BYTES)", "By", false,
+			spooled((*spool.Audit).Size)},
+		{"keygate.audit.spool.corrupt", "Corrupt parts of the audit spool found and skipped", "{part}", true,
+			spooled((*spool.Audit).Corrupt)},
+		{"keygate.key_cache.stale_reloads", "Cached keys looked up again because the change feed was down past KEYGATE_KEY_CACHE_STALENESS", "{key}", true,
+			func() (int64, bool) { return a.KeyCache.Stats().Stale, true }},
+	}
+	var instruments []metric.Observable
+	var observe []func(metric.Observer)
+	for _, m := range ints {
+		desc, unit := metric.WithDescription(m.description), metric.WithUnit(m.unit)
+		var inst metric.Int64Observable
+		var err error
+		if m.counter {
+			inst, err = meter.Int64ObservableCounter(m.name, desc, unit)
+		} else {
+			inst, err = meter.Int64ObservableGauge(m.name, desc, unit)
+		}
 		if err != nil {
 			return err
 		}
+		instruments = append(instruments, inst)
+		observe = append(observe, func(o metric.Observer) {
+			if v, ok := m.value(); ok {
+				o.ObserveInt64(inst, v)
+			}
+		})
 	}
-	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		if a.Audit != nil {
-			st := a.Audit.Stats()
-			o.ObserveInt64(queued, int64(st.Queued))
-			o.ObserveInt64(spooled, int64(st.Spooled))
-			o.ObserveInt64(written, st.Written)
-			o.ObserveInt64(dropped, st.Dropped)
-		}
-		if a.spool != nil {
-			o.ObserveInt64(spoolSize, a.spool.Size())
-			o.ObserveInt64(corrupt, a.spool.Corrupt())
+	silence, err := meter.Float64ObservableGauge("keygate.key_change_feed.silence",
+		metric.WithDescription("Time since the key change feed last heard the database"), metric.WithUnit("s"))
+	if err != nil {
+		return err
+	}
+	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, f := range observe {
+			f(o)
 		}
 		if a.Feed != nil {
 			if heard := a.Feed.LastHeard(); !heard.IsZero() {
 				o.ObserveFloat64(silence, time.Since(heard).Seconds())
 			}
 		}
-		o.ObserveInt64(stale, a.KeyCache.Stats().Stale)
 		return nil
-	}, queued, spooled, spoolSize, written, dropped, corrupt, silence, stale)
+	}, append(instruments, silence)...)
 	return err
 }

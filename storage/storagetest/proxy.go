@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/storage"
 )
 
 // Proxy forwards a loopback port to a database server and can cut every
@@ -100,4 +102,12 @@ func (p *Proxy) Restore() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	p.tb.Fatalf("proxy cannot listen on %s again: %v", p.addr, err)
+}
+
+// MustOpenPostgresBehindProxy is MustOpenPostgres reached through a Proxy
+// the test can cut and restore.
+func MustOpenPostgresBehindProxy(tb testing.TB) (*storage.DB, *Proxy) {
+	tb.Helper()
+	proxy, dbURL := NewProxy(tb, PostgresURL(tb))
+	return mustOpen(tb, dbURL), proxy
 }
