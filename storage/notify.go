@@ -183,13 +183,11 @@ func (f *KeyChangeFeed) listen(ctx context.Context) error {
 	if err := ln.Listen(ctx, KeyChangeChannel); err != nil {
 		return err
 	}
-	// Listening from here on: whatever changed before is unknown.
-	f.heard.Store(time.Now().UnixNano())
-	f.opts.OnResync()
-	f.resyncs.Add(1)
-	f.connected.Store(true)
-	f.opts.Logger.Info("key change feed listening", "channel", KeyChangeChannel)
-
+	// LISTEN has been sent, not yet shown to be in force: a change
+	// committed before the server runs it would go unheard. The first of
+	// our own heartbeats to come back proves it is; only then is the cache
+	// emptied and the feed trusted.
+	listening := false
 	lastBeat := time.Now()
 	lastSent := time.Time{}
 	for {
@@ -215,9 +213,17 @@ func (f *KeyChangeFeed) listen(ctx context.Context) error {
 			if sent, err := strconv.ParseInt(strings.TrimPrefix(payload, f.self+":"), 10, 64); err == nil && sent > f.heard.Load() {
 				f.heard.Store(sent)
 			}
+			if !listening {
+				listening = true
+				// Whatever changed before now is unknown.
+				f.opts.OnResync()
+				f.resyncs.Add(1)
+				f.connected.Store(true)
+				f.opts.Logger.Info("key change feed listening", "channel", KeyChangeChannel)
+			}
 		case strings.HasPrefix(payload, "heartbeat:"):
 			// Another instance's heartbeat.
-		default:
+		case listening: // before, the resync covers it
 			f.dispatch(payload)
 		}
 		if time.Since(lastBeat) > 3*f.opts.Heartbeat {
