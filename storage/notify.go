@@ -39,8 +39,8 @@ type KeyChangeFeedOptions struct {
 	// replaced. Default 1s.
 	Heartbeat time.Duration
 	// MinBackoff and MaxBackoff bound the wait between reconnection
-	// attempts, doubling from the one to the other, each jittered; Kick
-	// cuts a wait short. Defaults 50ms and 1s.
+	// attempts, doubling from the one to the other, each jittered; the
+	// database answering a ping cuts a wait short. Defaults 50ms and 1s.
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
 }
@@ -54,8 +54,7 @@ type KeyChangeFeed struct {
 	connected atomic.Bool
 	resyncs   atomic.Int64
 	heard     atomic.Int64 // Unix ns: the feed knows every change committed before
-	kick      chan struct{}
-	self      string // marks this feed's heartbeats
+	self      string       // marks this feed's heartbeats
 }
 
 // NewKeyChangeFeed returns a feed on a Postgres database; on SQLite there
@@ -87,7 +86,7 @@ func NewKeyChangeFeed(db *DB, opts KeyChangeFeedOptions) *KeyChangeFeed {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &KeyChangeFeed{db: db, opts: opts, kick: make(chan struct{}, 1), self: "heartbeat:" + hex.EncodeToString(b[:])}
+	return &KeyChangeFeed{db: db, opts: opts, self: "heartbeat:" + hex.EncodeToString(b[:])}
 }
 
 // Connected reports whether the feed is listening now.
@@ -105,33 +104,23 @@ func (f *KeyChangeFeed) LastHeard() time.Time {
 	return time.Time{}
 }
 
-// Kick tells a feed waiting to reconnect that the database answers again
-// (a query just succeeded): it tries at once rather than at the end of its
-// backoff.
-func (f *KeyChangeFeed) Kick() {
-	if f.connected.Load() {
-		return
-	}
-	select {
-	case f.kick <- struct{}{}:
-	default:
-	}
-}
-
-// minRetry spaces reconnection attempts however often Kick is called.
-const minRetry = 50 * time.Millisecond
+const (
+	// minRetry spaces reconnection attempts however soon the database
+	// answers.
+	minRetry = 50 * time.Millisecond
+	// probeEvery is how often a feed waiting to reconnect pings the
+	// database, to try again as soon as it answers.
+	probeEvery = 100 * time.Millisecond
+)
 
 // Run listens until ctx ends, reconnecting after any failure with jittered
-// backoff capped at MaxBackoff, or at once when kicked. A lost feed is
-// logged once, and so is its return.
+// backoff capped at MaxBackoff, or as soon as the database answers again
+// (it is pinged every 100ms). A lost feed is logged once, and so is its
+// return.
 func (f *KeyChangeFeed) Run(ctx context.Context) {
 	backoff := time.Duration(0)
 	reported := false // this outage was logged
 	for ctx.Err() == nil {
-		select {
-		case <-f.kick: // this attempt answers it
-		default:
-		}
 		start := time.Now()
 		wasUp := f.resyncs.Load()
 		err := f.listen(ctx)
@@ -156,24 +145,48 @@ func (f *KeyChangeFeed) Run(ctx context.Context) {
 		} else {
 			f.opts.Logger.Debug("key change feed: reconnection failed", "err", err, "retry_in", wait)
 		}
-		if !sleep(ctx, minRetry, nil) || !sleep(ctx, wait-minRetry, f.kick) {
+		if !f.pause(ctx, wait) {
 			return
 		}
 	}
 }
 
-// sleep waits d, or less when wake receives; it reports whether ctx is
+// pause waits up to d before the next attempt, at least minRetry, cut
+// short by the database answering a ping, tried every probeEvery: the feed
+// is back within about that of the database. It reports whether ctx is
 // still alive.
-func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
-	t := time.NewTimer(max(d, 0))
+func (f *KeyChangeFeed) pause(ctx context.Context, d time.Duration) bool {
+	if !sleep(ctx, minRetry) {
+		return false
+	}
+	deadline := time.Now().Add(d - minRetry)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		if !sleep(ctx, min(left, probeEvery)) {
+			return false
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeEvery)
+		err := f.db.Ping(pctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+	}
+}
+
+// sleep waits d; it reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
-	case <-wake:
+		return true
 	}
-	return true
 }
 
 // listen holds one connection until it fails or ctx ends.

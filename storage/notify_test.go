@@ -189,7 +189,7 @@ func TestKeyChangeFeedReconnects(t *testing.T) {
 
 // TestKeyChangeFeedOutage cuts the feed off from Postgres: it reports the
 // loss with when it last heard the database, and once the database is back
-// a kick brings it back at once, however long its backoff.
+// the feed is back at once, however long its backoff.
 func TestKeyChangeFeedOutage(t *testing.T) {
 	t.Parallel()
 	db, proxy := storagetest.MustOpenPostgresBehindProxy(t)
@@ -198,7 +198,7 @@ func TestKeyChangeFeedOutage(t *testing.T) {
 	var lost []time.Time
 	feed := storage.NewKeyChangeFeed(db, storage.KeyChangeFeedOptions{
 		Heartbeat:  50 * time.Millisecond,
-		MinBackoff: time.Hour, MaxBackoff: time.Hour, // only a kick brings it back in time
+		MinBackoff: time.Hour, MaxBackoff: time.Hour, // only the database answering brings it back in time
 		OnLost: func(heard time.Time) {
 			mu.Lock()
 			lost = append(lost, heard)
@@ -227,6 +227,5 @@ func TestKeyChangeFeedOutage(t *testing.T) {
 		t.Fatal("a feed cut off must not say it is connected")
 	}
 	proxy.Restore()
-	feed.Kick()
-	waitFor(t, "the kicked feed to listen again", func() bool { return feed.Connected() && feed.Resyncs() == 2 })
+	waitFor(t, "the feed to listen again", func() bool { return feed.Connected() && feed.Resyncs() >= 2 })
 }

@@ -97,8 +97,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		events = a.Audit
 	}
 	a.Usage = authz.NewUsageWriter(keyStore, cfg.FlushInterval, logger)
-	lookup := kickingLookup{KeyLookup: keyStore, feed: func() *storage.KeyChangeFeed { return a.Feed }}
-	a.KeyCache = authz.NewKeyCache(lookup, authz.KeyCacheOptions{MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL,
+	a.KeyCache = authz.NewKeyCache(keyStore, authz.KeyCacheOptions{MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL,
 		Staleness: cfg.KeyCacheStaleness, NegativeTTL: cfg.NegativeCacheTTL, Now: cfg.Now})
 	a.newFeed()
 	a.Keys = &authz.KeyService{
@@ -204,14 +203,10 @@ func (a *App) Start(ctx context.Context) {
 // ready answers /readyz: the database must answer. A change feed that is
 // reconnecting does not make an instance unready (the body says so): a
 // cached key is then trusted for KEYGATE_KEY_CACHE_STALENESS only, and the
-// cache is emptied once the feed is back, which an answering database
-// hastens.
+// cache is emptied once the feed is back.
 func (a *App) ready(ctx context.Context) error {
 	if err := a.DB.Ping(ctx); err != nil {
 		return authz.Errorf(authz.EUNAVAILABLE, "the database does not answer")
-	}
-	if a.Feed != nil {
-		a.Feed.Kick()
 	}
 	return nil
 }

@@ -58,22 +58,6 @@ func (a *App) newFeed() {
 	}
 }
 
-// kickingLookup is the key store as the cache sees it: a lookup that gets
-// an answer proves the database is back, so a feed waiting to reconnect
-// tries at once.
-type kickingLookup struct {
-	authz.KeyLookup
-	feed func() *storage.KeyChangeFeed
-}
-
-func (l kickingLookup) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, error) {
-	key, err := l.KeyLookup.KeyByHash(ctx, hash)
-	if f := l.feed(); f != nil && (err == nil || authz.ErrorCode(err) == authz.ENOTFOUND) {
-		f.Kick()
-	}
-	return key, err
-}
-
 // readyDetails is what /readyz says beyond ready or not.
 func (a *App) readyDetails(context.Context) map[string]any {
 	d := map[string]any{}

@@ -135,7 +135,7 @@ func TestReadinessFollowsTheFeed(t *testing.T) {
 	waitUntil(t, "the writer to fail", func() bool { return a.Audit.Stats().Failing })
 
 	proxy.Restore()
-	if code, _ := readyz(t, a); code != 200 { // the ping kicks the feed
+	if code, _ := readyz(t, a); code != 200 {
 		t.Fatalf("readyz %d once the database is back", code)
 	}
 	waitUntil(t, "the feed to listen again", func() bool { _, body := readyz(t, a); return feedState(body) == "listening" })
