@@ -111,6 +111,9 @@ const (
 	// probeEvery is how often a feed waiting to reconnect pings the
 	// database, to try again as soon as it answers.
 	probeEvery = 100 * time.Millisecond
+	// confirmEvery is how often a new connection sends heartbeats until
+	// one comes back.
+	confirmEvery = 50 * time.Millisecond
 )
 
 // Run listens until ctx ends, reconnecting after any failure with jittered
@@ -168,7 +171,8 @@ func (f *KeyChangeFeed) pause(ctx context.Context, d time.Duration) bool {
 		if !sleep(ctx, min(left, probeEvery)) {
 			return false
 		}
-		pctx, cancel := context.WithTimeout(ctx, probeEvery)
+		// A slow answer is still an answer: wait for it up to the cap.
+		pctx, cancel := context.WithTimeout(ctx, max(f.opts.MaxBackoff, probeEvery))
 		err := f.db.Ping(pctx)
 		cancel()
 		if err == nil {
@@ -199,12 +203,17 @@ func (f *KeyChangeFeed) listen(ctx context.Context) error {
 	// LISTEN has been sent, not yet shown to be in force: a change
 	// committed before the server runs it would go unheard. The first of
 	// our own heartbeats to come back proves it is; only then is the cache
-	// emptied and the feed trusted.
+	// emptied and the feed trusted. Until then heartbeats go out every
+	// confirmEvery, as the first may overtake the LISTEN.
 	listening := false
 	lastBeat := time.Now()
 	lastSent := time.Time{}
 	for {
-		if time.Since(lastSent) >= f.opts.Heartbeat {
+		beat := f.opts.Heartbeat
+		if !listening {
+			beat = min(beat, confirmEvery)
+		}
+		if time.Since(lastSent) >= beat {
 			// The payload carries when it was sent: once it is back, every
 			// change committed before then has been heard.
 			lastSent = time.Now()
@@ -212,7 +221,7 @@ func (f *KeyChangeFeed) listen(ctx context.Context) error {
 				return err
 			}
 		}
-		_, payload, err := ln.ReceiveTimeout(ctx, f.opts.Heartbeat)
+		_, payload, err := ln.ReceiveTimeout(ctx, beat)
 		var netErr net.Error
 		switch {
 		case ctx.Err() != nil:

@@ -43,9 +43,12 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 	// A small queue, so the outage spills to the spool.
 	settings := []string{"KEYGATE_JWT_SECRET=" + secret, "KEYGATE_AUDIT_BUFFER=20"}
 	a := start(t, t.TempDir(), dbURL, settings...)
-	b := start(t, t.TempDir(), dbURL, settings...)
+	b := start(t, t.TempDir(), dbURL, append(settings, "KEYGATE_LOG_LEVEL=debug")...)
+	// C trusts its cache through the outage (as an operator may choose),
+	// so it answers denials, and spools them, until it is killed.
+	cSettings := append(settings, "KEYGATE_KEY_CACHE_STALENESS=30s")
 	cDir := t.TempDir()
-	c := start(t, cDir, dbURL, settings...)
+	c := start(t, cDir, dbURL, cSettings...)
 	admin := strings.TrimSpace(a.cli("token", "--tenant", "t1", "--user", "ops", "--role", "admin", "--jwt-secret", secret))
 	mk := func(name string) (string, string) {
 		res := a.call("POST", "/api/v1/api-keys", admin, map[string]any{"name": name, "permission_scope": map[string]any{"flow_ids": []string{"f1"}}})
@@ -59,8 +62,10 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []*instance{a, b, c} {
-		want(t, "warm the cache", k.check(denier, "flow", "f1", "read"), 200, "ALLOWED")
 		waitFor(t, "every feed listening", 10*time.Second, func() bool { return feedState(k) == "listening" })
+	}
+	for _, k := range []*instance{a, b, c} { // a key loaded just now is trusted for the staleness bound
+		want(t, "warm the cache", k.check(denier, "flow", "f1", "read"), 200, "ALLOWED")
 	}
 
 	// The outage: every instance answers what it can.
@@ -108,7 +113,7 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 			return k.call("GET", "/readyz", "", nil).status == 200 && feedState(k) == "listening"
 		})
 	}
-	c = start(t, cDir, dbURL, settings...) // writes what it spooled before it was killed
+	c = start(t, cDir, dbURL, cSettings...) // writes what it spooled before it was killed
 
 	answered := map[string]bool{}
 	perInstance := map[string]int{}
@@ -117,12 +122,12 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 			answered[id] = true
 		}
 		perInstance[name] = len(r.denied)
-		if r.stale == 0 {
+		if name != "c" && r.stale == 0 {
 			t.Errorf("instance %s never failed closed on its cached key: a key must not be trusted past the staleness bound without the feed", name)
 		}
 	}
-	if perInstance["c"] == 0 || perInstance["a"] == 0 {
-		t.Fatalf("denials answered during the outage %v: the test needs some on each instance", perInstance)
+	if perInstance["c"] < 100 {
+		t.Fatalf("denials answered during the outage %v: C, trusting its cache, must have answered many", perInstance)
 	}
 	db, err := storage.Open(context.Background(), direct)
 	if err != nil {
@@ -154,6 +159,14 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 		disabledAt.Sub(restoredAt).Round(time.Millisecond), refusedDisables, lag.Round(time.Millisecond), blinkRevokeBound, firstRefusal.Round(time.Millisecond))
 	if found != len(answered) || len(kept) != len(answered) {
 		t.Fatalf("%d of %d denials answered are in the audit trail (%d rows of the test's requests): nothing may be lost or added", found, len(answered), len(kept))
+	}
+	if lag > 300*time.Millisecond {
+		for _, line := range strings.Split(b.stderr.String(), "\n") {
+			if strings.Contains(line, "feed") {
+				t.Log(line)
+			}
+		}
+		t.Logf("restored at %s, disabled at %s", restoredAt.Format(time.RFC3339Nano), disabledAt.Format(time.RFC3339Nano))
 	}
 	if lag >= blinkRevokeBound {
 		t.Fatalf("B still allowed the key %s after it was disabled on A; the bound is %s", lag, blinkRevokeBound)
