@@ -86,7 +86,9 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-c.exited
+	if err := <-c.exited; err == nil {
+		t.Fatal("C was killed, yet exited cleanly")
+	}
 	time.Sleep(time.Until(cutAt.Add(blinkOutage)))
 	runs["a"].stop()
 	runs["b"].stop()

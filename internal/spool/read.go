@@ -68,7 +68,7 @@ func (s *Spool) scan(seg *segment) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("spool: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	info, err := f.Stat()
 	if err != nil {
 		return 0, fmt.Errorf("spool: %w", err)

@@ -325,7 +325,7 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // read only; Sync reported
 	return d.Sync()
 }
 

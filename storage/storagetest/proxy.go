@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/url"
@@ -31,7 +32,7 @@ func NewProxy(tb testing.TB, dbURL string) (*Proxy, string) {
 	if err != nil {
 		tb.Fatal("the database URL does not parse") // the error would echo a password
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func (p *Proxy) serve(ln net.Listener) {
 			if err != nil {
 				return
 			}
-			up, err := net.Dial("tcp", p.target)
+			up, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.target)
 			if err != nil {
 				_ = c.Close()
 				continue
@@ -95,7 +96,7 @@ func (p *Proxy) Restore() {
 	var ln net.Listener
 	var err error
 	for range 50 {
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
+		if ln, err = (&net.ListenConfig{}).Listen(context.Background(), "tcp", p.addr); err == nil {
 			p.serve(ln)
 			return
 		}
