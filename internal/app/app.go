@@ -256,7 +256,10 @@ func (a *App) Close(ctx context.Context) error {
 		a.spool = nil
 	}
 	if a.Usage != nil {
-		if err := a.Usage.Close(ctx); err != nil {
+		switch err := a.Usage.Close(ctx); {
+		case authz.ErrorCode(err) == authz.EUNAVAILABLE: // a stop during an outage: a hint lost, not a fault
+			a.Config.logger().Warn("last_used_at not written: the database does not answer", "err", err)
+		case err != nil:
 			errs = append(errs, fmt.Errorf("flush last_used_at: %w", err))
 		}
 	}

@@ -3,8 +3,11 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,12 +18,17 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-func newOutageApp(t *testing.T, dbURL string) *App {
+func newOutageApp(t *testing.T, dbURL string, opts ...func(*Config)) *App {
 	t.Helper()
 	cfg := Defaults()
 	cfg.DataDir, cfg.DatabaseURL = t.TempDir(), dbURL
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	cfg.JWTSecret = "outage-test-secret-of-at-least-32-bytes"
-	cfg.FlushInterval = 20 * time.Millisecond
+	if cfg.FlushInterval == Defaults().FlushInterval {
+		cfg.FlushInterval = 20 * time.Millisecond
+	}
 	a, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -142,5 +150,44 @@ func TestReadinessFollowsTheFeed(t *testing.T) {
 	waitUntil(t, "the event to be written", func() bool { return a.Audit.Stats().Written == 1 })
 	if got := metricValues(t, reader); got["keygate.audit.written"] != 1 || got["keygate.audit.dropped"] != 0 {
 		t.Fatalf("metrics %v", got)
+	}
+}
+
+// TestStopDuringAnOutage: a graceful stop while the database is gone is
+// clean; its audit events wait in the spool, and the next start on that
+// data folder writes them.
+func TestStopDuringAnOutage(t *testing.T) {
+	t.Parallel()
+	proxy, dbURL := storagetest.NewProxy(t, storagetest.PostgresURL(t))
+	dataDir := t.TempDir()
+	logs := &authztest.SyncBuffer{}
+	withDir := func(c *Config) {
+		c.DataDir = dataDir
+		c.FlushInterval = time.Hour // nothing is written before the stop
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	}
+	a := newOutageApp(t, dbURL, withDir)
+	for i := range 3 {
+		a.Audit.Record(authz.AuditEvent{OccurredAt: time.Now(), Action: authz.AuditAuthFailed, Reason: fmt.Sprint("before the stop ", i)})
+	}
+	a.Usage.Touch("0193a4b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b", time.Now())
+
+	proxy.Cut()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Close(ctx); err != nil {
+		t.Fatalf("a stop during an outage must be clean: %v", err)
+	}
+	if !strings.Contains(logs.String(), "audit events left in the spool for the next start") ||
+		!strings.Contains(logs.String(), "last_used_at not written") {
+		t.Fatalf("the stop must say what waits and what was lost:\n%s", logs)
+	}
+
+	proxy.Restore()
+	next := newOutageApp(t, dbURL, withDir)
+	waitUntil(t, "the spooled events written", func() bool { return next.Audit.Stats().Written == 3 })
+	n, err := next.DB.Bun().NewSelect().Table("audit_events").Where("reason LIKE 'before the stop %'").Count(ctx)
+	if err != nil || n != 3 {
+		t.Fatalf("%d events in the trail (%v), want the 3 recorded before the stop", n, err)
 	}
 }
