@@ -122,7 +122,16 @@ func (c *config) envBool(name string, def bool) bool {
 }
 
 func (c *config) envInt(name string, def int) int {
-	return int(c.envInt64(name, int64(def)))
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not an integer", name, v))
+		return def
+	}
+	return n
 }
 
 func (c *config) envInt64(name string, def int64) int64 {
