@@ -63,7 +63,7 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("KEYGATE_TRUSTED_PROXIES", ""), "comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed (KEYGATE_TRUSTED_PROXIES)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration("KEYGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout), "how long shutdown waits for requests in flight (KEYGATE_SHUTDOWN_TIMEOUT)")
 	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.envInt("KEYGATE_AUDIT_BUFFER", d.AuditBuffer), "audit events queued in memory before new ones go to the spool (KEYGATE_AUDIT_BUFFER)")
-	fs.Int64Var(&c.AuditSpoolBytes, "audit-spool-bytes", c.envInt64("KEYGATE_AUDIT_SPOOL_BYTES", d.AuditSpoolBytes), "bound of the audit spool in <data-dir>/audit-spool, which keeps audit events on disk while the database cannot take them; 0: no spool (KEYGATE_AUDIT_SPOOL_BYTES)")
+	fs.IntVar(&c.AuditSpoolBytes, "audit-spool-bytes", c.envInt("KEYGATE_AUDIT_SPOOL_BYTES", d.AuditSpoolBytes), "bound of the audit spool in <data-dir>/audit-spool, which keeps audit events on disk while the database cannot take them; 0: no spool (KEYGATE_AUDIT_SPOOL_BYTES)")
 	fs.IntVar(&c.KeyCacheSize, "key-cache-size", c.envInt("KEYGATE_KEY_CACHE_SIZE", d.KeyCacheSize), "API keys cached per instance, least recently used out (KEYGATE_KEY_CACHE_SIZE)")
 	fs.IntVar(&c.DecisionCacheSize, "decision-cache-size", c.envInt("KEYGATE_DECISION_CACHE_SIZE", d.DecisionCacheSize), "policy answers remembered per instance for a policy that depends only on principal, resource and action; 0 turns it off (KEYGATE_DECISION_CACHE_SIZE)")
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", c.envDuration("KEYGATE_KEY_CACHE_TTL", d.KeyCacheTTL), "longest a cached key is trusted without a lookup (KEYGATE_KEY_CACHE_TTL)")
@@ -127,19 +127,6 @@ func (c *config) envInt(name string, def int) int {
 		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil {
-		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not an integer", name, v))
-		return def
-	}
-	return n
-}
-
-func (c *config) envInt64(name string, def int64) int64 {
-	v, ok := os.LookupEnv(name)
-	if !ok {
-		return def
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not an integer", name, v))
 		return def

@@ -22,7 +22,7 @@ func (a *App) openAuditSpool() error {
 		return nil
 	}
 	dir := a.Config.AuditSpoolDir()
-	s, err := spool.OpenAudit(dir, spool.Options{MaxBytes: a.Config.AuditSpoolBytes, Logger: a.Config.logger()})
+	s, err := spool.OpenAudit(dir, spool.Options{MaxBytes: int64(a.Config.AuditSpoolBytes), Logger: a.Config.logger()})
 	if err != nil {
 		return fmt.Errorf("audit spool %s: %w (give every instance its own KEYGATE_DATA_DIR, or set KEYGATE_AUDIT_SPOOL_BYTES=0)", dir, err)
 	}
