@@ -34,7 +34,7 @@ type Config struct {
 	TrustedProxies    []string // whose X-Forwarded-For is believed
 	ShutdownTimeout   time.Duration
 	AuditBuffer       int
-	AuditSpoolBytes   int   // bound of <DataDir>/audit-spool; 0: no spool
+	AuditSpoolBytes   int // bound of <DataDir>/audit-spool; 0: no spool
 	FlushInterval     time.Duration
 	KeyCacheSize      int
 	KeyCacheTTL       time.Duration
