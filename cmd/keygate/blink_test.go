@@ -273,7 +273,8 @@ func startRevocationProbe(t *testing.T, k *instance, token string) *revocationPr
 			case status == 200 && code == authz.CodeAllowed:
 				p.lastAllowed = sent
 				p.allowed++
-			case status == 200 && code == authz.KeyDisabled:
+			case status == 200 && code == authz.KeyDisabled,
+				status == http.StatusTooManyRequests && code == authz.ERATELIMIT: // refusals spent the address's budget: refused still
 				p.refusedAt = append(p.refusedAt, time.Now())
 			case status == 503: // the database just came back; still failing closed
 				p.unavailable++
