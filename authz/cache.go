@@ -18,7 +18,10 @@ type KeyCacheOptions struct {
 	NegativeMaxEntries int           // unknown hashes remembered; 10000
 	NegativeTTL        time.Duration // how long an unknown hash stays unknown; 5s
 	Principals         int           // keys held ready as principals, the rest compact; 4096
-	Now                func() time.Time
+	// Staleness is the longest a cached key is trusted while the change
+	// feed is down (FeedLost): past it, the key is looked up again; 1s.
+	Staleness time.Duration
+	Now       func() time.Time
 }
 
 // KeyCache stands between authentication and the store: token hash → key
@@ -26,7 +29,11 @@ type KeyCacheOptions struct {
 // remembered briefly, so a flood of random tokens costs no queries, and
 // concurrent misses for one hash share one query. Changes made through the
 // KeyService reach it at once (KeysChanged); changes made on other instances
-// reach it through Invalidate, and at worst after TTL.
+// reach it through Invalidate, heard by a change feed. While that feed is
+// down (FeedLost until FeedListening), a cached key is trusted for at most
+// Staleness since it was loaded or since the feed last heard the database,
+// whichever is later; then it is looked up again, and when the lookup
+// fails, the caller fails closed.
 //
 // A cached key is kept compact: its id, name and scope in one string, its
 // tenant and user interned. Only the keys made ready most recently (loaded,
@@ -47,7 +54,12 @@ type KeyCache struct {
 	// epoch may have read what was just invalidated, so it is not kept.
 	epoch atomic.Uint64
 
-	hits, misses, negativeHits, loads atomic.Int64
+	// feedDown is set while changes made elsewhere may go unheard;
+	// feedHeard is when the feed last heard the database (Unix ns).
+	feedDown  atomic.Bool
+	feedHeard atomic.Int64
+
+	hits, misses, negativeHits, loads, stale atomic.Int64
 }
 
 const cacheShards = 16
@@ -75,6 +87,7 @@ type cacheEntry struct {
 	hash         [32]byte
 	prev, next   *cacheEntry
 	expires      int64 // Unix nanoseconds; the entry is not served after
+	loaded       int64 // Unix nanoseconds; when the store said so
 	expiresAt    *time.Time
 	enabled      bool
 	readySlot    int32      // index in the shard's ready ring, -1 when not there
@@ -107,6 +120,9 @@ func NewKeyCache(store KeyLookup, opts KeyCacheOptions) *KeyCache {
 	}
 	if opts.Principals <= 0 {
 		opts.Principals = 4096
+	}
+	if opts.Staleness <= 0 {
+		opts.Staleness = time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -168,7 +184,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	s, k := c.shard(h)
 	s.mu.Lock()
 	if e := s.lookup(h, k); e != nil {
-		if now < e.expires {
+		if now < e.expires && c.trusted(e, now) {
 			s.moveToFront(e)
 			p := e.principal
 			if p == nil {
@@ -214,7 +230,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	cancel()
 	c.loads.Add(1)
 	if err == nil {
-		load.entry = newCacheEntry(h, key, now+int64(c.opts.TTL))
+		load.entry = newCacheEntry(h, key, now, now+int64(c.opts.TTL))
 		load.principal = load.entry.newPrincipal()
 	}
 	load.err = err
@@ -245,7 +261,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 // one string: the key id and name, then each scope list (ResourceTypes
 // order) as its length and entries, every string prefixed with its length
 // as a uvarint. A principal's strings are then substrings of it.
-func newCacheEntry(h [32]byte, key *APIKey, expires int64) *cacheEntry {
+func newCacheEntry(h [32]byte, key *APIKey, loaded, expires int64) *cacheEntry {
 	n := 2*binary.MaxVarintLen64 + len(key.ID) + len(key.Name)
 	for _, rt := range ResourceTypes() {
 		n += binary.MaxVarintLen64
@@ -263,7 +279,7 @@ func newCacheEntry(h [32]byte, key *APIKey, expires int64) *cacheEntry {
 			b = appendString(b, id)
 		}
 	}
-	return &cacheEntry{hash: h, expires: expires, enabled: key.Enabled, readySlot: -1, text: string(b),
+	return &cacheEntry{hash: h, loaded: loaded, expires: expires, enabled: key.Enabled, readySlot: -1, text: string(b),
 		tenant: unique.Make(key.TenantID).Value(), user: unique.Make(key.UserID).Value(),
 		expiresAt: copyTime(key.ExpiresAt)}
 }
@@ -493,15 +509,17 @@ func (c *KeyCache) Purge() {
 	})
 }
 
-// KeyCacheStats are counters since the cache was made.
+// KeyCacheStats are counters since the cache was made. Stale counts keys
+// looked up again because the change feed was down past Staleness.
 type KeyCacheStats struct {
-	Entries, NegativeEntries               int
-	Hits, Misses, NegativeHits, StoreLoads int64
+	Entries, NegativeEntries                      int
+	Hits, Misses, NegativeHits, StoreLoads, Stale int64
 }
 
 // Stats returns the cache's counters and sizes.
 func (c *KeyCache) Stats() KeyCacheStats {
-	st := KeyCacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), NegativeHits: c.negativeHits.Load(), StoreLoads: c.loads.Load()}
+	st := KeyCacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), NegativeHits: c.negativeHits.Load(),
+		StoreLoads: c.loads.Load(), Stale: c.stale.Load()}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
@@ -511,3 +529,41 @@ func (c *KeyCache) Stats() KeyCacheStats {
 	}
 	return st
 }
+
+// trusted reports whether e may be served without a lookup: always while
+// the change feed is up (a change would have removed it), and otherwise
+// for Staleness after it was loaded or the feed last heard the database.
+func (c *KeyCache) trusted(e *cacheEntry, now int64) bool {
+	if !c.feedDown.Load() {
+		return true
+	}
+	if now-max(e.loaded, c.feedHeard.Load()) <= int64(c.opts.Staleness) {
+		return true
+	}
+	c.stale.Add(1)
+	return false
+}
+
+// FeedLost tells the cache that its change feed stopped listening, having
+// last heard the database at heard: changes made on other instances may go
+// unheard, so cached keys are trusted for Staleness only. A cache made for
+// an instance that has a feed starts this way, until FeedListening.
+func (c *KeyCache) FeedLost(heard time.Time) {
+	var n int64 // never heard: only the time a key was loaded counts
+	if !heard.IsZero() {
+		n = heard.UnixNano()
+	}
+	c.feedHeard.Store(n)
+	c.feedDown.Store(true)
+}
+
+// FeedListening tells the cache its change feed listens (again): what was
+// cached may have changed unheard, so the cache is emptied, and from then
+// on keys are trusted up to their TTL.
+func (c *KeyCache) FeedListening() {
+	c.Purge()
+	c.feedDown.Store(false)
+}
+
+// FeedDown reports whether the cache trusts keys for Staleness only.
+func (c *KeyCache) FeedDown() bool { return c.feedDown.Load() }

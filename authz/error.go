@@ -31,6 +31,10 @@ type Error struct {
 	Code    string
 	Message string
 	Fields  []FieldError
+	// ExistingID names, with ECONFLICT, what already holds the name, when
+	// the caller may see it: a create retried after its answer was lost
+	// learns which key it made.
+	ExistingID string
 }
 
 // FieldError names one invalid field and what is wrong with it.

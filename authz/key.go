@@ -180,6 +180,7 @@ type APIKeyFilter struct {
 	TenantID string
 	UserID   *string
 	Enabled  *bool
+	Name     *string // exactly this name: at most one key, names being unique in a tenant
 	Cursor   string
 	Limit    int
 }

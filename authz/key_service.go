@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 )
@@ -106,9 +107,31 @@ func (s *KeyService) CreateKey(ctx context.Context, in CreateKeyInput) (*APIKey,
 	}
 	ev := s.keyEvent(ctx, actor, AuditKeyCreated, key, map[string]any{"name": key.Name})
 	if err := s.Store.CreateKey(ctx, key, ev); err != nil {
+		if ErrorCode(err) == ECONFLICT {
+			return nil, "", s.nameTaken(ctx, actor, key.Name, err)
+		}
 		return nil, "", err
 	}
 	return key, token, nil
+}
+
+// nameTaken turns a taken name into a conflict that names the key holding
+// it, when the actor may read that key: a create whose answer was lost (it
+// committed, the reply never arrived) and is sent again learns the id of
+// the key it made, rather than making a second. The token cannot be given
+// again; it exists only as a hash.
+func (s *KeyService) nameTaken(ctx context.Context, actor *Actor, name string, conflict error) error {
+	page, err := s.Store.FindKeys(ctx, APIKeyFilter{TenantID: actor.TenantID, Name: &name, Limit: 1})
+	if err != nil || len(page.Keys) == 0 {
+		return conflict
+	}
+	existing := page.Keys[0]
+	target := ManagementTarget{Type: TargetAPIKey, TenantID: existing.TenantID, UserID: existing.UserID}
+	if s.allow(ctx, actor, ActionRead, target) != nil {
+		return conflict
+	}
+	return &Error{Code: ECONFLICT, ExistingID: existing.ID,
+		Message: fmt.Sprintf("a key named %q already exists in this tenant: %s", name, existing.ID)}
 }
 
 // Key returns one key of the actor's tenant. Returns ENOTFOUND when absent

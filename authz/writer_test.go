@@ -134,15 +134,17 @@ func TestAuditWriterRetriesAFailedBatch(t *testing.T) {
 // touchStore records TouchKeys calls; every other KeyStore method is unused.
 type touchStore struct {
 	authz.KeyStore
-	mu    sync.Mutex
-	calls []map[string]time.Time
-	fail  bool
+	mu     sync.Mutex
+	calls  []map[string]time.Time
+	fail   bool
+	failed int
 }
 
 func (s *touchStore) TouchKeys(_ context.Context, m map[string]time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail {
+		s.failed++
 		return errors.New("database down")
 	}
 	s.calls = append(s.calls, m)

@@ -36,6 +36,7 @@ func newKeygate(tb testing.TB, logger *slog.Logger) *keygate {
 	db := storagetest.MustOpenSQLite(tb)
 	cfg := app.Defaults()
 	cfg.DB, cfg.Migrate = db, false
+	cfg.DataDir = tb.TempDir() // the audit spool's
 	cfg.Logger = logger
 	cfg.JWTSecret = "interop-secret-of-at-least-32-bytes!"
 	cfg.FlushInterval = 50 * time.Millisecond

@@ -53,6 +53,9 @@ type Problem struct {
 	Code      string             `json:"code"`
 	RequestID string             `json:"request_id"`
 	Errors    []authz.FieldError `json:"errors,omitempty"`
+
+	// ExistingID, with a 409, is the id of what already holds the name.
+	ExistingID string `json:"existing_id,omitempty"`
 }
 
 // problemContentType is the media type of RFC 9457 documents.
@@ -76,13 +79,22 @@ func writeError(c *gin.Context, err error) {
 	if status == http.StatusUnauthorized {
 		c.Header("WWW-Authenticate", `Bearer realm="keygate"`)
 	}
-	writeProblem(c, status, code, authz.ErrorMessage(err), authz.ErrorFields(err)...)
+	p := newProblem(c, status, code, authz.ErrorMessage(err), authz.ErrorFields(err))
+	if e := (*authz.Error)(nil); errors.As(err, &e) {
+		p.ExistingID = e.ExistingID
+	}
+	c.Abort()
+	c.Render(status, problemRender{p})
 }
 
 // writeProblem answers with a problem document and aborts the chain.
 func writeProblem(c *gin.Context, status int, code, detail string, fields ...authz.FieldError) {
 	c.Abort()
-	c.Render(status, problemRender{Problem{
+	c.Render(status, problemRender{newProblem(c, status, code, detail, fields)})
+}
+
+func newProblem(c *gin.Context, status int, code, detail string, fields []authz.FieldError) Problem {
+	return Problem{
 		Type:      "urn:keygate:problem:" + code,
 		Title:     http.StatusText(status),
 		Status:    status,
@@ -90,7 +102,7 @@ func writeProblem(c *gin.Context, status int, code, detail string, fields ...aut
 		Code:      code,
 		RequestID: requestID(c),
 		Errors:    fields,
-	}})
+	}
 }
 
 // problemRender writes JSON with the problem media type; gin's JSON render

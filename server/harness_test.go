@@ -43,6 +43,7 @@ func newHarness(t testing.TB, db *storage.DB, opts ...func(*app.Config)) *harnes
 	logs := &authztest.SyncBuffer{}
 	cfg := app.Defaults()
 	cfg.DB, cfg.Migrate = db, false
+	cfg.DataDir = t.TempDir() // the audit spool's
 	cfg.Now = clk.Now
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.JWTSecret, cfg.JWTIssuer, cfg.JWTAudience = string(testSecret), "https://idp.test", "keygate"

@@ -32,6 +32,9 @@ type Config struct {
 	// MCP is the upstream MCP server registry under /api/v1/mcp-servers and
 	// /api/v1/mcp-tools; nil leaves those routes out.
 	MCP *authz.MCPServerService
+	// ReadyDetails adds members to /readyz's body, ready or not: the state
+	// of what the instance depends on beyond the database.
+	ReadyDetails func(ctx context.Context) map[string]any
 }
 
 // Server holds the router and what the handlers need.
@@ -40,6 +43,7 @@ type Server struct {
 	mcp    *authz.MCPServerService
 	jwt    *JWTVerifier
 	ready  func(ctx context.Context) error
+	detail func(ctx context.Context) map[string]any
 	router *gin.Engine
 }
 
@@ -51,7 +55,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &Server{keys: cfg.Keys, mcp: cfg.MCP, jwt: cfg.JWT, ready: cfg.Ready}
+	s := &Server{keys: cfg.Keys, mcp: cfg.MCP, jwt: cfg.JWT, ready: cfg.Ready, detail: cfg.ReadyDetails}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
@@ -104,12 +108,20 @@ func (s *Server) Router() *gin.Engine { return s.router }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
 
 func (s *Server) readyz(c *gin.Context) {
+	body := gin.H{}
+	if s.detail != nil {
+		for k, v := range s.detail(c.Request.Context()) {
+			body[k] = v
+		}
+	}
 	if s.ready != nil {
 		if err := s.ready(c.Request.Context()); err != nil {
 			loggerFrom(c).Warn("not ready", "err", err)
-			writeJSON(c, http.StatusServiceUnavailable, gin.H{"status": "unavailable", "detail": authz.ErrorMessage(err)})
+			body["status"], body["detail"] = "unavailable", authz.ErrorMessage(err)
+			writeJSON(c, http.StatusServiceUnavailable, body)
 			return
 		}
 	}
-	writeJSON(c, http.StatusOK, gin.H{"status": "ready"})
+	body["status"] = "ready"
+	writeJSON(c, http.StatusOK, body)
 }

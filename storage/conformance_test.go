@@ -500,6 +500,8 @@ func TestFindKeys_Filters(t *testing.T) {
 			{note: "user and enabled", filter: authz.APIKeyFilter{TenantID: "acme", UserID: ptr("bob"), Enabled: ptr(false)}, want: []string{"b2"}},
 			{note: "a user of another tenant", filter: authz.APIKeyFilter{TenantID: "globex", UserID: ptr("bob")}, want: []string{}},
 			{note: "the same user id in another tenant", filter: authz.APIKeyFilter{TenantID: "globex", UserID: ptr("alice")}, want: []string{"g1"}},
+			{note: "by name", filter: authz.APIKeyFilter{TenantID: "acme", Name: ptr("b1")}, want: []string{"b1"}},
+			{note: "a name of another tenant", filter: authz.APIKeyFilter{TenantID: "acme", Name: ptr("g1")}, want: []string{}},
 		}
 		for _, tt := range tests {
 			t.Run(tt.note, func(t *testing.T) {

@@ -9,6 +9,7 @@ package storage
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"database/sql/driver"
 	"errors"
@@ -126,7 +127,21 @@ func pgConnector(dsn string) (c *pgdriver.Connector, err error) {
 			c, err = nil, authz.Errorf(authz.EINVALID, "%s", msg)
 		}
 	}()
-	return pgdriver.NewConnector(pgdriver.WithDSN(dsn)), nil
+	return pgdriver.NewConnector(pgdriver.WithDSN(dsn), pgdriver.WithResetSessionFunc(checkPooledConn)), nil
+}
+
+// checkPooledConn runs before a pooled connection is used again: one the
+// server closed meanwhile (the database restarted, a proxy cut it) is
+// refused, and the pool dials a new one instead of failing the query.
+func checkPooledConn(_ context.Context, cn *pgdriver.Conn) error {
+	c := cn.Conn()
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if connCheck(c) != nil {
+		return driver.ErrBadConn
+	}
+	return nil
 }
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {

@@ -266,6 +266,9 @@ func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (_ *
 			if filter.Enabled != nil {
 				q = q.Where("k.enabled = ?", *filter.Enabled)
 			}
+			if filter.Name != nil {
+				q = q.Where("k.name = ?", *filter.Name)
+			}
 			return q
 		})
 	if err != nil {

@@ -186,3 +186,46 @@ func TestKeyChangeFeedReconnects(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyChangeFeedOutage cuts the feed off from Postgres: it reports the
+// loss with when it last heard the database, and once the database is back
+// the feed is back at once, however long its backoff.
+func TestKeyChangeFeedOutage(t *testing.T) {
+	t.Parallel()
+	db, proxy := storagetest.MustOpenPostgresBehindProxy(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var lost []time.Time
+	feed := storage.NewKeyChangeFeed(db, storage.KeyChangeFeedOptions{
+		Heartbeat:  50 * time.Millisecond,
+		MinBackoff: time.Hour, MaxBackoff: time.Hour, // only the database answering brings it back in time
+		OnLost: func(heard time.Time) {
+			mu.Lock()
+			lost = append(lost, heard)
+			mu.Unlock()
+		},
+	})
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); feed.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "the feed to listen", feed.Connected)
+	first := feed.LastHeard()
+	waitFor(t, "a heartbeat to come back", func() bool { return feed.LastHeard().After(first) })
+
+	proxy.Cut()
+	cut := time.Now()
+	waitFor(t, "the loss to be reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(lost) == 1
+	})
+	if heard := lost[0]; heard.Before(first) || heard.After(cut) {
+		t.Fatalf("lost having heard the database at %v; want between the first listen (%v) and the cut (%v)", heard, first, cut)
+	}
+	if feed.Connected() {
+		t.Fatal("a feed cut off must not say it is connected")
+	}
+	proxy.Restore()
+	waitFor(t, "the feed to listen again", func() bool { return feed.Connected() && feed.Resyncs() >= 2 })
+}

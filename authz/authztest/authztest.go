@@ -1,10 +1,12 @@
 // Package authztest holds small helpers the tests of several packages
-// share: a settable clock and a log sink safe for concurrent writes.
+// share: a settable clock, a log sink safe for concurrent writes, and a
+// wait for what happens in the background.
 package authztest
 
 import (
 	"bytes"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -51,4 +53,17 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Eventually polls cond until it holds, failing the test after limit:
+// for what background goroutines (writers, feeds) do on their own time.
+func Eventually(tb testing.TB, what string, limit time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

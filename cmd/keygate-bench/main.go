@@ -482,7 +482,7 @@ func withProfiler(ctx context.Context, env []string) (string, []string, error) {
 // audit events: its figures would then count work it did not do.
 func stopKeygate(kg *server) error {
 	kg.stop()
-	if out := kg.output.String(); strings.Contains(out, "audit events were dropped") || strings.Contains(out, "audit queue full") {
+	if out := kg.output.String(); strings.Contains(out, "audit events were dropped") || strings.Contains(out, "audit events dropped") {
 		return fmt.Errorf("%s dropped audit events under load; its output ends:\n%s", kg.name, out)
 	}
 	return nil

@@ -2,12 +2,8 @@ package main_test
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/url"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -121,41 +117,6 @@ func TestNoWritesOnTheRequestPath(t *testing.T) {
 	}
 }
 
-// TestDatabaseOutage cuts keygate off from Postgres: readyz says so, a key
-// already cached keeps working, anything else fails closed with 503, and
-// all is well once the database is back.
-func TestDatabaseOutage(t *testing.T) {
-	t.Parallel()
-	target := storagetest.PostgresURL(t)
-	proxy := newTCPProxy(t, "127.0.0.1:5432")
-	dbURL := replaceHost(t, target, proxy.addr)
-	k := start(t, t.TempDir(), dbURL)
-	admin := k.devToken()
-	mk := func(name string) string {
-		res := k.call("POST", "/api/v1/api-keys", admin, map[string]any{"name": name, "permission_scope": map[string]any{"flow_ids": []string{"f1"}}})
-		want(t, "create "+name, res, 201, "")
-		return res.body["token"].(string)
-	}
-	cached, uncached := mk("cached"), mk("uncached")
-	want(t, "warm the cache", k.check(cached, "flow", "f1", "read"), 200, "ALLOWED")
-
-	proxy.cut()
-	want(t, "readyz with the database gone", k.call("GET", "/readyz", "", nil), 503, "")
-	want(t, "a cached key keeps working", k.check(cached, "flow", "f1", "read"), 200, "ALLOWED")
-	res := k.call("POST", "/v1/authorize", "", map[string]any{"api_key": uncached, "resource": map[string]any{"type": "flow", "id": "f1"}, "action": "read"})
-	want(t, "an uncached key fails closed", res, 503, "unavailable")
-	want(t, "management fails closed", k.call("GET", "/api/v1/api-keys", admin, nil), 503, "unavailable")
-
-	proxy.restore()
-	waitFor(t, "readyz after the database is back", 20*time.Second, func() bool {
-		return k.call("GET", "/readyz", "", nil).status == 200
-	})
-	waitFor(t, "the uncached key to work again", 20*time.Second, func() bool {
-		return k.check(uncached, "flow", "f1", "read").body["code"] == "ALLOWED"
-	})
-	k.stop()
-}
-
 func openInstanceDB(t *testing.T, k *instance) *storage.DB {
 	t.Helper()
 	dbURL := k.dbURL
@@ -177,89 +138,4 @@ func countAudit(t *testing.T, db *storage.DB, action string) int {
 		t.Fatal(err)
 	}
 	return int(n)
-}
-
-// tcpProxy forwards a loopback port to a target and can cut every
-// connection, standing in for a database that goes away.
-type tcpProxy struct {
-	t      *testing.T
-	addr   string
-	target string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	p := &tcpProxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every connection.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-// restore listens on the same address again.
-func (p *tcpProxy) restore() {
-	var ln net.Listener
-	var err error
-	for range 50 {
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			p.serve(ln)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	p.t.Fatalf("proxy cannot listen on %s again: %v", p.addr, err)
-}
-
-func replaceHost(t *testing.T, rawURL, hostport string) string {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = hostport
-	return u.String()
 }

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/spool"
 	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
@@ -31,6 +33,7 @@ type App struct {
 	Server    *server.Server
 	Audit     *authz.AuditWriter // nil when Config.AuditRecorder stands in
 	Usage     *authz.UsageWriter
+	Feed      *storage.KeyChangeFeed // nil on SQLite
 	JWT       server.JWTConfig
 	DevSecret bool // JWTs are signed with the development secret in the data folder
 
@@ -45,7 +48,9 @@ type App struct {
 	Retention *authz.AuditRetention
 
 	telemetry *telemetry
+	spool     *spool.Audit // nil when off or when Config.AuditRecorder stands in
 	ownDB     bool
+	started   atomic.Bool
 	bgStop    context.CancelFunc
 	bgDone    chan struct{}
 }
@@ -91,8 +96,14 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	keyStore, auditStore := storage.NewKeyStore(a.DB), storage.NewAuditStore(a.DB)
 	events := cfg.AuditRecorder
 	if events == nil {
-		a.Audit = authz.NewAuditWriter(auditStore, authz.AuditWriterOptions{
-			Buffer: cfg.AuditBuffer, Interval: cfg.FlushInterval, Logger: logger})
+		if err := a.openAuditSpool(); err != nil {
+			return nil, err
+		}
+		opts := authz.AuditWriterOptions{Buffer: cfg.AuditBuffer, Interval: cfg.FlushInterval, Logger: logger}
+		if a.spool != nil {
+			opts.Spool = a.spool
+		}
+		a.Audit = authz.NewAuditWriter(auditStore, opts)
 		events = a.Audit
 	}
 	a.Refusals = authz.NewRefusalAggregator(events, authz.RefusalAggregatorOptions{Now: cfg.Now})
@@ -104,8 +115,9 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, fmt.Errorf("audit retention: %w", err)
 	}
 	a.Usage = authz.NewUsageWriter(keyStore, cfg.FlushInterval, logger)
-	a.KeyCache = authz.NewKeyCache(keyStore, authz.KeyCacheOptions{
-		MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL, NegativeTTL: cfg.NegativeCacheTTL, Now: cfg.Now})
+	a.KeyCache = authz.NewKeyCache(keyStore, authz.KeyCacheOptions{MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL,
+		Staleness: cfg.KeyCacheStaleness, NegativeTTL: cfg.NegativeCacheTTL, Now: cfg.Now})
+	a.newFeed()
 	a.Keys = &authz.KeyService{
 		Store:    keyStore,
 		AuditLog: auditStore,
@@ -147,6 +159,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Keys:           a.Keys,
 		JWT:            verifier,
 		Ready:          a.ready,
+		ReadyDetails:   a.readyDetails,
 		Logger:         logger,
 		TrustedProxies: cfg.TrustedProxies,
 		TracerProvider: a.telemetry.httpTracerProvider(),
@@ -157,6 +170,9 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if err := a.registerOutageMetrics(a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	logDecisionCaching(a.Engine, logger)
 	return a, nil
@@ -191,11 +207,8 @@ func (a *App) Handler() http.Handler { return a.Server }
 func (a *App) Start(ctx context.Context) {
 	ctx, a.bgStop = context.WithCancel(ctx)
 	a.bgDone = make(chan struct{})
-	feed := storage.NewKeyChangeFeed(a.DB, storage.KeyChangeFeedOptions{
-		OnChange: a.KeyCache.Invalidate,
-		OnResync: a.KeyCache.Purge,
-		Logger:   a.Config.logger(),
-	})
+	a.started.Store(true)
+	feed := a.Feed
 	go func() {
 		defer close(a.bgDone)
 		done := make(chan struct{})
@@ -221,8 +234,9 @@ func (a *App) Start(ctx context.Context) {
 }
 
 // ready answers /readyz: the database must answer. A change feed that is
-// reconnecting does not make an instance unready: cached keys then live at
-// most their TTL, and the cache is emptied once the feed is back.
+// reconnecting does not make an instance unready (the body says so): a
+// cached key is then trusted for KEYGATE_KEY_CACHE_STALENESS only, and the
+// cache is emptied once the feed is back.
 func (a *App) ready(ctx context.Context) error {
 	if err := a.DB.Ping(ctx); err != nil {
 		return authz.Errorf(authz.EUNAVAILABLE, "the database does not answer")
@@ -270,8 +284,20 @@ func (a *App) Close(ctx context.Context) error {
 			a.Config.logger().Warn("audit events were dropped during this run", "dropped", n)
 		}
 	}
+	if a.spool != nil {
+		if n := a.spool.Len(); n > 0 {
+			a.Config.logger().Warn("audit events left in the spool for the next start", "events", n, "dir", a.Config.AuditSpoolDir())
+		}
+		if err := a.spool.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the audit spool: %w", err))
+		}
+		a.spool = nil
+	}
 	if a.Usage != nil {
-		if err := a.Usage.Close(ctx); err != nil {
+		switch err := a.Usage.Close(ctx); {
+		case authz.ErrorCode(err) == authz.EUNAVAILABLE: // a stop during an outage: a hint lost, not a fault
+			a.Config.logger().Warn("last_used_at not written: the database does not answer", "err", err)
+		case err != nil:
 			errs = append(errs, fmt.Errorf("flush last_used_at: %w", err))
 		}
 	}

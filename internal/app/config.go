@@ -34,9 +34,11 @@ type Config struct {
 	TrustedProxies    []string // whose X-Forwarded-For is believed
 	ShutdownTimeout   time.Duration
 	AuditBuffer       int
+	AuditSpoolBytes   int // bound of <DataDir>/audit-spool; 0: no spool
 	FlushInterval     time.Duration
 	KeyCacheSize      int
 	KeyCacheTTL       time.Duration
+	KeyCacheStaleness time.Duration // trust in a cached key while the change feed is down
 	NegativeCacheTTL  time.Duration
 	DecisionCacheSize int // 0: off
 	MCPSyncInterval   time.Duration
@@ -90,9 +92,11 @@ func Defaults() Config {
 		TokenTTL:          24 * time.Hour,
 		ShutdownTimeout:   30 * time.Second,
 		AuditBuffer:       10_000,
+		AuditSpoolBytes:   256 << 20,
 		FlushInterval:     time.Second,
 		KeyCacheSize:      100_000,
 		KeyCacheTTL:       30 * time.Second,
+		KeyCacheStaleness: time.Second,
 		NegativeCacheTTL:  5 * time.Second,
 		DecisionCacheSize: 10_000,
 		MCPSyncInterval:   5 * time.Minute,
@@ -120,6 +124,12 @@ func (c *Config) Validate() error {
 	if c.AuditBuffer < 1 {
 		errs = append(errs, fmt.Errorf("KEYGATE_AUDIT_BUFFER must be at least 1, got %d", c.AuditBuffer))
 	}
+	if c.AuditSpoolBytes != 0 && c.AuditSpoolBytes < minSpoolBytes {
+		errs = append(errs, fmt.Errorf("KEYGATE_AUDIT_SPOOL_BYTES must be 0 (no spool) or at least %d, got %d", minSpoolBytes, c.AuditSpoolBytes))
+	}
+	if c.KeyCacheStaleness <= 0 || c.KeyCacheStaleness > c.KeyCacheTTL {
+		errs = append(errs, fmt.Errorf("KEYGATE_KEY_CACHE_STALENESS must be positive and at most KEYGATE_KEY_CACHE_TTL, got %s", c.KeyCacheStaleness))
+	}
 	if c.DecisionCacheSize < 0 {
 		errs = append(errs, fmt.Errorf("KEYGATE_DECISION_CACHE_SIZE must not be negative, got %d", c.DecisionCacheSize))
 	}
@@ -143,6 +153,12 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// minSpoolBytes is the smallest audit spool: a few segments.
+const minSpoolBytes = 1 << 20
+
+// AuditSpoolDir is the folder of the audit spool.
+func (c *Config) AuditSpoolDir() string { return filepath.Join(c.DataDir, "audit-spool") }
 
 // DatabaseURLOrDefault is the database the instance uses.
 func (c *Config) DatabaseURLOrDefault() string {
