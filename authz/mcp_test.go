@@ -367,7 +367,7 @@ func TestMCPServerServiceCreateSyncs(t *testing.T) {
 	t.Parallel()
 	f := newMCPFixture(t)
 	f.up.set(nil, upTool("search"), upTool("create_issue"))
-	ctx := actorCtx("t1", "alice")
+	ctx := actorCtx("t1", "alice", authz.RoleAdmin)
 	srv, err := f.svc.CreateServer(ctx, authz.CreateMCPServerInput{
 		Name: "github", URL: "https://mcp.example.com/", Headers: map[string]string{"Authorization": "Bearer hdr-canary"},
 	})
@@ -526,7 +526,11 @@ func TestMCPServerServiceRights(t *testing.T) {
 	f.up.set(nil, upTool("search"))
 	alice, bob, admin := actorCtx("t1", "alice"), actorCtx("t1", "bob"), actorCtx("t1", "root", authz.RoleAdmin)
 	intruder := actorCtx("t2", "mallory", authz.RoleAdmin)
-	srv, err := f.svc.CreateServer(alice, authz.CreateMCPServerInput{Name: "alices", URL: "https://a.example.com/"})
+	// Upstreams are an admin's decision: a member registers none.
+	if _, err := f.svc.CreateServer(alice, authz.CreateMCPServerInput{Name: "alices", URL: "https://a.example.com/"}); authz.ErrorCode(err) != authz.EFORBIDDEN {
+		t.Fatalf("a member registers an upstream: %v", err)
+	}
+	srv, err := f.svc.CreateServer(admin, authz.CreateMCPServerInput{Name: "roots", URL: "https://a.example.com/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,15 +567,15 @@ func TestMCPServerServiceRights(t *testing.T) {
 	if page, err := f.svc.ListServers(bob, authz.MCPServerFilter{}); err != nil || len(page.Servers) != 0 {
 		t.Errorf("bob lists %v, %v: want only his own (none)", page, err)
 	}
-	aliceID := "alice"
-	if _, err := f.svc.ListServers(bob, authz.MCPServerFilter{UserID: &aliceID}); authz.ErrorCode(err) != authz.EFORBIDDEN {
-		t.Errorf("bob lists alice's servers: %v", err)
+	rootID := "root"
+	if _, err := f.svc.ListServers(bob, authz.MCPServerFilter{UserID: &rootID}); authz.ErrorCode(err) != authz.EFORBIDDEN {
+		t.Errorf("bob lists root's servers: %v", err)
 	}
 	if page, err := f.svc.ListTools(admin, authz.MCPToolFilter{}); err != nil || len(page.Tools) != 1 {
 		t.Errorf("admin lists tools %v, %v", page, err)
 	}
-	if err := verbs[4].do(alice); err != nil {
-		t.Errorf("the owner may not delete: %v", err)
+	if err := verbs[4].do(admin); err != nil {
+		t.Errorf("the admin may not delete: %v", err)
 	}
 }
 

@@ -84,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/audit-events", s.listAuditEvents)
 	api.DELETE("/users/:id", s.deleteUser)
 	api.DELETE("/tenants/:id", s.deleteTenant)
+	s.ceilingRoutes(api)
 	if cfg.MCP != nil {
 		s.mcpRoutes(api)
 	}
