@@ -640,3 +640,21 @@ func TestDecideListingIsOneQuietEvaluation(t *testing.T) {
 		t.Fatalf("a bad check: %v", err)
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ note, in, want string }{
+		{"no query", "https://mcp.example.com/mcp", "https://mcp.example.com/mcp"},
+		{"one value", "https://mcp.example.com/mcp?apikey=s3cret", "https://mcp.example.com/mcp?apikey=REDACTED"},
+		{"several, names kept", "https://h/p?a=1&b=two&flag", "https://h/p?a=REDACTED&b=REDACTED&flag=REDACTED"},
+		{"unparsable query", "https://h/p?a=%zz", "https://h/p?REDACTED"},
+	} {
+		if got := authz.RedactURL(tc.in); got != tc.want {
+			t.Errorf("%s: RedactURL(%q) = %q, want %q", tc.note, tc.in, got, tc.want)
+		}
+	}
+	b, err := json.Marshal(&authz.MCPServer{URL: "https://h/p?token=s3cret"})
+	if err != nil || strings.Contains(string(b), "s3cret") || !strings.Contains(string(b), `"url":"https://h/p?token=REDACTED"`) {
+		t.Fatalf("server JSON %s, %v", b, err)
+	}
+}

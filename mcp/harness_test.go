@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -76,7 +77,7 @@ type gateway struct {
 	url    string // the /mcp endpoint
 }
 
-func newGateway(t *testing.T, db *storage.DB) *gateway {
+func newGateway(t *testing.T, db *storage.DB, opts ...func(*app.Config)) *gateway {
 	t.Helper()
 	clk := authztest.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	logs := &authztest.SyncBuffer{}
@@ -89,6 +90,10 @@ func newGateway(t *testing.T, db *storage.DB) *gateway {
 	cfg.DecisionCacheSize = 0
 	cfg.AuditRecorder = audit
 	cfg.Version = "test"
+	cfg.MCPAllowedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/storage/storagetest"
 )
 
@@ -118,5 +120,26 @@ func TestAdminDecisionsStick(t *testing.T) {
 	}
 	if admins != 4 {
 		t.Fatalf("%d updates recorded as an admin's, want 4", admins)
+	}
+}
+
+// TestMCPServer_PrivateAddressRefused: without KEYGATE_MCP_ALLOWED_NETWORKS
+// an upstream at a non-public address is a 422 naming the setting, and a
+// URL's query values are redacted in every answer that shows it.
+func TestMCPServer_PrivateAddressRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, storagetest.MustOpenSQLite(t), func(c *app.Config) { c.MCPAllowedNetworks = nil })
+	admin := h.jwt("t1", "root", "admin")
+	res := h.do("POST", "/api/v1/mcp-servers", admin, map[string]any{"name": "meta", "url": "http://169.254.169.254/latest"})
+	wantProblem(t, "metadata address", res, 422, "invalid", "url")
+	if !strings.Contains(string(res.body), "KEYGATE_MCP_ALLOWED_NETWORKS") {
+		t.Fatalf("the problem does not name the setting: %s", res.body)
+	}
+	res = h.do("POST", "/api/v1/mcp-servers", admin, map[string]any{"name": "pub", "url": "https://203.0.113.9/mcp?apikey=s3cret&x=1", "timeout_ms": 100})
+	wantStatus(t, "public address", res, 201)
+	for _, r := range []response{res, h.do("GET", "/api/v1/mcp-servers", admin, nil)} {
+		if strings.Contains(string(r.body), "s3cret") || !strings.Contains(string(r.body), "?apikey=REDACTED&x=REDACTED") {
+			t.Fatalf("answer shows the query: %s", r.body)
+		}
 	}
 }

@@ -18,9 +18,10 @@ import (
 // on the command line wins), and the settings of the command itself.
 type config struct {
 	app.Config
-	TrustedProxies string
-	LogLevel       string
-	LogFormat      string
+	TrustedProxies  string
+	AllowedNetworks string
+	LogLevel        string
+	LogFormat       string
 
 	// envErrs collects environment values that do not parse; start-up
 	// refuses to go on with any.
@@ -68,6 +69,7 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeyCacheTTL, "key-cache-ttl", c.envDuration("KEYGATE_KEY_CACHE_TTL", d.KeyCacheTTL), "longest a cached key is trusted without a lookup (KEYGATE_KEY_CACHE_TTL)")
 	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", c.envDuration("KEYGATE_NEGATIVE_CACHE_TTL", d.NegativeCacheTTL), "how long an unknown token stays unknown without a lookup (KEYGATE_NEGATIVE_CACHE_TTL)")
 	fs.DurationVar(&c.MCPSyncInterval, "mcp-sync-interval", c.envDuration("KEYGATE_MCP_SYNC_INTERVAL", d.MCPSyncInterval), "how often every enabled upstream MCP server's tool catalog is synced (KEYGATE_MCP_SYNC_INTERVAL)")
+	fs.StringVar(&c.AllowedNetworks, "mcp-allowed-networks", env("KEYGATE_MCP_ALLOWED_NETWORKS", ""), "comma-separated CIDRs of non-public networks (loopback, private, link-local) upstream MCP servers may be reached in; empty: public addresses only (KEYGATE_MCP_ALLOWED_NETWORKS)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", d.FlushInterval), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 }
@@ -80,6 +82,11 @@ func (c *config) validate(serve bool) error {
 		if err := c.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if nets, err := app.ParseNetworks(c.AllowedNetworks); err != nil {
+		errs = append(errs, err)
+	} else {
+		c.MCPAllowedNetworks = nets
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("KEYGATE_LOG_FORMAT must be text or json, got %q", c.LogFormat))

@@ -75,7 +75,8 @@ func start(t *testing.T, dataDir, dbURL string, settings ...string) *instance {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(binary, "serve", "--addr", addr, "--data-dir", dataDir)
-	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_LOG_FORMAT=json", "KEYGATE_FLUSH_INTERVAL=50ms")
+	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_LOG_FORMAT=json", "KEYGATE_FLUSH_INTERVAL=50ms",
+		"KEYGATE_MCP_ALLOWED_NETWORKS=127.0.0.0/8")
 	cmd.Env = append(cmd.Env, settings...)
 	inst := &instance{t: t, cmd: cmd, base: "http://" + addr, dataDir: dataDir, dbURL: dbURL,
 		stdout: &authztest.SyncBuffer{}, stderr: &authztest.SyncBuffer{}, exited: make(chan error, 1)}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 
 	"github.com/keygate/keygate/authz"
@@ -100,16 +101,17 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	a.MCP = &authz.MCPServerService{Store: storage.NewMCPStore(a.DB), Policy: a.Engine, Now: cfg.Now}
 	a.Gateway, err = mcp.New(mcp.Options{
-		Keys:           a.Keys,
-		Catalog:        a.MCP,
-		Audit:          events,
-		Logger:         logger,
-		TracerProvider: a.telemetry.tracerProvider,
-		MeterProvider:  a.telemetry.meterProvider,
-		Transport:      cfg.MCPTransport,
-		SyncInterval:   cfg.MCPSyncInterval,
-		Version:        cfg.Version,
-		Now:            cfg.Now,
+		Keys:            a.Keys,
+		Catalog:         a.MCP,
+		Audit:           events,
+		Logger:          logger,
+		TracerProvider:  a.telemetry.tracerProvider,
+		MeterProvider:   a.telemetry.meterProvider,
+		Transport:       cfg.MCPTransport,
+		AllowedNetworks: cfg.MCPAllowedNetworks,
+		SyncInterval:    cfg.MCPSyncInterval,
+		Version:         cfg.Version,
+		Now:             cfg.Now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("MCP gateway: %w", err)
@@ -117,7 +119,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	// Each needs the other: the service syncs through the gateway's
 	// upstream sessions and tells it of every change; the gateway reads
 	// catalogs and records syncs through the service.
-	a.MCP.Upstreams, a.MCP.Notifier = a.Gateway, a.Gateway
+	a.MCP.Upstreams, a.MCP.Notifier, a.MCP.Addresses = a.Gateway, a.Gateway, a.Gateway
 
 	a.Server, err = server.New(server.Config{
 		Keys:           a.Keys,
@@ -250,6 +252,9 @@ func (a *App) Close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ParseNetworks reads KEYGATE_MCP_ALLOWED_NETWORKS: comma-separated CIDRs.
+func ParseNetworks(s string) ([]netip.Prefix, error) { return mcp.ParseNetworks(s) }
 
 // RedactURL drops credentials and the query (which may carry a password)
 // from a URL before it is logged.

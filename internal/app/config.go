@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -41,6 +42,10 @@ type Config struct {
 	DecisionCacheSize int // 0: off
 	MCPSyncInterval   time.Duration
 	DebugAddr         string // profiler listener; "": off
+
+	// MCPAllowedNetworks are the non-public networks (loopback, private,
+	// link-local, …) upstream MCP servers may be reached in; none by default.
+	MCPAllowedNetworks []netip.Prefix
 
 	Version string
 	Logger  *slog.Logger // nil: discard
