@@ -171,7 +171,9 @@ func TestUpstreamErrors_AreCategories(t *testing.T) {
 	for _, tc := range []struct{ note, url, want string }{
 		{"connection refused", closedURL, "unreachable"},
 		{"untrusted certificate", tlsSrv.URL, "tls"},
-		{"forbidden", serve(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "Forbidden: internal detail", http.StatusForbidden) }), "http 403"},
+		{"forbidden", serve(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "Forbidden: internal detail", http.StatusForbidden)
+		}), "http 403"},
 		{"a web page", serve(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			_, _ = w.Write([]byte("<html>internal admin console</html>"))
