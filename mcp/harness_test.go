@@ -91,6 +91,7 @@ func newGateway(t *testing.T, db *storage.DB, opts ...func(*app.Config)) *gatewa
 	cfg.AuditRecorder = audit
 	cfg.Version = "test"
 	cfg.MCPAllowedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.EncryptionKey = storagetest.KeyringText
 	for _, opt := range opts {
 		opt(&cfg)
 	}

@@ -42,6 +42,7 @@ func newKeygate(tb testing.TB, logger *slog.Logger) *keygate {
 	cfg.FlushInterval = 50 * time.Millisecond
 	cfg.Version = "test"
 	cfg.MCPAllowedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.EncryptionKey = storagetest.KeyringText
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/storage/storagetest"
 )
 
 var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
@@ -55,6 +56,7 @@ func newHarness(t testing.TB, db *storage.DB, opts ...func(*app.Config)) *harnes
 	cfg.DecisionCacheSize = 0
 	cfg.Version = "test"
 	cfg.MCPAllowedNetworks = loopback
+	cfg.EncryptionKey = storagetest.KeyringText
 	for _, opt := range opts {
 		opt(&cfg)
 	}

@@ -36,6 +36,7 @@ type App struct {
 	DevSecret bool // JWTs are signed with the development secret in the data folder
 
 	telemetry *telemetry
+	cert      *certificate // nil: plain HTTP
 	ownDB     bool
 	bgStop    context.CancelFunc
 	bgDone    chan struct{}
@@ -45,6 +46,9 @@ type App struct {
 // loads the policies and wires every part. Nothing serves until Serve;
 // background work (the change feed, catalog syncs) starts with Start.
 func New(ctx context.Context, cfg Config) (_ *App, err error) {
+	if err := cfg.ReadSecretFiles(); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -56,8 +60,17 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		}
 	}()
 
+	if cfg.TLSCertFile != "" {
+		if a.cert, err = newCertificate(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	if a.telemetry, err = setupTelemetry(ctx, logger, cfg.Version); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	keyring, err := cfg.Keyring()
+	if err != nil {
+		return nil, err
 	}
 	if err := a.openDB(ctx); err != nil {
 		return nil, err
@@ -99,7 +112,14 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Usage:    a.Usage,
 		Now:      cfg.Now,
 	}
-	a.MCP = &authz.MCPServerService{Store: storage.NewMCPStore(a.DB), Policy: a.Engine, Now: cfg.Now}
+	mcpStore := storage.NewMCPStore(a.DB, keyring)
+	// Headers stored before they were sealed are sealed now.
+	if n, err := mcpStore.SealHeaders(ctx, true); err != nil {
+		return nil, fmt.Errorf("seal stored MCP server headers: %w", err)
+	} else if n > 0 {
+		logger.Info("sealed the stored headers of MCP servers", "servers", n, "key_id", keyring.CurrentID())
+	}
+	a.MCP = &authz.MCPServerService{Store: mcpStore, Policy: a.Engine, Now: cfg.Now}
 	a.Gateway, err = mcp.New(mcp.Options{
 		Keys:            a.Keys,
 		Catalog:         a.MCP,
