@@ -29,8 +29,8 @@ type Config struct {
 	DatabaseURLFile   string
 	JWTSecretFile     string
 	EncryptionKeyFile string
-	Migrate     bool   // apply migrations at start
-	PolicyDir   string // Rego policies; "" serves the embedded ones
+	Migrate           bool   // apply migrations at start
+	PolicyDir         string // Rego policies; "" serves the embedded ones
 
 	JWTSecret      string // HS256 secret of management JWTs; "" with no JWKSURL: a development secret
 	JWKSURL        string // the identity provider's JWKS, for RS256/ES256

@@ -23,7 +23,7 @@ const devKeyringFile = "encryption-key"
 func (c *Config) ReadSecretFiles() error {
 	var errs []error
 	for _, s := range []struct {
-		name       string
+		name        string
 		value, file *string
 	}{
 		{"KEYGATE_JWT_SECRET", &c.JWTSecret, &c.JWTSecretFile},
