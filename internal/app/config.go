@@ -20,17 +20,8 @@ type Config struct {
 	Addr        string // listen address
 	DataDir     string // SQLite database and development secrets
 	DatabaseURL string // postgres://… or sqlite:PATH; "" is sqlite:<DataDir>/keygate.db
-	// EncryptionKey is the keyring upstream secrets are sealed with at
-	// rest (storage.ParseKeyring); "" on SQLite: a development key in
-	// DataDir. Required with Postgres and with DB.
-	EncryptionKey string
-
-	// The _FILE twins of the secret settings: read by ReadSecretFiles.
-	DatabaseURLFile   string
-	JWTSecretFile     string
-	EncryptionKeyFile string
-	Migrate           bool   // apply migrations at start
-	PolicyDir         string // Rego policies; "" serves the embedded ones
+	Migrate     bool   // apply migrations at start
+	PolicyDir   string // Rego policies; "" serves the embedded ones
 
 	JWTSecret      string // HS256 secret of management JWTs; "" with no JWKSURL: a development secret
 	JWKSURL        string // the identity provider's JWKS, for RS256/ES256
@@ -56,6 +47,16 @@ type Config struct {
 	// reloads them.
 	TLSCertFile string
 	TLSKeyFile  string
+
+	// EncryptionKey is the keyring upstream secrets are sealed with at
+	// rest (storage.ParseKeyring); "" on SQLite: a development key in
+	// DataDir. Required with Postgres and with DB.
+	EncryptionKey string
+
+	// The _FILE twins of the secret settings: read by ReadSecretFiles.
+	DatabaseURLFile   string
+	JWTSecretFile     string
+	EncryptionKeyFile string
 
 	// MCPAllowedNetworks are the non-public networks (loopback, private,
 	// link-local, …) upstream MCP servers may be reached in; none by default.
