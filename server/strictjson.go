@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -30,19 +31,71 @@ type jsonScan struct {
 	plainNames bool // every member name is [a-z0-9_]+
 }
 
+// The scanner keeps what it needs in fixed arrays inside itself, as offsets
+// into data, so a scan allocates nothing (a store through a pointer would
+// send a slice to the heap).
 type scanner struct {
 	data  []byte
 	pos   int
 	plain bool
-	path  [maxJSONDepth + 1]pathStep // where the scan is, for error messages
 	depth int
-	names [][]byte // member names of the objects being scanned, stacked
-	buf   [16][]byte
+	path  [maxJSONDepth + 1]span // where the scan is, for error messages
+	names nameStack              // member names of the objects being scanned
 }
 
-type pathStep struct {
-	name  []byte // raw member name (escapes not decoded)
-	index int    // array index, when name is nil
+// span is a member name's raw bytes data[start:end] (escaped: it holds
+// escapes), or, in a path, an array index when end is -1.
+type span struct {
+	start, end int32
+	escaped    bool
+}
+
+type nameStack struct {
+	inline [32]span
+	more   []span // past 32 names in all open objects
+	n      int
+}
+
+func (st *nameStack) push(sp span) {
+	if st.n < len(st.inline) {
+		st.inline[st.n] = sp
+	} else {
+		st.more = append(st.more, sp)
+	}
+	st.n++
+}
+
+func (st *nameStack) at(i int) span {
+	if i < len(st.inline) {
+		return st.inline[i]
+	}
+	return st.more[i-len(st.inline)]
+}
+
+func (st *nameStack) truncate(n int) {
+	st.n = n
+	if extra := n - len(st.inline); extra >= 0 {
+		st.more = st.more[:extra]
+	} else {
+		st.more = st.more[:0]
+	}
+}
+
+func (s *scanner) bytes(sp span) []byte { return s.data[sp.start:sp.end] }
+
+// name returns a member name with its escapes decoded.
+func (s *scanner) name(sp span) []byte {
+	if sp.escaped {
+		return decodeName(s.bytes(sp))
+	}
+	return s.bytes(sp)
+}
+
+func (s *scanner) sameName(a, b span) bool {
+	if !a.escaped && !b.escaped {
+		return bytes.Equal(s.bytes(a), s.bytes(b))
+	}
+	return bytes.Equal(s.name(a), s.name(b))
 }
 
 // scanJSON checks that data is one JSON value (surrounding space allowed)
@@ -50,8 +103,10 @@ type pathStep struct {
 // A duplicate or a syntax error is EMALFORMED; bad UTF-8 is EINVALID naming
 // the field.
 func scanJSON(data []byte) (jsonScan, error) {
+	if len(data) > math.MaxInt32 {
+		return jsonScan{}, authz.Errorf(authz.ETOOLARGE, "the request body is too large")
+	}
 	s := scanner{data: data, plain: true}
-	s.names = s.buf[:0]
 	s.space()
 	if err := s.value(); err != nil {
 		return jsonScan{}, err
@@ -117,9 +172,9 @@ func (s *scanner) object() error {
 	}
 	defer func() { s.depth-- }()
 	s.pos++ // {
-	first := len(s.names)
-	defer func() { s.names = s.names[:first] }()
-	var set map[string]struct{}
+	first := s.names.n
+	defer s.names.truncate(first)
+	var set map[string]struct{} // for a large object
 	s.space()
 	if s.pos < len(s.data) && s.data[s.pos] == '}' {
 		s.pos++
@@ -130,42 +185,39 @@ func (s *scanner) object() error {
 		if s.pos >= len(s.data) || s.data[s.pos] != '"' {
 			return s.syntax()
 		}
-		raw, escaped, err := s.str()
+		start := s.pos + 1
+		_, escaped, err := s.str()
 		if err != nil {
 			return err
 		}
-		name := raw
-		if escaped {
-			name = decodeName(raw)
-		}
-		if !plainName(name) {
+		sp := span{start: int32(start), end: int32(s.pos - 1), escaped: escaped}
+		if !plainName(s.bytes(sp)) {
 			s.plain = false
 		}
-		if set == nil && len(s.names)-first >= 32 {
-			// A large object: look names up in a set from here on.
-			set = make(map[string]struct{}, 2*(len(s.names)-first))
-			for _, n := range s.names[first:] {
-				set[string(n)] = struct{}{}
+		dup := false
+		if count := s.names.n - first; set == nil && count >= 32 {
+			set = make(map[string]struct{}, 2*count)
+			for i := first; i < s.names.n; i++ {
+				set[string(s.name(s.names.at(i)))] = struct{}{}
 			}
 		}
-		dup := false
 		if set != nil {
-			_, dup = set[string(name)]
-			set[string(name)] = struct{}{}
+			name := string(s.name(sp))
+			_, dup = set[name]
+			set[name] = struct{}{}
 		} else {
-			for _, n := range s.names[first:] {
-				if bytes.Equal(n, name) {
+			for i := first; i < s.names.n; i++ {
+				if s.sameName(s.names.at(i), sp) {
 					dup = true
 					break
 				}
 			}
 		}
+		s.path[s.depth] = sp
 		if dup {
-			s.path[s.depth] = pathStep{name: name}
 			return authz.Errorf(authz.EMALFORMED, "the request body has member %s twice", s.pathString(s.depth))
 		}
-		s.names = append(s.names, name)
-		s.path[s.depth] = pathStep{name: name}
+		s.names.push(sp)
 		s.space()
 		if s.pos >= len(s.data) || s.data[s.pos] != ':' {
 			return s.syntax()
@@ -203,7 +255,7 @@ func (s *scanner) array() error {
 		return nil
 	}
 	for i := 0; ; i++ {
-		s.path[s.depth] = pathStep{index: i}
+		s.path[s.depth] = span{start: int32(i), end: -1}
 		s.space()
 		if err := s.value(); err != nil {
 			return err
@@ -368,17 +420,17 @@ func (s *scanner) pathString(depth int) string {
 	var b []byte
 	for i := 1; i <= depth; i++ {
 		step := s.path[i]
-		if step.name == nil {
-			b = append(b, fmt.Sprintf("[%d]", step.index)...)
+		if step.end < 0 {
+			b = append(b, fmt.Sprintf("[%d]", step.start)...)
 			continue
 		}
 		if len(b) > 0 {
 			b = append(b, '.')
 		}
-		if plainName(step.name) {
-			b = append(b, step.name...)
+		if name := s.name(step); plainName(name) {
+			b = append(b, name...)
 		} else {
-			b = append(b, strconv.Quote(authz.Truncate(string(step.name), 64))...)
+			b = append(b, strconv.Quote(authz.Truncate(string(name), 64))...)
 		}
 	}
 	return string(b)

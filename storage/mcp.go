@@ -553,7 +553,7 @@ func decodeNameCursor(kind byte, cursor string) (string, error) {
 	if cursor == "" {
 		return "", nil
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(cursor)
+	b, err := decodeCursorBytes(cursor)
 	if err != nil || len(b) < 2 || len(b) > maxNameCursor+1 || b[0] != kind || !printableASCII(b[1:]) {
 		return "", authz.Invalid(authz.FieldError{Field: "cursor", Message: "is not a cursor this service issued"})
 	}
