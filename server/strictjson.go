@@ -223,24 +223,29 @@ func (s *scanner) object() error {
 			return s.syntax()
 		}
 		s.pos++
-		s.space()
-		if err := s.value(); err != nil {
+		if done, err := s.member('}'); done || err != nil {
 			return err
 		}
-		s.space()
-		if s.pos >= len(s.data) {
-			return s.syntax()
-		}
-		switch s.data[s.pos] {
-		case ',':
-			s.pos++
-		case '}':
-			s.pos++
-			return nil
-		default:
-			return s.syntax()
-		}
 	}
+}
+
+// member scans a value of an object or array and what follows it: a comma
+// (more members follow) or the closing bracket (done).
+func (s *scanner) member(closing byte) (bool, error) {
+	s.space()
+	if err := s.value(); err != nil {
+		return false, err
+	}
+	s.space()
+	switch s.peek() {
+	case ',':
+		s.pos++
+		return false, nil
+	case closing:
+		s.pos++
+		return true, nil
+	}
+	return false, s.syntax()
 }
 
 func (s *scanner) array() error {
@@ -256,22 +261,8 @@ func (s *scanner) array() error {
 	}
 	for i := 0; ; i++ {
 		s.path[s.depth] = span{start: int32(i), end: -1}
-		s.space()
-		if err := s.value(); err != nil {
+		if done, err := s.member(']'); done || err != nil {
 			return err
-		}
-		s.space()
-		if s.pos >= len(s.data) {
-			return s.syntax()
-		}
-		switch s.data[s.pos] {
-		case ',':
-			s.pos++
-		case ']':
-			s.pos++
-			return nil
-		default:
-			return s.syntax()
 		}
 	}
 }
@@ -448,14 +439,17 @@ func decodeName(raw []byte) []byte {
 	return []byte(v)
 }
 
+func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+
 func plainName(name []byte) bool {
 	if len(name) == 0 {
 		return false
 	}
 	for _, c := range name {
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
-			return false
+		if isLowerAlnum(c) || c == '_' {
+			continue
 		}
+		return false
 	}
 	return true
 }

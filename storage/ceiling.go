@@ -95,17 +95,7 @@ func (s *KeyStore) DeleteScopeCeiling(ctx context.Context, tenantID, userID stri
 	if err != nil {
 		return err
 	}
-	return s.db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewDelete().Model((*scopeCeilingRow)(nil)).
-			Where("c.tenant_id = ?", tenantID).Where("c.user_id = ?", userID).Exec(ctx)
-		if err != nil {
-			return fmt.Errorf("delete scope ceiling: %w", err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete scope ceiling: %w", err)
-		} else if n == 0 {
-			return errCeilingNotFound()
-		}
-		return insertAuditEventRows(ctx, tx, audit)
-	})
+	return s.db.deleteWhere(ctx, (*scopeCeilingRow)(nil), func(q *bun.DeleteQuery) *bun.DeleteQuery {
+		return q.Where("c.tenant_id = ?", tenantID).Where("c.user_id = ?", userID)
+	}, audit, errCeilingNotFound)
 }

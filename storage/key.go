@@ -408,10 +408,16 @@ func updateOwned(ctx context.Context, tx bun.Tx, row any, alias, tenantID, id st
 // in tenantID and writes the audit rows, in one transaction; notFound is
 // the error when no row matched.
 func (db *DB) deleteOwned(ctx context.Context, model any, alias, tenantID, id string, audit []auditEventRow, notFound func() error) error {
+	return db.deleteWhere(ctx, model, func(q *bun.DeleteQuery) *bun.DeleteQuery {
+		return q.Where("?.tenant_id = ?", bun.Ident(alias), tenantID).Where("?.id = ?", bun.Ident(alias), id)
+	}, audit, notFound)
+}
+
+// deleteWhere deletes the rows of model where selects and writes the audit
+// rows, in one transaction; notFound is the error when no row matched.
+func (db *DB) deleteWhere(ctx context.Context, model any, where func(*bun.DeleteQuery) *bun.DeleteQuery, audit []auditEventRow, notFound func() error) error {
 	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewDelete().Model(model).
-			Where("?.tenant_id = ?", bun.Ident(alias), tenantID).Where("?.id = ?", bun.Ident(alias), id).
-			Exec(ctx)
+		res, err := where(tx.NewDelete().Model(model)).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("delete: %w", err)
 		}

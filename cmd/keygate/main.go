@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/gin-gonic/gin"
@@ -89,6 +90,15 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("keygate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
+}
+
+// leadingVerb splits off a subcommand's verb given before its flags
+// (`migrate up --data-dir d`); a verb after the flags stays in the rest.
+func leadingVerb(args []string) (verbs, rest []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[:1], args[1:]
+	}
+	return nil, args
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/keygate/keygate/storage"
 )
@@ -23,10 +22,7 @@ func runSecrets(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		fmt.Fprintln(stderr, "Usage: keygate secrets generate-key [--id ID] | rotate [flags]")
 		fs.PrintDefaults()
 	}
-	var verbs []string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		verbs, args = args[:1], args[1:]
-	}
+	verbs, args := leadingVerb(args)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
