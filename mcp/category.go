@@ -44,9 +44,13 @@ func category(err error) string {
 	var netErr net.Error
 	var dnsErr *net.DNSError
 	var opErr *net.OpError
-	switch {
-	case err == nil:
+	if err == nil {
 		return ""
+	}
+	if rpcErr, ok := upstreamAnswer(err); ok {
+		return fmt.Sprintf("upstream error %d", rpcErr.Code)
+	}
+	switch {
 	case strings.Contains(err.Error(), "too large"):
 		// The bound on answer sizes says so in its error text, which the
 		// go-sdk keeps where it hides the error chain.
@@ -60,9 +64,6 @@ func category(err error) string {
 	case errors.As(err, &dnsErr), errors.As(err, &opErr), errors.Is(err, syscall.ECONNREFUSED),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return categoryUnreachable
-	}
-	if rpcErr, ok := upstreamAnswer(err); ok {
-		return fmt.Sprintf("upstream error %d", rpcErr.Code)
 	}
 	msg := err.Error()
 	if code := httpStatusIn(msg); code != 0 {
