@@ -1,13 +1,10 @@
 package app
 
 import (
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/keygate/keygate/storage"
@@ -64,34 +61,10 @@ func (c *Config) Keyring() (*storage.Keyring, error) {
 	if strings.HasPrefix(c.DatabaseURLOrDefault(), "postgres") {
 		return nil, errors.New("KEYGATE_ENCRYPTION_KEY (or KEYGATE_ENCRYPTION_KEY_FILE) is required with Postgres: every instance must seal upstream secrets with the same key; `keygate secrets generate-key` prints one")
 	}
-	path := filepath.Join(c.DataDir, devKeyringFile)
-	data, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		return storage.ParseKeyring(string(data))
-	case !errors.Is(err, fs.ErrNotExist):
-		return nil, fmt.Errorf("read development encryption key: %w", err)
-	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data folder: %w", err)
-	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return c.Keyring() // another process made it first
-	}
+	text, err := devSecret(c.DataDir, devKeyringFile, "development encryption key", func(raw []byte) string {
+		return "dev:" + base64.StdEncoding.EncodeToString(raw)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("write development encryption key: %w", err)
-	}
-	text := "dev:" + base64.StdEncoding.EncodeToString(raw[:])
-	if _, err := f.WriteString(text + "\n"); err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("write development encryption key: %w", err)
-	}
-	if err := f.Close(); err != nil {
 		return nil, err
 	}
 	return storage.ParseKeyring(text)
