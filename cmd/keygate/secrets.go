@@ -17,7 +17,7 @@ func runSecrets(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	fs := newFlagSet("secrets", stderr)
 	cfg.bindCommon(fs)
 	cfg.bindEncryption(fs)
-	id := fs.String("id", "", "id of the new key (generate-key); default k<N>")
+	id := fs.String("id", "", "id of the new key (generate-key); default k1")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: keygate secrets generate-key [--id ID] | rotate [flags]")
 		fs.PrintDefaults()
