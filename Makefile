@@ -38,6 +38,18 @@ opa-test: ## run the Rego tests with the pinned OPA CLI; fails below $(COVERAGE_
 		{ $(OPA) test -v policies opa-tests; rm -f .opa-coverage.json; echo "opa-test: a test failed or coverage is below $(COVERAGE_THRESHOLD)%"; exit 1; }
 	@echo "opa-test: every Rego test passes; coverage $$(tail -n 5 .opa-coverage.json | sed -n 's/.*"coverage": *\([0-9.]*\).*/\1/p')%"; rm -f .opa-coverage.json
 
+# Every fuzz target as package:Target; `make test` runs their seed corpora
+# (testdata/fuzz) as ordinary tests.
+FUZZ_TARGETS := authz:FuzzTokenFormat authz:FuzzParseScope authz:FuzzScopeCeiling \
+	server:FuzzScanJSON server:FuzzAuthorizeBody server:FuzzJWTVerify storage:FuzzDecodeCursor
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 30s); a finding is saved under the package's testdata/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name in ./$$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg/; done
+
 .PHONY: bench
 bench: ## keygate vs OPA vs a bare gin handler, SQLite and Postgres, 1,000,000 keys, then the realistic workload; writes docs/benchmarks.md (BENCH_FLAGS=-scale=false: shorter)
 	$(GO) run ./cmd/keygate-bench $(BENCH_FLAGS)

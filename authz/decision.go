@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -60,6 +61,10 @@ func (c Check) Validate(prefix string) []FieldError {
 type Decision struct {
 	Allow   bool     `json:"allow"`
 	Reasons []string `json:"reasons"`
+	// Fields names the invalid parts of a refused management request, as
+	// the management policy gives them (a scope entry outside the ceiling):
+	// such a refusal is an EINVALID error naming them.
+	Fields []FieldError `json:"fields,omitempty"`
 }
 
 // DecisionContext is what the policy may know about the moment of a request.
@@ -75,6 +80,7 @@ const (
 	TargetTenant      = "tenant"
 	TargetAuditEvents = "audit_events"
 	TargetMCPServer   = "mcp_server"
+	TargetCeiling     = "scope_ceiling"
 )
 
 // Management actions.
@@ -94,11 +100,17 @@ type ManagementTarget struct {
 	UserID   string `json:"user_id"`
 }
 
-// ManagementInput is the input of data.keygate.management.decision.
+// ManagementInput is the input of data.keygate.management.decision. A key's
+// creation or update also carries the key as stored (nil on creation), the
+// change asked for and the actor's scope ceiling (nil: none), so the policy
+// can hold back what would undo an admin or exceed the ceiling.
 type ManagementInput struct {
-	Actor  Actor            `json:"actor"`
-	Action string           `json:"action"`
-	Target ManagementTarget `json:"target"`
+	Actor   Actor            `json:"actor"`
+	Action  string           `json:"action"`
+	Target  ManagementTarget `json:"target"`
+	Key     *APIKey          `json:"key,omitempty"`
+	Change  *APIKeyUpdate    `json:"change,omitempty"`
+	Ceiling *Scope           `json:"ceiling,omitempty"`
 }
 
 // Observer watches policy evaluations so telemetry can live outside the
@@ -129,12 +141,17 @@ func validPrintable(s string, maxLen int) string {
 	if !utf8.ValidString(s) {
 		return "must be valid UTF-8"
 	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return "must not contain control characters"
-		}
+	if strings.IndexFunc(s, isControlOrBidi) >= 0 {
+		return "must not contain control or bidirectional formatting characters"
 	}
 	return ""
+}
+
+// isControlOrBidi reports control characters and the invisible marks that
+// reorder text (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C): an id
+// holding one can read as another id.
+func isControlOrBidi(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
 
 func validAction(a string) string {

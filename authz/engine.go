@@ -296,28 +296,20 @@ func (e *Engine) decideBatch(ctx context.Context, pol *preparedPolicy, input ast
 	return out, allowed, nil
 }
 
-// DecideManagement evaluates data.keygate.management.decision.
+// DecideManagement evaluates data.keygate.management.decision; a refusal
+// may name invalid fields (see Decision.Fields).
 func (e *Engine) DecideManagement(ctx context.Context, in ManagementInput) (Decision, error) {
 	ctx, done := e.observer.StartEvaluation(ctx, QueryManagementDecision, 1)
-	t := e.terms
-	roles := make([]*ast.Term, len(in.Actor.Roles))
-	for i, r := range in.Actor.Roles {
-		roles[i] = ast.StringTerm(r)
+	v, err := eval(ctx, e.policy.Load().management, e.terms.managementInput(in))
+	var d Decision
+	switch {
+	case err != nil:
+		d = denied()
+	case v == nil:
+		d = Decision{Allow: false, Reasons: []string{ReasonNoDecision}}
+	default:
+		d, err = e.terms.toManagementDecision(v)
 	}
-	input := ast.NewObject(
-		[2]*ast.Term{t.actor, ast.ObjectTerm(
-			[2]*ast.Term{t.tenantID, ast.StringTerm(in.Actor.TenantID)},
-			[2]*ast.Term{t.userID, ast.StringTerm(in.Actor.UserID)},
-			[2]*ast.Term{t.roles, ast.ArrayTerm(roles...)},
-		)},
-		[2]*ast.Term{t.action, ast.StringTerm(in.Action)},
-		[2]*ast.Term{t.target, ast.ObjectTerm(
-			[2]*ast.Term{t.typ, ast.StringTerm(in.Target.Type)},
-			[2]*ast.Term{t.tenantID, ast.StringTerm(in.Target.TenantID)},
-			[2]*ast.Term{t.userID, ast.StringTerm(in.Target.UserID)},
-		)},
-	)
-	d, err := e.decide(ctx, e.policy.Load().management, input)
 	done(boolCount(d.Allow), err)
 	return d, err
 }

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -31,6 +30,12 @@ type APIKey struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	Hash       string     `json:"-"`
+
+	// Who last disabled the key and who set its expiry (nil: nobody
+	// recorded), so the management policy can keep an admin's decision
+	// from being undone by the key's owner.
+	DisabledBy     *Setter `json:"disabled_by"`
+	ExpiresAtSetBy *Setter `json:"expires_at_set_by"`
 
 	// principal is built once for a key snapshot the KeyCache shares, so
 	// its policy input is built once too; nil elsewhere.
@@ -93,6 +98,34 @@ func (k *APIKey) buildPrincipal() *Principal {
 		UserID:    k.UserID,
 		Scope:     k.Scope,
 		ExpiresAt: k.ExpiresAt,
+	}
+}
+
+// Setter records who made a decision about a key and whether they acted as
+// an admin of its tenant.
+type Setter struct {
+	UserID string `json:"user_id"`
+	Admin  bool   `json:"admin"`
+}
+
+// setterOf is the record of actor's decision.
+func setterOf(a *Actor) *Setter {
+	return &Setter{UserID: a.UserID, Admin: a.HasRole(RoleAdmin)}
+}
+
+// recordSetters notes who made the changes named in changed: the disabler
+// of a disabled key, and the setter of an expiry. An admin's expiry stays
+// the admin's when the owner shortens it, so it cannot then be moved later.
+func (k *APIKey) recordSetters(changed []string, actor *Actor) {
+	by := setterOf(actor)
+	if slices.Contains(changed, "enabled") {
+		k.DisabledBy = nil
+		if !k.Enabled {
+			k.DisabledBy = by
+		}
+	}
+	if slices.Contains(changed, "expires_at") && (by.Admin || k.ExpiresAtSetBy == nil || !k.ExpiresAtSetBy.Admin) {
+		k.ExpiresAtSetBy = by
 	}
 }
 
@@ -232,6 +265,18 @@ type KeyStore interface {
 	// returning how many keys went. Returns ENOTFOUND for an unknown tenant.
 	DeleteTenant(ctx context.Context, tenantID string, events ...AuditEvent) (int, error)
 
+	// FindScopeCeiling returns a user's scope ceiling; ENOTFOUND when an
+	// admin set none.
+	FindScopeCeiling(ctx context.Context, tenantID, userID string) (*ScopeCeiling, error)
+
+	// SetScopeCeiling creates or replaces a user's scope ceiling, creating
+	// the tenant and user on first use.
+	SetScopeCeiling(ctx context.Context, c *ScopeCeiling, events ...AuditEvent) error
+
+	// DeleteScopeCeiling removes a user's scope ceiling. Returns ENOTFOUND
+	// when there is none.
+	DeleteScopeCeiling(ctx context.Context, tenantID, userID string, events ...AuditEvent) error
+
 	// TouchKeys moves last_used_at forward for many keys in one statement;
 	// an older time never overwrites a newer one and absent keys are skipped.
 	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
@@ -244,8 +289,8 @@ func validKeyName(name string) string {
 		return "must be valid UTF-8"
 	case strings.TrimSpace(name) == "" || n > MaxKeyNameLen:
 		return "must be 1 to 100 characters and not only spaces"
-	case strings.IndexFunc(name, unicode.IsControl) >= 0:
-		return "must not contain control characters"
+	case strings.IndexFunc(name, isControlOrBidi) >= 0:
+		return "must not contain control or bidirectional formatting characters"
 	}
 	return ""
 }

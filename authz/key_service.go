@@ -80,8 +80,17 @@ func (s *KeyService) CreateKey(ctx context.Context, in CreateKeyInput) (*APIKey,
 	if err := in.Validate(now); err != nil {
 		return nil, "", err
 	}
-	target := ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID, UserID: actor.UserID}
-	if err := s.allow(ctx, actor, ActionCreate, target); err != nil {
+	ceiling, err := s.ceilingOf(ctx, actor)
+	if err != nil {
+		return nil, "", err
+	}
+	enabled := true
+	if err := allowInput(ctx, s.Policy, ManagementInput{
+		Actor: *actor, Action: ActionCreate,
+		Target:  ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID, UserID: actor.UserID},
+		Change:  &APIKeyUpdate{Name: &in.Name, Enabled: &enabled, SetExpiresAt: in.ExpiresAt != nil, ExpiresAt: in.ExpiresAt, Scope: &in.Scope},
+		Ceiling: ceiling,
+	}); err != nil {
 		return nil, "", err
 	}
 	token, err := NewToken(s.Rand)
@@ -104,6 +113,9 @@ func (s *KeyService) CreateKey(ctx context.Context, in CreateKeyInput) (*APIKey,
 		CreatedAt: now,
 		UpdatedAt: now,
 		Hash:      HashToken(token),
+	}
+	if key.ExpiresAt != nil {
+		key.ExpiresAtSetBy = setterOf(actor)
 	}
 	ev := s.keyEvent(ctx, actor, AuditKeyCreated, key, map[string]any{"name": key.Name})
 	if err := s.Store.CreateKey(ctx, key, ev); err != nil {
@@ -164,8 +176,12 @@ func (s *KeyService) ListKeys(ctx context.Context, filter APIKeyFilter) (*APIKey
 	return s.Store.FindKeys(ctx, filter)
 }
 
-// UpdateKey changes a key and records which fields changed. Returns
-// ENOTFOUND, EFORBIDDEN, EINVALID and ECONFLICT as CreateKey and Key do.
+// UpdateKey changes a key and records which fields changed, and who
+// disabled it or set its expiry. The policy sees the key as locked for the
+// update, the change and the actor's scope ceiling, so an owner cannot undo
+// an admin's disable or expiry, nor widen the key past the ceiling (EINVALID
+// naming each entry). Returns ENOTFOUND, EFORBIDDEN, EINVALID and ECONFLICT
+// as CreateKey and Key do.
 func (s *KeyService) UpdateKey(ctx context.Context, id string, upd APIKeyUpdate) (*APIKey, error) {
 	actor, err := requireActor(ctx)
 	if err != nil {
@@ -175,15 +191,26 @@ func (s *KeyService) UpdateKey(ctx context.Context, id string, upd APIKeyUpdate)
 	if err := upd.Validate(now); err != nil {
 		return nil, err
 	}
-	if _, err := s.keyFor(ctx, actor, id, ActionUpdate); err != nil {
-		return nil, err
+	var ceiling *Scope
+	if upd.Scope != nil {
+		if ceiling, err = s.ceilingOf(ctx, actor); err != nil {
+			return nil, err
+		}
 	}
 	key, err := s.Store.UpdateKey(ctx, actor.TenantID, id, func(k *APIKey) ([]string, []AuditEvent, error) {
+		if err := allowInput(ctx, s.Policy, ManagementInput{
+			Actor: *actor, Action: ActionUpdate,
+			Target: ManagementTarget{Type: TargetAPIKey, TenantID: k.TenantID, UserID: k.UserID},
+			Key:    k, Change: &upd, Ceiling: ceiling,
+		}); err != nil {
+			return nil, nil, err
+		}
 		changed := k.Apply(upd, now)
 		if len(changed) == 0 {
 			return nil, nil, nil
 		}
-		ev := s.keyEvent(ctx, actor, AuditKeyUpdated, k, map[string]any{"changed": changed})
+		k.recordSetters(changed, actor)
+		ev := s.keyEvent(ctx, actor, AuditKeyUpdated, k, map[string]any{"changed": changed, "admin": actor.HasRole(RoleAdmin)})
 		return changed, []AuditEvent{ev}, nil
 	})
 	if err != nil {

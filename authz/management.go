@@ -24,7 +24,14 @@ func requireActor(ctx context.Context) (*Actor, error) {
 // allowManagement asks the management policy and turns a refusal into
 // EFORBIDDEN with the policy's reasons. An evaluation error is a refusal too.
 func allowManagement(ctx context.Context, policy Policy, actor *Actor, action string, target ManagementTarget) error {
-	d, err := policy.DecideManagement(ctx, ManagementInput{Actor: *actor, Action: action, Target: target})
+	return allowInput(ctx, policy, ManagementInput{Actor: *actor, Action: action, Target: target})
+}
+
+// allowInput asks the management policy about in. A refusal that names
+// fields (a scope entry outside the ceiling) is EINVALID naming them; any
+// other refusal is EFORBIDDEN.
+func allowInput(ctx context.Context, policy Policy, in ManagementInput) error {
+	d, err := policy.DecideManagement(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -32,6 +39,9 @@ func allowManagement(ctx context.Context, policy Policy, actor *Actor, action st
 		msg := "not allowed"
 		if len(d.Reasons) > 0 {
 			msg = strings.Join(d.Reasons, "; ")
+		}
+		if len(d.Fields) > 0 {
+			return &Error{Code: EINVALID, Message: msg, Fields: d.Fields}
 		}
 		return Errorf(EFORBIDDEN, "%s", msg)
 	}

@@ -1,9 +1,12 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"maps"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -60,6 +63,43 @@ type MCPServer struct {
 	SyncError    string            `json:"sync_error"`
 	CreatedAt    time.Time         `json:"created_at"`
 	UpdatedAt    time.Time         `json:"updated_at"`
+}
+
+// MarshalJSON shows the server with its URL's query values redacted
+// (?apikey=REDACTED): a query often carries a credential, and the URL is
+// read by everyone who may read the server.
+func (s MCPServer) MarshalJSON() ([]byte, error) {
+	type plain MCPServer
+	p := plain(s)
+	p.URL = RedactURL(s.URL)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
+}
+
+// RedactURL replaces every query value of raw with REDACTED, keeping the
+// names, so an operator still sees which parameters a URL carries. A URL
+// that does not parse is shown without anything after "?".
+func RedactURL(raw string) string {
+	base, query, ok := strings.Cut(raw, "?")
+	if !ok {
+		return raw
+	}
+	if _, err := url.ParseQuery(query); err != nil {
+		return base + "?REDACTED"
+	}
+	parts := strings.Split(query, "&")
+	for i, part := range parts {
+		name, _, _ := strings.Cut(part, "=")
+		if part != "" {
+			parts[i] = name + "=REDACTED"
+		}
+	}
+	return base + "?" + strings.Join(parts, "&")
 }
 
 // Timeout is the bound on one call to the upstream.
@@ -299,6 +339,14 @@ type MCPUpstreams interface {
 	// with a message that holds neither the URL's query nor a header, when
 	// the upstream cannot be reached or answers with an error.
 	ListMCPTools(ctx context.Context, srv *MCPServer) ([]*MCPTool, error)
+}
+
+// MCPAddressChecker refuses, when a server is saved, a URL the gateway
+// would not connect to; the gateway implements it.
+type MCPAddressChecker interface {
+	// CheckMCPURL returns EINVALID naming the field "url" and the setting
+	// to change for an address upstreams may not use.
+	CheckMCPURL(ctx context.Context, rawURL string) error
 }
 
 // MCPCatalogNotifier hears that a tenant's servers or catalog changed, so the

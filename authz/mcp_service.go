@@ -19,6 +19,7 @@ type MCPServerService struct {
 	Policy    Policy
 	Upstreams MCPUpstreams       // nil: every sync fails as unavailable
 	Notifier  MCPCatalogNotifier // nil: nobody listens
+	Addresses MCPAddressChecker  // nil: URLs are checked only when dialled
 	Now       func() time.Time   // nil: time.Now
 	Rand      io.Reader          // nil: crypto/rand
 }
@@ -40,6 +41,9 @@ func (s *MCPServerService) CreateServer(ctx context.Context, in CreateMCPServerI
 	}
 	target := ManagementTarget{Type: TargetMCPServer, TenantID: actor.TenantID, UserID: actor.UserID}
 	if err := allowManagement(ctx, s.Policy, actor, ActionCreate, target); err != nil {
+		return nil, err
+	}
+	if err := s.checkURL(ctx, in.URL); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -139,6 +143,11 @@ func (s *MCPServerService) UpdateServer(ctx context.Context, id string, upd MCPS
 	}
 	if _, err := s.serverFor(ctx, actor, id, ActionUpdate); err != nil {
 		return nil, err
+	}
+	if upd.URL != nil {
+		if err := s.checkURL(ctx, *upd.URL); err != nil {
+			return nil, err
+		}
 	}
 	now := s.now()
 	var changed []string
@@ -344,6 +353,14 @@ func (s *MCPServerService) sync(ctx context.Context, actor *Actor, srv *MCPServe
 		return report, Errorf(EUNAVAILABLE, "MCP server %q could not be synced: %s", srv.Name, saved.SyncError)
 	}
 	return report, nil
+}
+
+// checkURL refuses early a URL the gateway would not connect to.
+func (s *MCPServerService) checkURL(ctx context.Context, raw string) error {
+	if s.Addresses == nil {
+		return nil
+	}
+	return s.Addresses.CheckMCPURL(ctx, raw)
 }
 
 func (s *MCPServerService) fetchTools(ctx context.Context, srv *MCPServer) ([]*MCPTool, error) {

@@ -367,7 +367,7 @@ func TestMCPServerServiceCreateSyncs(t *testing.T) {
 	t.Parallel()
 	f := newMCPFixture(t)
 	f.up.set(nil, upTool("search"), upTool("create_issue"))
-	ctx := actorCtx("t1", "alice")
+	ctx := actorCtx("t1", "alice", authz.RoleAdmin)
 	srv, err := f.svc.CreateServer(ctx, authz.CreateMCPServerInput{
 		Name: "github", URL: "https://mcp.example.com/", Headers: map[string]string{"Authorization": "Bearer hdr-canary"},
 	})
@@ -526,7 +526,11 @@ func TestMCPServerServiceRights(t *testing.T) {
 	f.up.set(nil, upTool("search"))
 	alice, bob, admin := actorCtx("t1", "alice"), actorCtx("t1", "bob"), actorCtx("t1", "root", authz.RoleAdmin)
 	intruder := actorCtx("t2", "mallory", authz.RoleAdmin)
-	srv, err := f.svc.CreateServer(alice, authz.CreateMCPServerInput{Name: "alices", URL: "https://a.example.com/"})
+	// Upstreams are an admin's decision: a member registers none.
+	if _, err := f.svc.CreateServer(alice, authz.CreateMCPServerInput{Name: "alices", URL: "https://a.example.com/"}); authz.ErrorCode(err) != authz.EFORBIDDEN {
+		t.Fatalf("a member registers an upstream: %v", err)
+	}
+	srv, err := f.svc.CreateServer(admin, authz.CreateMCPServerInput{Name: "roots", URL: "https://a.example.com/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,15 +567,15 @@ func TestMCPServerServiceRights(t *testing.T) {
 	if page, err := f.svc.ListServers(bob, authz.MCPServerFilter{}); err != nil || len(page.Servers) != 0 {
 		t.Errorf("bob lists %v, %v: want only his own (none)", page, err)
 	}
-	aliceID := "alice"
-	if _, err := f.svc.ListServers(bob, authz.MCPServerFilter{UserID: &aliceID}); authz.ErrorCode(err) != authz.EFORBIDDEN {
-		t.Errorf("bob lists alice's servers: %v", err)
+	rootID := "root"
+	if _, err := f.svc.ListServers(bob, authz.MCPServerFilter{UserID: &rootID}); authz.ErrorCode(err) != authz.EFORBIDDEN {
+		t.Errorf("bob lists root's servers: %v", err)
 	}
 	if page, err := f.svc.ListTools(admin, authz.MCPToolFilter{}); err != nil || len(page.Tools) != 1 {
 		t.Errorf("admin lists tools %v, %v", page, err)
 	}
-	if err := verbs[4].do(alice); err != nil {
-		t.Errorf("the owner may not delete: %v", err)
+	if err := verbs[4].do(admin); err != nil {
+		t.Errorf("the admin may not delete: %v", err)
 	}
 }
 
@@ -634,5 +638,23 @@ func TestDecideListingIsOneQuietEvaluation(t *testing.T) {
 	bad := []authz.Check{{Resource: authz.Resource{Type: authz.ResourceMCPTool, ID: ""}, Action: "call"}}
 	if _, err := svc.Decide(context.Background(), authz.DecisionRequest{Principal: p, Checks: bad, Listing: true}); authz.ErrorCode(err) != authz.EINVALID {
 		t.Fatalf("a bad check: %v", err)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ note, in, want string }{
+		{"no query", "https://mcp.example.com/mcp", "https://mcp.example.com/mcp"},
+		{"one value", "https://mcp.example.com/mcp?apikey=s3cret", "https://mcp.example.com/mcp?apikey=REDACTED"},
+		{"several, names kept", "https://h/p?a=1&b=two&flag", "https://h/p?a=REDACTED&b=REDACTED&flag=REDACTED"},
+		{"unparsable query", "https://h/p?a=%zz", "https://h/p?REDACTED"},
+	} {
+		if got := authz.RedactURL(tc.in); got != tc.want {
+			t.Errorf("%s: RedactURL(%q) = %q, want %q", tc.note, tc.in, got, tc.want)
+		}
+	}
+	b, err := json.Marshal(&authz.MCPServer{URL: "https://h/p?token=s3cret"})
+	if err != nil || strings.Contains(string(b), "s3cret") || !strings.Contains(string(b), `"url":"https://h/p?token=REDACTED"`) {
+		t.Fatalf("server JSON %s, %v", b, err)
 	}
 }

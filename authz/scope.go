@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -103,6 +105,17 @@ func ParseScope(data []byte) (Scope, error) {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return s, Invalid(FieldError{Field: root, Message: "must be a JSON object"})
+	}
+	// encoding/json matches names regardless of case; scope lists are
+	// named exactly.
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &members); err == nil {
+		types := ResourceTypes()
+		for _, name := range slices.Sorted(maps.Keys(members)) {
+			if !slices.ContainsFunc(types[:], func(t ResourceType) bool { return t.ScopeField() == name }) {
+				return s, Invalid(FieldError{Field: root + "." + name, Message: "unknown field"})
+			}
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()

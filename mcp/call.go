@@ -237,8 +237,10 @@ func (g *Gateway) proxy(ctx context.Context, req *sdk.CallToolRequest) (*sdk.Cal
 		rec.result, rec.reason = resultTimeout, upstreamError(context.DeadlineExceeded, srv)
 		return errorResult(fmt.Sprintf("tool %q timed out: MCP server %q did not answer within %s", rec.name, srv.Name, srv.Timeout())), nil
 	case answered:
+		// The upstream's code goes back, its message and data do not: an
+		// upstream may be an internal server, and its words an oracle.
 		rec.result, rec.reason = resultUpstreamError, upstreamError(rpcErr, srv)
-		return nil, &jsonrpc.Error{Code: rpcErr.Code, Message: rpcErr.Message, Data: rpcErr.Data}
+		return nil, &jsonrpc.Error{Code: rpcErr.Code, Message: fmt.Sprintf("tool %q: MCP server %q refused the call (JSON-RPC error %d)", rec.name, srv.Name, rpcErr.Code)}
 	default:
 		rec.result, rec.reason = resultUnavailable, upstreamError(err, srv)
 		g.triggerResync(srv, resyncFailure)

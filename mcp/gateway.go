@@ -24,6 +24,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -93,8 +94,13 @@ type Options struct {
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
-	// Transport carries requests to upstreams; nil: a pooled default.
+	// Transport carries requests to upstreams; nil: a pooled default that
+	// refuses non-public addresses outside AllowedNetworks at dial time.
+	// A Transport given here replaces that guard: it must bring its own.
 	Transport http.RoundTripper
+	// AllowedNetworks are the non-public networks upstreams may be reached
+	// in (KEYGATE_MCP_ALLOWED_NETWORKS); none by default.
+	AllowedNetworks []netip.Prefix
 	// SyncInterval is how often Run refreshes every enabled catalog.
 	SyncInterval time.Duration
 	// CatalogRefresh is how long a tenant's catalog is served before it is
@@ -144,6 +150,7 @@ type Gateway struct {
 var (
 	_ authz.MCPUpstreams       = (*Gateway)(nil)
 	_ authz.MCPCatalogNotifier = (*Gateway)(nil)
+	_ authz.MCPAddressChecker  = (*Gateway)(nil)
 )
 
 // New returns a gateway. Call Run to keep catalogs fresh and Close to stop.
@@ -161,7 +168,7 @@ func New(opts Options) (*Gateway, error) {
 		opts.MeterProvider = metricnoop.NewMeterProvider()
 	}
 	if opts.Transport == nil {
-		opts.Transport = defaultTransport()
+		opts.Transport = defaultTransport(opts.AllowedNetworks)
 	}
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = DefaultSyncInterval

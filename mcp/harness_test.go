@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -92,6 +93,11 @@ func newGateway(t *testing.T, db *storage.DB, opts ...func(*app.Config)) *gatewa
 		opt(&cfg)
 	}
 	cfg.Version = "test"
+	cfg.MCPAllowedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.EncryptionKey = storagetest.KeyringText
+	for _, opt := range opts {
+		opt(&cfg)
+	}
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

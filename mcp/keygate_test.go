@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -41,6 +42,8 @@ func newKeygate(tb testing.TB, logger *slog.Logger) *keygate {
 	cfg.JWTSecret = "interop-secret-of-at-least-32-bytes!"
 	cfg.FlushInterval = 50 * time.Millisecond
 	cfg.Version = "test"
+	cfg.MCPAllowedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.EncryptionKey = storagetest.KeyringText
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)

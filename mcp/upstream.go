@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -50,9 +50,13 @@ func newPool(base http.RoundTripper, version string, logger *slog.Logger, onList
 
 // defaultTransport is the connection pool every upstream shares. Go's
 // default keeps two idle connections per host, too few for concurrent calls
-// to one upstream, each of which would then pay for a new connection.
-func defaultTransport() http.RoundTripper {
+// to one upstream, each of which would then pay for a new connection. Every
+// dial is checked by the SSRF guard (ssrf.go), and no proxy from the
+// environment is used: through a proxy the guard would only see the proxy.
+func defaultTransport(allow []netip.Prefix) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.DialContext = guardedDialer(allow).DialContext
 	t.MaxIdleConns = 512
 	t.MaxIdleConnsPerHost = 64
 	return t
@@ -360,27 +364,14 @@ func (p *pool) call(ctx context.Context, srv *authz.MCPServer, tool string, args
 }
 
 // upstreamError describes why srv could not be reached, for the sync_error
-// an admin reads and for logs. It never holds the URL (its query may carry a
-// token) or a header value, whatever the underlying error quoted.
+// an admin reads, the audit trail and logs: a short category (category.go),
+// never the raw error, which could quote the URL, a header or what an
+// internal address answered.
 func upstreamError(err error, srv *authz.MCPServer) string {
-	var urlErr *url.Error
-	for errors.As(err, &urlErr) {
-		err = urlErr.Err // url.Error quotes the whole URL
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Sprintf("%s: no answer within %s", categoryTimeout, srv.Timeout())
 	}
-	var netErr net.Error
-	var msg string
-	rpcErr, answered := upstreamAnswer(err)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		msg = fmt.Sprintf("no answer within %s", srv.Timeout())
-	case answered:
-		msg = fmt.Sprintf("the upstream answered with error %d: %s", rpcErr.Code, rpcErr.Message)
-	case errors.As(err, &netErr):
-		msg = "connection failed: " + netErr.Error()
-	default:
-		msg = err.Error()
-	}
-	return scrub(msg, srv)
+	return scrub(category(err), srv)
 }
 
 // scrub removes srv's URL, its query and its header values from msg and

@@ -16,7 +16,7 @@ server_of(tenant, user) := {"type": "mcp_server", "tenant_id": tenant, "user_id"
 
 allowed(reason) := {"allow": true, "reasons": [reason]}
 
-denied(reasons) := {"allow": false, "reasons": reasons}
+denied(reasons) := {"allow": false, "reasons": reasons, "fields": []}
 
 all_actions := ["create", "read", "list", "update", "delete"]
 
@@ -167,27 +167,178 @@ test_audit_events_are_read_only if {
 	d == denied([`action "delete" is not supported on audit_events (supported: list, read)`])
 }
 
-# --- MCP servers: the rules of keys ---
+# --- MCP servers: an admin's decision ---
 
 test_admin_manages_every_mcp_server_of_the_tenant if {
 	every action in all_actions {
 		d := management.decision with input as request(admin, action, server_of("t1", "u9"))
-		d == allowed(`an admin of tenant "t1" may manage all MCP servers of the tenant`)
+		d == allowed(`an admin of tenant "t1" may manage the tenant's MCP servers`)
 	}
 }
 
-test_user_manages_own_mcp_servers if {
-	d := management.decision with input as request(member, "update", server_of("t1", "u2"))
-	d == allowed("users may manage their own MCP servers")
+test_member_may_not_register_change_sync_or_delete_mcp_servers if {
+	every action in ["create", "update", "delete"] {
+		d := management.decision with input as request(member, action, server_of("t1", "u2"))
+		d == denied([`only an admin of tenant "t1" may register, change, sync or delete MCP servers`])
+	}
 }
 
-test_user_may_not_manage_mcp_servers_of_others if {
-	d := management.decision with input as request(member, "delete", server_of("t1", "u1"))
-	d == denied([`only an admin of tenant "t1" may manage MCP servers of other users`])
+test_user_reads_the_mcp_servers_they_registered if {
+	every action in ["read", "list"] {
+		d := management.decision with input as request(member, action, server_of("t1", "u2"))
+		d == allowed("users may read the MCP servers they registered")
+	}
+}
+
+test_user_may_not_read_mcp_servers_of_others if {
+	d := management.decision with input as request(member, "read", server_of("t1", "u1"))
+	d == denied([`only an admin of tenant "t1" may read MCP servers other users registered`])
 	e := management.decision with input as request(member, "list", server_of("t1", ""))
 	e == denied([`only an admin of tenant "t1" may list the MCP servers of all users`])
 	f := management.decision with input as request(admin, "read", server_of("t2", "u1"))
 	f == denied(["the target belongs to another tenant"])
+}
+
+# --- scope ceilings ---
+
+ceiling_of(tenant, user) := {"type": "scope_ceiling", "tenant_id": tenant, "user_id": user}
+
+test_admin_manages_scope_ceilings if {
+	every action in ["read", "update", "delete"] {
+		d := management.decision with input as request(admin, action, ceiling_of("t1", "u2"))
+		d == allowed(`an admin of tenant "t1" may set the scope ceilings of the tenant's users`)
+	}
+}
+
+test_member_may_not_manage_scope_ceilings_not_even_their_own if {
+	every action in ["read", "update", "delete"] {
+		d := management.decision with input as request(member, action, ceiling_of("t1", "u2"))
+		d == denied([`only an admin of tenant "t1" may manage scope ceilings`])
+	}
+	e := management.decision with input as request(admin, "update", ceiling_of("t2", "u2"))
+	e == denied(["the target belongs to another tenant"])
+}
+
+empty_scope := {"agent_ids": [], "flow_ids": [], "mcp_tool_ids": [], "vector_store_ids": []}
+
+scope(tools) := object.union(empty_scope, {"mcp_tool_ids": tools})
+
+create_with(actor, tools, ceiling) := {
+	"actor": actor, "action": "create", "target": key_of("t1", actor.user_id),
+	"key": null, "change": {"permission_scope": scope(tools), "enabled": true}, "ceiling": ceiling,
+}
+
+test_ceiling_admits_entries_its_globs_cover if {
+	c := scope(["github__*", "slack__post"])
+	d := management.decision with input as create_with(member, ["github__issue*", "github__create", "slack__post"], c)
+	d == allowed("users may manage their own keys")
+}
+
+test_ceiling_names_each_entry_outside_it if {
+	c := scope(["github__*"])
+	d := management.decision with input as create_with(member, ["github__x", "*", "jira__y", "github_*"], c)
+	d.allow == false
+	d.reasons == [`3 scope entries lie outside the scope ceiling an admin set for user "u2"`]
+	d.fields == [
+		{"field": "permission_scope.mcp_tool_ids[1]", "message": `"*" is outside the scope ceiling an admin set for user "u2"`},
+		{"field": "permission_scope.mcp_tool_ids[2]", "message": `"jira__y" is outside the scope ceiling an admin set for user "u2"`},
+		{"field": "permission_scope.mcp_tool_ids[3]", "message": `"github_*" is outside the scope ceiling an admin set for user "u2"`},
+	]
+}
+
+test_star_is_within_only_star if {
+	d := management.decision with input as create_with(member, ["*"], scope(["*"]))
+	d.allow
+	e := management.decision with input as create_with(member, ["*"], scope(["a*", "*b"]))
+	count(e.fields) == 1
+}
+
+test_no_ceiling_is_unrestricted if {
+	d := management.decision with input as create_with(member, ["*"], null)
+	d.allow
+}
+
+test_an_empty_ceiling_admits_nothing if {
+	d := management.decision with input as create_with(member, ["a"], empty_scope)
+	d.fields == [{"field": "permission_scope.mcp_tool_ids[0]", "message": `"a" is outside the scope ceiling an admin set for user "u2"`}]
+}
+
+test_admins_are_not_bound_by_a_ceiling if {
+	d := management.decision with input as create_with(admin, ["*"], scope([]))
+	d.allow
+}
+
+test_an_update_may_keep_entries_the_key_already_holds if {
+	req := {
+		"actor": member, "action": "update", "target": key_of("t1", "u2"),
+		"key": {"enabled": true, "expires_at": null, "permission_scope": scope(["old*", "x"])},
+		"change": {"permission_scope": scope(["old*", "new"])}, "ceiling": scope(["x"]),
+	}
+	d := management.decision with input as req
+	d.fields == [{"field": "permission_scope.mcp_tool_ids[1]", "message": `"new" is outside the scope ceiling an admin set for user "u2"`}]
+	e := management.decision with input as object.union(req, {"change": {"permission_scope": scope(["old*"])}})
+	e.allow
+}
+
+# --- an admin's decision sticks ---
+
+update_of(actor, key, change) := {"actor": actor, "action": "update", "target": key_of("t1", "u2"), "key": key, "change": change, "ceiling": null}
+
+by_admin := {"user_id": "u1", "admin": true}
+
+by_owner := {"user_id": "u2", "admin": false}
+
+key_state(enabled, disabled_by, expires_at, set_by) := {
+	"enabled": enabled, "disabled_by": disabled_by, "expires_at": expires_at,
+	"expires_at_set_by": set_by, "permission_scope": empty_scope,
+}
+
+test_member_may_not_enable_a_key_an_admin_disabled if {
+	d := management.decision with input as update_of(member, key_state(false, by_admin, null, null), {"enabled": true})
+	d == denied(["the key was disabled by an admin; only an admin may enable it again"])
+	e := management.decision with input as update_of(admin, key_state(false, by_admin, null, null), {"enabled": true})
+	e.allow
+}
+
+test_member_enables_a_key_they_disabled if {
+	d := management.decision with input as update_of(member, key_state(false, by_owner, null, null), {"enabled": true})
+	d.allow
+}
+
+test_member_may_always_disable if {
+	d := management.decision with input as update_of(member, key_state(false, by_admin, null, null), {"enabled": false})
+	d.allow
+}
+
+test_member_may_not_move_an_admins_expiry_later_or_clear_it if {
+	key := key_state(true, null, "2026-12-01T00:00:00Z", by_admin)
+	reason := "the key's expiry was set by an admin; only an admin may move it later or clear it"
+	d := management.decision with input as update_of(member, key, {"expires_at": "2026-12-02T00:00:00Z"})
+	d == denied([reason])
+	e := management.decision with input as update_of(member, key, {"expires_at": null})
+	e == denied([reason])
+	f := management.decision with input as update_of(admin, key, {"expires_at": null})
+	f.allow
+}
+
+test_member_may_shorten_an_admins_expiry if {
+	key := key_state(true, null, "2026-12-01T00:00:00Z", by_admin)
+	d := management.decision with input as update_of(member, key, {"expires_at": "2026-11-30T00:00:00Z", "name": "x"})
+	d.allow
+}
+
+test_member_moves_their_own_expiry_freely if {
+	key := key_state(true, null, "2026-12-01T00:00:00Z", by_owner)
+	d := management.decision with input as update_of(member, key, {"expires_at": null})
+	d.allow
+	e := management.decision with input as update_of(member, key_state(true, null, null, by_admin), {"expires_at": "2027-01-01T00:00:00Z"})
+	e.allow
+}
+
+test_member_deletes_a_key_an_admin_disabled if {
+	req := object.union(update_of(member, key_state(false, by_admin, "2026-12-01T00:00:00Z", by_admin), {}), {"action": "delete"})
+	d := management.decision with input as req
+	d.allow
 }
 
 # --- the actor ---
@@ -216,7 +367,7 @@ test_missing_actor_is_denied if {
 # --- malformed input: always a deny ---
 
 test_undefined_input_is_denied if {
-	management.decision == denied(["the input is not a management request (an object with actor, action and target)"])
+	management.decision == {"allow": false, "reasons": ["the input is not a management request (an object with actor, action and target)"]}
 }
 
 test_missing_target_is_denied if {
@@ -226,9 +377,9 @@ test_missing_target_is_denied if {
 
 test_unknown_target_type_is_denied if {
 	d := management.decision with input as request(admin, "read", {"type": "role", "tenant_id": "t1"})
-	d == denied([`target type "role" is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, tenant, user)`])
+	d == denied([`target type "role" is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, scope_ceiling, tenant, user)`])
 	e := management.decision with input as request(admin, "read", {"tenant_id": "t1"})
-	e == denied([`target type null is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, tenant, user)`])
+	e == denied([`target type null is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, scope_ceiling, tenant, user)`])
 }
 
 test_unknown_action_is_denied if {

@@ -40,8 +40,9 @@ type batchAnswer struct {
 }
 
 // authorizeRequest is the decision request, decoded in one pass on the hot
-// path; a request that does not decode cleanly is parsed again, member by
-// member, to say exactly what is wrong.
+// path after one strict scan (strictjson.go); a request that does not decode
+// cleanly, or names a member in other than plain lowercase, is parsed again,
+// member by member and by exact name, to say exactly what is wrong.
 type authorizeRequest struct {
 	APIKey   *string         `json:"api_key"`
 	Resource *authz.Resource `json:"resource"`
@@ -58,10 +59,17 @@ func (s *Server) authorize(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	// One strict scan: duplicates and bad UTF-8 are refused here; a body
+	// whose member names are all plain lowercase decodes exactly below.
+	scan, err := scanJSON(body)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
 	var req authorizeRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if dec.Decode(&req) == nil && !dec.More() && req.APIKey != nil && *req.APIKey != "" &&
+	if scan.plainNames && dec.Decode(&req) == nil && !dec.More() && req.APIKey != nil && *req.APIKey != "" &&
 		((req.Checks != nil && req.Resource == nil && req.Action == nil) || (req.Checks == nil && req.Resource != nil && req.Action != nil)) {
 		s.decideRequest(c, req)
 		return

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -19,9 +20,14 @@ import (
 	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
+	"github.com/keygate/keygate/storage/storagetest"
 )
 
 var testSecret = []byte("test-secret-of-at-least-32-bytes!!")
+
+// loopback is where the tests' upstreams listen; keygate reaches it only
+// because the harness allows it, as KEYGATE_MCP_ALLOWED_NETWORKS would.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
 // harness is keygate as internal/app builds it, on a test database and
 // clock, driven through the real router without the network.
@@ -50,6 +56,8 @@ func newHarness(t testing.TB, db *storage.DB, opts ...func(*app.Config)) *harnes
 	cfg.FlushInterval = time.Hour // audit events are written when a test flushes them
 	cfg.DecisionCacheSize = 0
 	cfg.Version = "test"
+	cfg.MCPAllowedNetworks = loopback
+	cfg.EncryptionKey = storagetest.KeyringText
 	for _, opt := range opts {
 		opt(&cfg)
 	}

@@ -47,11 +47,15 @@ func readBody(c *gin.Context) ([]byte, error) {
 	return body, nil
 }
 
-// parseObject splits a JSON object into its members, refusing unknown ones.
+// parseObject splits a JSON object into its members, refusing unknown ones
+// by their exact name, duplicate members and invalid UTF-8 (scanJSON).
 func parseObject(body []byte, allowed ...string) (map[string]json.RawMessage, error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		return nil, authz.Errorf(authz.EMALFORMED, "the request body must be a JSON object")
+	}
+	if _, err := scanJSON(trimmed); err != nil {
+		return nil, err
 	}
 	var members map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
@@ -74,8 +78,13 @@ func parseObject(body []byte, allowed ...string) (map[string]json.RawMessage, er
 	return members, nil
 }
 
-// decodeField decodes one member strictly into v, naming the field on error.
+// decodeField decodes one member strictly into v, naming the field on error:
+// member names must match v's exactly (encoding/json alone ignores case),
+// and none may be unknown. raw comes from a scanned body.
 func decodeField(raw json.RawMessage, field string, v any) *authz.FieldError {
+	if fe := exactNames(raw, reflect.TypeOf(v), field); fe != nil {
+		return fe
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -59,6 +59,14 @@ func NewJWTVerifier(ctx context.Context, cfg JWTConfig) (*JWTVerifier, error) {
 		methods = append(methods, jwt.SigningMethodHS256.Alg())
 	}
 	if cfg.JWKSURL != "" {
+		// An identity provider signs tokens for many services and tenants:
+		// without both checks any of them would be accepted here.
+		if cfg.Issuer == "" {
+			return nil, authz.Errorf(authz.EINVALID, "KEYGATE_JWT_ISSUER is required with KEYGATE_JWKS_URL")
+		}
+		if cfg.Audience == "" {
+			return nil, authz.Errorf(authz.EINVALID, "KEYGATE_JWT_AUDIENCE is required with KEYGATE_JWKS_URL")
+		}
 		k, err := keyfunc.NewDefaultCtx(ctx, []string{cfg.JWKSURL})
 		if err != nil {
 			return nil, fmt.Errorf("load JWKS from %s: %w", cfg.JWKSURL, err)
@@ -72,6 +80,7 @@ func NewJWTVerifier(ctx context.Context, cfg JWTConfig) (*JWTVerifier, error) {
 	opts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(), // an iat later than now plus the leeway is refused
 		jwt.WithLeeway(cfg.Leeway),
 	}
 	if cfg.Issuer != "" {
@@ -93,6 +102,11 @@ func NewJWTVerifier(ctx context.Context, cfg JWTConfig) (*JWTVerifier, error) {
 func (v *JWTVerifier) Verify(ctx context.Context, token string) (*authz.Actor, error) {
 	claims := jwt.MapClaims{}
 	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			// RFC 7515 4.1.11: extensions keygate does not understand
+			// must not be ignored, and it understands none.
+			return nil, errCritical
+		}
 		if t.Method.Alg() == jwt.SigningMethodHS256.Alg() {
 			return v.cfg.Secret, nil
 		}
@@ -121,12 +135,18 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (*authz.Actor, e
 	return actor, nil
 }
 
+var errCritical = errors.New("crit header")
+
 // jwtReason names the failure without internals.
 func jwtReason(err error) string {
 	switch {
+	case errors.Is(err, errCritical):
+		return "it names critical header extensions (crit), which keygate does not support"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "it was issued in the future"
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "it has expired"
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return "it is not valid yet"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "the signature does not verify"

@@ -54,17 +54,27 @@ func TestJWKSVerification(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := server.NewJWTVerifier(ctx, server.JWTConfig{JWKSURL: jwksServer(t, rsaKey, ecKey), Issuer: "https://idp.test"})
+	jwks := jwksServer(t, rsaKey, ecKey)
+	for _, cfg := range []server.JWTConfig{{JWKSURL: jwks, Audience: "keygate"}, {JWKSURL: jwks, Issuer: "https://idp.test"}} {
+		if _, err := server.NewJWTVerifier(ctx, cfg); err == nil {
+			t.Fatalf("a JWKS verifier without issuer or audience: %+v", cfg)
+		}
+	}
+	v, err := server.NewJWTVerifier(ctx, server.JWTConfig{JWKSURL: jwks, Issuer: "https://idp.test", Audience: "keygate", Leeway: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	claims := func() jwt.MapClaims {
-		return jwt.MapClaims{"sub": "alice", "tenant_id": "t1", "roles": "admin ops", "iss": "https://idp.test",
+		return jwt.MapClaims{"sub": "alice", "tenant_id": "t1", "roles": "admin ops", "iss": "https://idp.test", "aud": "keygate",
 			"exp": time.Now().Add(time.Hour).Unix()}
 	}
+	var crit bool
 	sign := func(method jwt.SigningMethod, kid string, key any, c jwt.MapClaims) string {
 		tok := jwt.NewWithClaims(method, c)
 		tok.Header["kid"] = kid
+		if crit {
+			tok.Header["crit"] = []string{"exp"}
+		}
 		s, err := tok.SignedString(key)
 		if err != nil {
 			t.Fatal(err)
@@ -75,6 +85,15 @@ func TestJWKSVerification(t *testing.T) {
 	expired["exp"] = time.Now().Add(-time.Minute).Unix()
 	wrongIss := claims()
 	wrongIss["iss"] = "https://evil.test"
+	noAud, wrongAud := claims(), claims()
+	delete(noAud, "aud")
+	wrongAud["aud"] = "another-service"
+	future, skewed := claims(), claims()
+	future["iat"] = time.Now().Add(10 * time.Minute).Unix()
+	skewed["iat"] = time.Now().Add(30 * time.Second).Unix()
+	crit = true
+	critical := sign(jwt.SigningMethodRS256, "rsa-1", rsaKey, claims())
+	crit = false
 	tests := []struct {
 		note  string
 		token string
@@ -88,6 +107,11 @@ func TestJWKSVerification(t *testing.T) {
 		{"alg none", sign(jwt.SigningMethodNone, "rsa-1", jwt.UnsafeAllowNoneSignatureType, claims()), false},
 		{"expired", sign(jwt.SigningMethodRS256, "rsa-1", rsaKey, expired), false},
 		{"wrong issuer", sign(jwt.SigningMethodRS256, "rsa-1", rsaKey, wrongIss), false},
+		{"no audience", sign(jwt.SigningMethodRS256, "rsa-1", rsaKey, noAud), false},
+		{"wrong audience", sign(jwt.SigningMethodRS256, "rsa-1", rsaKey, wrongAud), false},
+		{"issued in the future", sign(jwt.SigningMethodRS256, "rsa-1", rsaKey, future), false},
+		{"issued within the leeway", sign(jwt.SigningMethodRS256, "rsa-1", rsaKey, skewed), true},
+		{"a crit header", critical, false},
 	}
 	for _, tc := range tests {
 		actor, err := v.Verify(ctx, tc.token)

@@ -208,17 +208,33 @@ func TestMCPServerRights(t *testing.T) {
 	up := newTestUpstream(t, "search")
 	alice, bob, admin := h.jwt("t1", "alice"), h.jwt("t1", "bob"), h.jwt("t1", "root", "admin")
 	intruder := h.jwt("t2", "mallory", "admin")
-	aliceID := h.createServer(alice, map[string]any{"name": "alices", "url": up.url})["id"].(string)
-	h.createServer(bob, map[string]any{"name": "bobs", "url": up.url})
-	path := "/api/v1/mcp-servers/" + aliceID
+
+	// Upstreams are an admin's decision: a member registers none, not even
+	// at an address that passes every other check.
+	wantProblem(t, "member registers", h.do("POST", "/api/v1/mcp-servers", alice, map[string]any{"name": "evil", "url": up.url}), 403, "forbidden", "")
+	h.createServer(admin, map[string]any{"name": "roots", "url": up.url})
+	// A server a member registered before upstreams were admin-only stays
+	// theirs to read, and only an admin's to change.
+	legacy := &authz.MCPServer{TenantID: "t1", UserID: "alice", Name: "alices", URL: up.url, Enabled: true, TimeoutMS: 1000,
+		CreatedAt: h.clock.Now(), UpdatedAt: h.clock.Now()}
+	legacy.ID, _ = authz.NewID(h.clock.Now(), nil)
+	if err := h.mcp.Store.CreateMCPServer(context.Background(), legacy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.mcp.Resync(context.Background(), "t1", legacy.ID); err != nil {
+		t.Fatal(err)
+	}
+	path := "/api/v1/mcp-servers/" + legacy.ID
 
 	wantStatus(t, "owner reads", h.do("GET", path, alice, nil), 200)
 	wantStatus(t, "admin reads", h.do("GET", path, admin, nil), 200)
+	for _, who := range []struct{ note, jwt string }{{"owner", alice}, {"other user", bob}} {
+		wantProblem(t, who.note+" patches", h.do("PATCH", path, who.jwt, map[string]any{"enabled": false}), 403, "forbidden", "")
+		wantProblem(t, who.note+" syncs", h.do("POST", path+"/sync", who.jwt, nil), 403, "forbidden", "")
+		wantProblem(t, who.note+" deletes", h.do("DELETE", path, who.jwt, nil), 403, "forbidden", "")
+	}
 	wantProblem(t, "other user reads", h.do("GET", path, bob, nil), 403, "forbidden", "")
-	wantProblem(t, "other user patches", h.do("PATCH", path, bob, map[string]any{"enabled": false}), 403, "forbidden", "")
-	wantProblem(t, "other user syncs", h.do("POST", path+"/sync", bob, nil), 403, "forbidden", "")
-	wantProblem(t, "other user deletes", h.do("DELETE", path, bob, nil), 403, "forbidden", "")
-	wantProblem(t, "other user lists its tools", h.do("GET", "/api/v1/mcp-tools?server_id="+aliceID, bob, nil), 403, "forbidden", "")
+	wantProblem(t, "other user lists its tools", h.do("GET", "/api/v1/mcp-tools?server_id="+legacy.ID, bob, nil), 403, "forbidden", "")
 
 	for _, tc := range []struct {
 		method, path string
@@ -228,7 +244,7 @@ func TestMCPServerRights(t *testing.T) {
 		{"PATCH", path, map[string]any{"enabled": false}},
 		{"POST", path + "/sync", nil},
 		{"DELETE", path, nil},
-		{"GET", "/api/v1/mcp-tools?server_id=" + aliceID, nil},
+		{"GET", "/api/v1/mcp-tools?server_id=" + legacy.ID, nil},
 		{"GET", "/api/v1/mcp-servers/not-a-uuid", nil},
 	} {
 		wantProblem(t, tc.method+" "+tc.path+" from another tenant", h.do(tc.method, tc.path, intruder, tc.body), 404, "not_found", "")
@@ -249,7 +265,7 @@ func TestMCPServerRights(t *testing.T) {
 	if got := names(t, h.do("GET", "/api/v1/mcp-tools", alice, nil), "exposed_name"); !slices.Equal(got, []string{"alices__search"}) {
 		t.Errorf("alice lists tools %v, want her server's", got)
 	}
-	wantProblem(t, "alice lists bob's servers", h.do("GET", "/api/v1/mcp-servers?user_id=bob", alice, nil), 403, "forbidden", "")
+	wantProblem(t, "alice lists root's servers", h.do("GET", "/api/v1/mcp-servers?user_id=root", alice, nil), 403, "forbidden", "")
 	wantStatus(t, "admin deletes alice's server", h.do("DELETE", path, admin, nil), 204)
 }
 

@@ -67,7 +67,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TracerProvider != nil {
 		r.Use(otelgin.Middleware("keygate", otelgin.WithTracerProvider(cfg.TracerProvider)))
 	}
-	r.Use(requestContext(cfg.Logger, cfg.MaxBodyBytes), recovery())
+	r.Use(securityHeaders(), requestContext(cfg.Logger, cfg.MaxBodyBytes), recovery())
 	r.NoRoute(func(c *gin.Context) { writeError(c, authz.Errorf(authz.ENOTFOUND, "no such endpoint")) })
 	r.NoMethod(func(c *gin.Context) {
 		writeProblem(c, http.StatusMethodNotAllowed, "method_not_allowed", "this endpoint does not take "+c.Request.Method)
@@ -89,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/audit-events", s.listAuditEvents)
 	api.DELETE("/users/:id", s.deleteUser)
 	api.DELETE("/tenants/:id", s.deleteTenant)
+	s.ceilingRoutes(api)
 	if cfg.MCP != nil {
 		s.mcpRoutes(api)
 	}

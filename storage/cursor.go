@@ -39,8 +39,9 @@ func decodeCursor(kind byte, cursor string) (string, error) {
 	if cursor == "" {
 		return "", nil
 	}
-	// Strict: one spelling per cursor, no stray trailing bits.
-	b, err := base64.RawURLEncoding.Strict().DecodeString(cursor)
+	// Strict: one spelling per cursor, no stray trailing bits, and no line
+	// breaks, which Go's base64 skips even in strict mode.
+	b, err := decodeCursorBytes(cursor)
 	if err != nil || len(b) != 17 || b[0] != kind {
 		return "", authz.Invalid(authz.FieldError{Field: "cursor", Message: "is not a cursor this service issued"})
 	}
@@ -55,6 +56,15 @@ func decodeCursor(kind byte, cursor string) (string, error) {
 	out[23] = '-'
 	hex.Encode(out[24:], b[11:17])
 	return string(out[:]), nil
+}
+
+// decodeCursorBytes decodes unpadded base64url strictly, refusing the CR
+// and LF that encoding/base64 would skip.
+func decodeCursorBytes(cursor string) ([]byte, error) {
+	if strings.ContainsAny(cursor, "\r\n") {
+		return nil, base64.CorruptInputError(strings.IndexAny(cursor, "\r\n"))
+	}
+	return base64.RawURLEncoding.Strict().DecodeString(cursor)
 }
 
 // cutPage turns rows read with one more than limit into a page: the rows

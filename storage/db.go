@@ -156,10 +156,8 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	memory := path == sqliteMemory
 	if !memory {
-		if dir := filepath.Dir(path); dir != "." {
-			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return nil, fmt.Errorf("create the sqlite database folder: %w", err)
-			}
+		if err := createPrivate(path); err != nil {
+			return nil, err
 		}
 	}
 	// Every pooled connection gets these settings from the DSN: foreign
@@ -186,6 +184,26 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	sqldb.SetConnMaxLifetime(0)
 	sqldb.SetConnMaxIdleTime(0)
 	return newDB(ctx, sqldb, sqlitedialect.New(), DialectSQLite)
+}
+
+// createPrivate makes the database's folder (0700) and file (0600) before
+// SQLite opens it, so they are never readable by others, not even for a
+// moment; SQLite gives its -wal and -shm files the database file's mode.
+// Existing ones are left as they are.
+func createPrivate(path string) error {
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create the sqlite database folder: %w", err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case errors.Is(err, os.ErrExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("create the sqlite database file: %w", err)
+	}
+	return f.Close()
 }
 
 func newDB(ctx context.Context, sqldb *sql.DB, d schema.Dialect, name string) (*DB, error) {

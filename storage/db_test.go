@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -201,6 +202,34 @@ func TestMigrateUp_ConcurrentPostgres(t *testing.T) {
 	for _, m := range st {
 		if !m.Applied || m.GroupID != 1 {
 			t.Fatalf("status %+v, want applied in group 1", m)
+		}
+	}
+}
+
+// TestOpen_SQLiteFilesArePrivate: the folder keygate makes is 0700 and the
+// database, its write-ahead log and shared-memory files are 0600 from their
+// creation, whatever the umask lets through.
+func TestOpen_SQLiteFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "keygate.db")
+	db, err := storage.Open(ctx, "sqlite:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if err := db.MigrateUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, storage.NewKeyStore(db), newKey(t, "acme", "alice", "ci", at(0)))
+	for name, want := range map[string]os.FileMode{dir: 0o700, path: 0o600, path + "-wal": 0o600, path + "-shm": 0o600} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %o, want %o", filepath.Base(name), got, want)
 		}
 	}
 }

@@ -66,6 +66,26 @@ type apiKeyRow struct {
 	LastUsedAt      *time.Time `bun:"last_used_at"`
 	CreatedAt       time.Time  `bun:"created_at,notnull"`
 	UpdatedAt       time.Time  `bun:"updated_at,notnull"`
+
+	DisabledBy          string `bun:"disabled_by,notnull"`
+	DisabledByAdmin     bool   `bun:"disabled_by_admin,notnull"`
+	ExpiresAtSetBy      string `bun:"expires_at_set_by,notnull"`
+	ExpiresAtSetByAdmin bool   `bun:"expires_at_set_by_admin,notnull"`
+}
+
+// setterColumns stores a Setter as a user id ("" for none) and a flag.
+func setterColumns(by *authz.Setter) (string, bool) {
+	if by == nil {
+		return "", false
+	}
+	return by.UserID, by.Admin
+}
+
+func setterOf(userID string, admin bool) *authz.Setter {
+	if userID == "" {
+		return nil
+	}
+	return &authz.Setter{UserID: userID, Admin: admin}
 }
 
 // newAPIKeyRow converts k for storage: scope as JSON, times in UTC.
@@ -77,7 +97,7 @@ func newAPIKeyRow(k *authz.APIKey) (*apiKeyRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode the scope of key %s: %w", k.ID, err)
 	}
-	return &apiKeyRow{
+	row := &apiKeyRow{
 		ID:              k.ID,
 		TenantID:        k.TenantID,
 		UserID:          k.UserID,
@@ -90,7 +110,10 @@ func newAPIKeyRow(k *authz.APIKey) (*apiKeyRow, error) {
 		LastUsedAt:      utcPtr(k.LastUsedAt),
 		CreatedAt:       utc(k.CreatedAt),
 		UpdatedAt:       utc(k.UpdatedAt),
-	}, nil
+	}
+	row.DisabledBy, row.DisabledByAdmin = setterColumns(k.DisabledBy)
+	row.ExpiresAtSetBy, row.ExpiresAtSetByAdmin = setterColumns(k.ExpiresAtSetBy)
+	return row, nil
 }
 
 // key converts a stored row back into the domain type.
@@ -112,6 +135,9 @@ func (r *apiKeyRow) key() (*authz.APIKey, error) {
 		CreatedAt:  utc(r.CreatedAt),
 		UpdatedAt:  utc(r.UpdatedAt),
 		Hash:       r.KeyHash,
+
+		DisabledBy:     setterOf(r.DisabledBy, r.DisabledByAdmin),
+		ExpiresAtSetBy: setterOf(r.ExpiresAtSetBy, r.ExpiresAtSetByAdmin),
 	}, nil
 }
 
@@ -304,7 +330,8 @@ func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*
 			row.ID, row.TenantID = id, tenantID
 			if err := updateOwned(ctx, tx, row, "k", tenantID, id, events,
 				func(err error) error { return keyConflict(err, row.Name) },
-				"name", "enabled", "expires_at", "permission_scope", "updated_at"); err != nil {
+				"name", "enabled", "expires_at", "permission_scope", "updated_at",
+				"disabled_by", "disabled_by_admin", "expires_at_set_by", "expires_at_set_by_admin"); err != nil {
 				return err
 			}
 			storedForm(key)
@@ -384,10 +411,16 @@ func updateOwned(ctx context.Context, tx bun.Tx, row any, alias, tenantID, id st
 // in tenantID and writes the audit rows, in one transaction; notFound is
 // the error when no row matched.
 func (db *DB) deleteOwned(ctx context.Context, model any, alias, tenantID, id string, audit []auditEventRow, notFound func() error) error {
+	return db.deleteWhere(ctx, model, func(q *bun.DeleteQuery) *bun.DeleteQuery {
+		return q.Where("?.tenant_id = ?", bun.Ident(alias), tenantID).Where("?.id = ?", bun.Ident(alias), id)
+	}, audit, notFound)
+}
+
+// deleteWhere deletes the rows of model where selects and writes the audit
+// rows, in one transaction; notFound is the error when no row matched.
+func (db *DB) deleteWhere(ctx context.Context, model any, where func(*bun.DeleteQuery) *bun.DeleteQuery, audit []auditEventRow, notFound func() error) error {
 	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewDelete().Model(model).
-			Where("?.tenant_id = ?", bun.Ident(alias), tenantID).Where("?.id = ?", bun.Ident(alias), id).
-			Exec(ctx)
+		res, err := where(tx.NewDelete().Model(model)).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("delete: %w", err)
 		}

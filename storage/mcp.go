@@ -26,14 +26,17 @@ var _ authz.MCPStore = (*MCPStore)(nil)
 
 // MCPStore keeps tenants' upstream MCP servers and their tool catalogs in a
 // DB. Every change writes the audit events it is given in the same
-// transaction.
+// transaction. Servers' headers (the upstreams' credentials) are sealed
+// with the keyring at rest.
 type MCPStore struct {
-	db *DB
+	db      *DB
+	keyring *Keyring
 }
 
-// NewMCPStore returns an MCPStore over db.
-func NewMCPStore(db *DB) *MCPStore {
-	return &MCPStore{db: db}
+// NewMCPStore returns an MCPStore over db that seals headers with keyring;
+// without one, headers can be neither written nor read.
+func NewMCPStore(db *DB, keyring *Keyring) *MCPStore {
+	return &MCPStore{db: db, keyring: keyring}
 }
 
 type mcpServerRow struct {
@@ -44,7 +47,9 @@ type mcpServerRow struct {
 	UserID       string     `bun:"user_id,notnull"`
 	Name         string     `bun:"name,notnull"`
 	URL          string     `bun:"url,notnull"`
-	Headers      string     `bun:"headers,notnull"` // JSON object, encoded here
+	Headers      string     `bun:"headers,notnull"` // "{}", or a JSON object in rows not sealed yet
+	HeadersKeyID string     `bun:"headers_key_id,notnull"`
+	HeadersSeal  string     `bun:"headers_sealed,notnull"` // AES-256-GCM of the JSON object
 	Enabled      bool       `bun:"enabled,notnull"`
 	TimeoutMS    int        `bun:"timeout_ms,notnull"`
 	LastSyncedAt *time.Time `bun:"last_synced_at"`
@@ -76,18 +81,13 @@ type mcpToolJoined struct {
 	ServerSyncError    string     `bun:"server_sync_error,scanonly"`
 }
 
-func newMCPServerRow(srv *authz.MCPServer) (*mcpServerRow, error) {
+func (s *MCPStore) newMCPServerRow(srv *authz.MCPServer) (*mcpServerRow, error) {
 	if !authz.ValidID(srv.ID) {
 		return nil, fmt.Errorf("store mcp server: id %q is not a canonical UUID", srv.ID)
 	}
-	headers := srv.Headers
-	if headers == nil {
-		headers = map[string]string{}
-	}
-	enc, err := json.Marshal(headers)
+	keyID, sealed, err := s.sealHeaders(srv.TenantID, srv.ID, srv.Headers)
 	if err != nil {
-		// Say nothing of the headers: they are secrets.
-		return nil, fmt.Errorf("encode the headers of mcp server %s", srv.ID)
+		return nil, err
 	}
 	return &mcpServerRow{
 		ID:           srv.ID,
@@ -95,7 +95,9 @@ func newMCPServerRow(srv *authz.MCPServer) (*mcpServerRow, error) {
 		UserID:       srv.UserID,
 		Name:         srv.Name,
 		URL:          srv.URL,
-		Headers:      string(enc),
+		Headers:      "{}",
+		HeadersKeyID: keyID,
+		HeadersSeal:  sealed,
 		Enabled:      srv.Enabled,
 		TimeoutMS:    srv.TimeoutMS,
 		LastSyncedAt: utcPtr(srv.LastSyncedAt),
@@ -105,13 +107,55 @@ func newMCPServerRow(srv *authz.MCPServer) (*mcpServerRow, error) {
 	}, nil
 }
 
-func (r *mcpServerRow) server() (*authz.MCPServer, error) {
+// headersAAD binds sealed headers to their server, so a sealed value copied
+// to another row does not open there.
+func headersAAD(tenantID, id string) []byte {
+	return []byte("keygate mcp_servers.headers " + tenantID + " " + id)
+}
+
+// sealHeaders encrypts a server's headers with the current key.
+func (s *MCPStore) sealHeaders(tenantID, id string, headers map[string]string) (string, string, error) {
+	if s.keyring == nil {
+		return "", "", authz.Errorf(authz.EINTERNAL, "no encryption key to seal MCP server headers with (%s)", EncryptionKeySetting)
+	}
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	enc, err := json.Marshal(headers)
+	if err != nil {
+		// Say nothing of the headers: they are secrets.
+		return "", "", fmt.Errorf("encode the headers of mcp server %s", id)
+	}
+	return s.keyring.seal(enc, headersAAD(tenantID, id))
+}
+
+// headers opens a row's headers; a row written before headers were sealed
+// holds them as plain JSON until it is sealed.
+func (s *MCPStore) headers(r *mcpServerRow) (map[string]string, error) {
+	plain := []byte(r.Headers)
+	if r.HeadersKeyID != "" {
+		if s.keyring == nil {
+			return nil, authz.Errorf(authz.EINTERNAL, "no encryption key to open MCP server headers with (%s)", EncryptionKeySetting)
+		}
+		var err error
+		if plain, err = s.keyring.open(r.HeadersKeyID, r.HeadersSeal, headersAAD(r.TenantID, r.ID)); err != nil {
+			return nil, fmt.Errorf("headers of mcp server %s: %w", r.ID, err)
+		}
+	}
 	headers := map[string]string{}
-	if err := json.Unmarshal([]byte(r.Headers), &headers); err != nil {
+	if err := json.Unmarshal(plain, &headers); err != nil {
 		return nil, fmt.Errorf("decode the headers of mcp server %s", r.ID)
 	}
 	if headers == nil { // the JSON was null
 		headers = map[string]string{}
+	}
+	return headers, nil
+}
+
+func (s *MCPStore) server(r *mcpServerRow) (*authz.MCPServer, error) {
+	headers, err := s.headers(r)
+	if err != nil {
+		return nil, err
 	}
 	return &authz.MCPServer{
 		ID:           r.ID,
@@ -206,7 +250,7 @@ func mcpServerConflict(err error, name string) error {
 // set to their stored form.
 func (s *MCPStore) CreateMCPServer(ctx context.Context, srv *authz.MCPServer, events ...authz.AuditEvent) (err error) {
 	defer mapDBError(&err)
-	row, err := newMCPServerRow(srv)
+	row, err := s.newMCPServerRow(srv)
 	if err != nil {
 		return err
 	}
@@ -229,10 +273,10 @@ func (s *MCPStore) FindMCPServerByID(ctx context.Context, tenantID, id string) (
 	if !authz.ValidID(id) {
 		return nil, errMCPServerNotFound()
 	}
-	return findMCPServer(ctx, s.db.bun.NewSelect(), tenantID, id)
+	return s.findMCPServer(ctx, s.db.bun.NewSelect(), tenantID, id)
 }
 
-func findMCPServer(ctx context.Context, q *bun.SelectQuery, tenantID, id string) (*authz.MCPServer, error) {
+func (s *MCPStore) findMCPServer(ctx context.Context, q *bun.SelectQuery, tenantID, id string) (*authz.MCPServer, error) {
 	row := new(mcpServerRow)
 	err := q.Model(row).Where("s.tenant_id = ?", tenantID).Where("s.id = ?", id).Limit(1).Scan(ctx)
 	if err != nil {
@@ -241,17 +285,16 @@ func findMCPServer(ctx context.Context, q *bun.SelectQuery, tenantID, id string)
 		}
 		return nil, fmt.Errorf("find mcp server: %w", err)
 	}
-	return row.server()
+	return s.server(row)
 }
-
-var mcpServerPages = ownedPage[mcpServerRow, *authz.MCPServer]{
-	kind: cursorMCPServers, alias: "s", id: func(r *mcpServerRow) string { return r.ID }, convert: (*mcpServerRow).server}
 
 // FindMCPServers returns a page of a tenant's servers, newest first, cut by
 // id as FindKeys cuts keys.
 func (s *MCPStore) FindMCPServers(ctx context.Context, filter authz.MCPServerFilter) (_ *authz.MCPServerPage, err error) {
 	defer mapDBError(&err)
-	servers, next, err := mcpServerPages.read(ctx, s.db.bun, filter.TenantID, filter.UserID, filter.Cursor, filter.Limit, nil)
+	pages := ownedPage[mcpServerRow, *authz.MCPServer]{
+		kind: cursorMCPServers, alias: "s", id: func(r *mcpServerRow) string { return r.ID }, convert: s.server}
+	servers, next, err := pages.read(ctx, s.db.bun, filter.TenantID, filter.UserID, filter.Cursor, filter.Limit, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +304,7 @@ func (s *MCPStore) FindMCPServers(ctx context.Context, filter authz.MCPServerFil
 // lockMCPServer loads a server inside tx, locking its row on Postgres (a
 // SQLite write transaction already excludes every other writer).
 func (s *MCPStore) lockMCPServer(ctx context.Context, tx bun.Tx, tenantID, id string) (*authz.MCPServer, error) {
-	return findMCPServer(ctx, s.db.lockingSelect(tx), tenantID, id)
+	return s.findMCPServer(ctx, s.db.lockingSelect(tx), tenantID, id)
 }
 
 // UpdateMCPServer loads a server, locked, and passes it to fn; when fn
@@ -275,19 +318,19 @@ func (s *MCPStore) UpdateMCPServer(ctx context.Context, tenantID, id string, fn 
 	}
 	return updateLocked(ctx, s.db,
 		func(ctx context.Context, q *bun.SelectQuery) (*authz.MCPServer, error) {
-			return findMCPServer(ctx, q, tenantID, id)
+			return s.findMCPServer(ctx, q, tenantID, id)
 		},
 		fn,
 		func(ctx context.Context, tx bun.Tx, srv *authz.MCPServer, events []authz.AuditEvent) error {
 			// The row's identity is the one loaded, whatever fn did to the server.
 			srv.ID, srv.TenantID = id, tenantID
-			row, err := newMCPServerRow(srv)
+			row, err := s.newMCPServerRow(srv)
 			if err != nil {
 				return err
 			}
 			if err := updateOwned(ctx, tx, row, "s", tenantID, id, events,
 				func(err error) error { return mcpServerConflict(err, row.Name) },
-				"name", "url", "headers", "enabled", "timeout_ms", "updated_at"); err != nil {
+				"name", "url", "headers", "headers_key_id", "headers_sealed", "enabled", "timeout_ms", "updated_at"); err != nil {
 				return err
 			}
 			storedServerForm(srv)
@@ -338,7 +381,7 @@ func (s *MCPStore) SaveMCPSync(ctx context.Context, tenantID, id string, fn func
 			return err
 		}
 		srv.ID, srv.TenantID = id, tenantID
-		row, err := newMCPServerRow(srv)
+		row, err := s.newMCPServerRow(srv)
 		if err != nil {
 			return err
 		}
@@ -462,7 +505,7 @@ func (s *MCPStore) FindMCPCatalog(ctx context.Context, tenantID string) (_ *auth
 	}
 	cat := &authz.MCPCatalog{Servers: make([]*authz.MCPServer, 0, len(servers)), Tools: make([]*authz.MCPTool, 0, len(rows))}
 	for i := range servers {
-		srv, err := servers[i].server()
+		srv, err := s.server(&servers[i])
 		if err != nil {
 			return nil, err
 		}
@@ -485,7 +528,7 @@ func (s *MCPStore) FindEnabledMCPServers(ctx context.Context) (_ []*authz.MCPSer
 	}
 	out := make([]*authz.MCPServer, 0, len(rows))
 	for i := range rows {
-		srv, err := rows[i].server()
+		srv, err := s.server(&rows[i])
 		if err != nil {
 			return nil, err
 		}
@@ -510,7 +553,7 @@ func decodeNameCursor(kind byte, cursor string) (string, error) {
 	if cursor == "" {
 		return "", nil
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(cursor)
+	b, err := decodeCursorBytes(cursor)
 	if err != nil || len(b) < 2 || len(b) > maxNameCursor+1 || b[0] != kind || !printableASCII(b[1:]) {
 		return "", authz.Invalid(authz.FieldError{Field: "cursor", Message: "is not a cursor this service issued"})
 	}

@@ -89,7 +89,7 @@ func TestMCPServer_CreateAndFind(t *testing.T) {
 	t.Parallel()
 	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		ms, as := storage.NewMCPStore(db), storage.NewAuditStore(db)
+		ms, as := storage.NewMCPStore(db, storagetest.Keyring(t)), storage.NewAuditStore(db)
 		existing := newMCPServer(t, "acme", "alice", "github", at(0))
 		in := *existing
 		mustCreateServer(t, ms, existing, serverEvent(authz.AuditMCPServerCreated, existing, at(0)))
@@ -184,7 +184,7 @@ func TestMCPServer_FindPaged(t *testing.T) {
 	t.Parallel()
 	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		ms := storage.NewMCPStore(db)
+		ms := storage.NewMCPStore(db, storagetest.Keyring(t))
 		var want []string
 		for i := range 7 {
 			user := []string{"alice", "bob"}[i%2]
@@ -244,7 +244,7 @@ func TestMCPServer_UpdateAndDelete(t *testing.T) {
 	t.Parallel()
 	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		ms, as := storage.NewMCPStore(db), storage.NewAuditStore(db)
+		ms, as := storage.NewMCPStore(db, storagetest.Keyring(t)), storage.NewAuditStore(db)
 		srv := mustCreateServer(t, ms, newMCPServer(t, "acme", "alice", "github", at(0)))
 		other := mustCreateServer(t, ms, newMCPServer(t, "acme", "alice", "slack", at(time.Second)))
 		mustSync(t, ms, srv, at(time.Minute), tool("search"), tool("create_issue"))
@@ -351,7 +351,7 @@ func TestMCPSync_ReplacesTheCatalogAtomically(t *testing.T) {
 	t.Parallel()
 	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		ms, as := storage.NewMCPStore(db), storage.NewAuditStore(db)
+		ms, as := storage.NewMCPStore(db, storagetest.Keyring(t)), storage.NewAuditStore(db)
 		srv := mustCreateServer(t, ms, newMCPServer(t, "acme", "alice", "github", at(0)))
 
 		search := tool("search")
@@ -466,7 +466,7 @@ func TestMCPTools_ListingAndCatalog(t *testing.T) {
 	t.Parallel()
 	storagetest.ForEachDB(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
-		ms := storage.NewMCPStore(db)
+		ms := storage.NewMCPStore(db, storagetest.Keyring(t))
 		// "a-b" sorts before "a" in exposed names ("a-b__…" < "a__…"), not in
 		// server names: the listing follows the exposed name, bytewise.
 		a := mustCreateServer(t, ms, newMCPServer(t, "acme", "alice", "a", at(0)))

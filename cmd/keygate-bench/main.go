@@ -56,6 +56,10 @@ func main() {
 // the harness starts uses it, so `keygate token` can sign for any of them.
 const benchJWTSecret = "keygate-bench-jwt-secret-not-for-production-0123456789"
 
+// benchEncryptionKey seals the (absent) upstream secrets of the benchmark's
+// keygate processes; Postgres needs one, and every run may use the same.
+const benchEncryptionKey = "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
 // defaultPostgresURL is the local Postgres the harness creates its
 // database on.
 const defaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
@@ -450,6 +454,7 @@ func (b *bench) launchKeygate(ctx context.Context, name string, env []string, wa
 	dataDir := b.dataDir(name)
 	env = append([]string{
 		"KEYGATE_JWT_SECRET=" + benchJWTSecret,
+		"KEYGATE_ENCRYPTION_KEY=" + benchEncryptionKey,
 		"KEYGATE_LOG_LEVEL=warn",
 		"KEYGATE_KEY_CACHE_SIZE=" + strconv.Itoa(b.opts.cacheKeys),
 	}, env...)

@@ -18,9 +18,10 @@ import (
 // on the command line wins), and the settings of the command itself.
 type config struct {
 	app.Config
-	TrustedProxies string
-	LogLevel       string
-	LogFormat      string
+	TrustedProxies  string
+	AllowedNetworks string
+	LogLevel        string
+	LogFormat       string
 
 	// envErrs collects environment values that do not parse; start-up
 	// refuses to go on with any.
@@ -37,6 +38,7 @@ func (c *config) bindCommon(fs *flag.FlagSet) {
 	d := app.Defaults()
 	fs.StringVar(&c.DataDir, "data-dir", env("KEYGATE_DATA_DIR", d.DataDir), "folder for the SQLite database and the development signing secret (KEYGATE_DATA_DIR)")
 	fs.StringVar(&c.DatabaseURL, "database-url", env("KEYGATE_DATABASE_URL", ""), "postgres://… or sqlite:PATH; default sqlite:<data-dir>/keygate.db (KEYGATE_DATABASE_URL)")
+	fs.StringVar(&c.DatabaseURLFile, "database-url-file", env("KEYGATE_DATABASE_URL_FILE", ""), "file holding the database URL, for one that carries a password (KEYGATE_DATABASE_URL_FILE)")
 	fs.StringVar(&c.LogLevel, "log-level", env("KEYGATE_LOG_LEVEL", "info"), "debug, info, warn or error (KEYGATE_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("KEYGATE_LOG_FORMAT", "text"), "text or json (KEYGATE_LOG_FORMAT)")
 }
@@ -44,19 +46,27 @@ func (c *config) bindCommon(fs *flag.FlagSet) {
 func (c *config) bindJWT(fs *flag.FlagSet) {
 	d := app.Defaults()
 	fs.StringVar(&c.JWTSecret, "jwt-secret", env("KEYGATE_JWT_SECRET", ""), "HS256 secret for management JWTs, at least 32 bytes; unset: a development secret in the data folder (KEYGATE_JWT_SECRET)")
+	fs.StringVar(&c.JWTSecretFile, "jwt-secret-file", env("KEYGATE_JWT_SECRET_FILE", ""), "file holding the HS256 secret (KEYGATE_JWT_SECRET_FILE)")
 	fs.StringVar(&c.JWKSURL, "jwks-url", env("KEYGATE_JWKS_URL", ""), "JWKS URL of the identity provider, for RS256/ES256 JWTs (KEYGATE_JWKS_URL)")
-	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("KEYGATE_JWT_ISSUER", ""), "required iss claim, when set (KEYGATE_JWT_ISSUER)")
-	fs.StringVar(&c.JWTAudience, "jwt-audience", env("KEYGATE_JWT_AUDIENCE", ""), "required aud claim, when set (KEYGATE_JWT_AUDIENCE)")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("KEYGATE_JWT_ISSUER", ""), "required iss claim; required setting with a JWKS URL (KEYGATE_JWT_ISSUER)")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", env("KEYGATE_JWT_AUDIENCE", ""), "required aud claim; required setting with a JWKS URL (KEYGATE_JWT_AUDIENCE)")
 	fs.StringVar(&c.JWTUserClaim, "jwt-user-claim", env("KEYGATE_JWT_USER_CLAIM", d.JWTUserClaim), "claim naming the user (KEYGATE_JWT_USER_CLAIM)")
 	fs.StringVar(&c.JWTTenantClaim, "jwt-tenant-claim", env("KEYGATE_JWT_TENANT_CLAIM", d.JWTTenantClaim), "claim naming the tenant (KEYGATE_JWT_TENANT_CLAIM)")
 	fs.StringVar(&c.JWTRolesClaim, "jwt-roles-claim", env("KEYGATE_JWT_ROLES_CLAIM", d.JWTRolesClaim), "claim listing the roles (KEYGATE_JWT_ROLES_CLAIM)")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", c.envDuration("KEYGATE_TOKEN_TTL", d.TokenTTL), "lifetime of JWTs keygate prints (KEYGATE_TOKEN_TTL)")
 }
 
+// bindEncryption registers the keyring upstream secrets are sealed with.
+func (c *config) bindEncryption(fs *flag.FlagSet) {
+	fs.StringVar(&c.EncryptionKey, "encryption-key", env("KEYGATE_ENCRYPTION_KEY", ""), "keys sealing upstream secrets at rest: ID:BASE64 entries, comma-separated, the first seals; unset on SQLite: a development key in the data folder (KEYGATE_ENCRYPTION_KEY)")
+	fs.StringVar(&c.EncryptionKeyFile, "encryption-key-file", env("KEYGATE_ENCRYPTION_KEY_FILE", ""), "file holding the encryption keys (KEYGATE_ENCRYPTION_KEY_FILE)")
+}
+
 func (c *config) bindServe(fs *flag.FlagSet) {
 	d := app.Defaults()
 	c.bindCommon(fs)
 	c.bindJWT(fs)
+	c.bindEncryption(fs)
 	fs.StringVar(&c.Addr, "addr", env("KEYGATE_ADDR", d.Addr), "listen address (KEYGATE_ADDR)")
 	fs.BoolVar(&c.Migrate, "migrate", c.envBool("KEYGATE_MIGRATE", d.Migrate), "apply database migrations at start (KEYGATE_MIGRATE)")
 	fs.StringVar(&c.PolicyDir, "policy-dir", env("KEYGATE_POLICY_DIR", ""), "load Rego policies from this folder instead of the embedded ones; SIGHUP reloads (KEYGATE_POLICY_DIR)")
@@ -70,6 +80,9 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeyCacheStaleness, "key-cache-staleness", c.envDuration("KEYGATE_KEY_CACHE_STALENESS", d.KeyCacheStaleness), "longest a cached key is trusted while the change feed is down, before it is looked up again (KEYGATE_KEY_CACHE_STALENESS)")
 	fs.DurationVar(&c.NegativeCacheTTL, "negative-cache-ttl", c.envDuration("KEYGATE_NEGATIVE_CACHE_TTL", d.NegativeCacheTTL), "how long an unknown token stays unknown without a lookup (KEYGATE_NEGATIVE_CACHE_TTL)")
 	fs.DurationVar(&c.MCPSyncInterval, "mcp-sync-interval", c.envDuration("KEYGATE_MCP_SYNC_INTERVAL", d.MCPSyncInterval), "how often every enabled upstream MCP server's tool catalog is synced (KEYGATE_MCP_SYNC_INTERVAL)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", env("KEYGATE_TLS_CERT_FILE", ""), "PEM certificate (chain) to serve HTTPS with; SIGHUP reloads it (KEYGATE_TLS_CERT_FILE)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", env("KEYGATE_TLS_KEY_FILE", ""), "PEM private key of the certificate (KEYGATE_TLS_KEY_FILE)")
+	fs.StringVar(&c.AllowedNetworks, "mcp-allowed-networks", env("KEYGATE_MCP_ALLOWED_NETWORKS", ""), "comma-separated CIDRs of non-public networks (loopback, private, link-local) upstream MCP servers may be reached in; empty: public addresses only (KEYGATE_MCP_ALLOWED_NETWORKS)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", d.FlushInterval), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 	c.bindLimits(fs)
@@ -98,10 +111,18 @@ func (c *config) bindLimits(fs *flag.FlagSet) {
 // serve adds app.Config's checks.
 func (c *config) validate(serve bool) error {
 	errs := c.envErrs
+	if err := c.ReadSecretFiles(); err != nil {
+		errs = append(errs, err)
+	}
 	if serve {
 		if err := c.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if nets, err := app.ParseNetworks(c.AllowedNetworks); err != nil {
+		errs = append(errs, err)
+	} else {
+		c.MCPAllowedNetworks = nets
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("KEYGATE_LOG_FORMAT must be text or json, got %q", c.LogFormat))

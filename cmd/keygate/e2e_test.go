@@ -81,7 +81,12 @@ func start(t *testing.T, dataDir, dbURL string, settings ...string) *instance {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(binary, "serve", "--addr", addr, "--data-dir", dataDir)
-	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_LOG_FORMAT=json", "KEYGATE_FLUSH_INTERVAL=50ms")
+	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_LOG_FORMAT=json", "KEYGATE_FLUSH_INTERVAL=50ms",
+		"KEYGATE_MCP_ALLOWED_NETWORKS=127.0.0.0/8")
+	if strings.HasPrefix(dbURL, "postgres") {
+		// Instances sharing a database share the key secrets are sealed with.
+		cmd.Env = append(cmd.Env, "KEYGATE_ENCRYPTION_KEY="+storagetest.KeyringText)
+	}
 	cmd.Env = append(cmd.Env, settings...)
 	inst := &instance{t: t, cmd: cmd, base: "http://" + addr, dataDir: dataDir, dbURL: dbURL,
 		stdout: &authztest.SyncBuffer{}, stderr: &authztest.SyncBuffer{}, exited: make(chan error, 1)}
@@ -148,7 +153,7 @@ func (i *instance) devToken() string {
 func (i *instance) cli(args ...string) string {
 	i.t.Helper()
 	cmd := exec.Command(binary, append(args, "--data-dir", i.dataDir)...)
-	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+i.dbURL, "KEYGATE_JWT_SECRET=")
+	cmd.Env = append(os.Environ(), "KEYGATE_DATABASE_URL="+i.dbURL, "KEYGATE_JWT_SECRET=", "KEYGATE_ENCRYPTION_KEY="+storagetest.KeyringText)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -430,6 +435,31 @@ func TestCLI(t *testing.T) {
 	_, stderr, err = run("serve", "--addr", "127.0.0.1:0", "--jwt-secret", "short")
 	if err == nil || !strings.Contains(stderr, "32 bytes") {
 		t.Errorf("a short JWT secret must stop start-up: %v %q", err, stderr)
+	}
+	_, stderr, err = run("serve", "--addr", "127.0.0.1:0", "--jwks-url", "https://idp.invalid/jwks", "--jwt-audience", "keygate")
+	if err == nil || !strings.Contains(stderr, "KEYGATE_JWT_ISSUER") {
+		t.Errorf("a JWKS without an issuer must stop start-up naming the setting: %v %q", err, stderr)
+	}
+	_, stderr, err = run("serve", "--addr", "127.0.0.1:0", "--database-url", "postgres://db.invalid/keygate")
+	if err == nil || !strings.Contains(stderr, "KEYGATE_ENCRYPTION_KEY") {
+		t.Errorf("Postgres without an encryption key must stop start-up naming the setting: %v %q", err, stderr)
+	}
+
+	// Secrets: a new key, and every stored secret sealed with the first key.
+	entry, _, err := run("secrets", "generate-key", "--id", "k2")
+	if err != nil || !strings.HasPrefix(entry, "k2:") {
+		t.Fatalf("generate-key: %q %v", entry, err)
+	}
+	out, stderr, err = run("secrets", "rotate", "--encryption-key", strings.TrimSpace(entry)+","+storagetest.KeyringText)
+	if err != nil || !strings.Contains(out, `sealed with key "k2"`) {
+		t.Fatalf("rotate: %q %q %v", out, stderr, err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte(entry), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, err = run("secrets", "rotate", "--encryption-key-file", keyFile); err != nil || !strings.Contains(out, "0 MCP servers") {
+		t.Fatalf("rotate with a key file: %q %q %v", out, stderr, err)
 	}
 }
 

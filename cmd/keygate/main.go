@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/gin-gonic/gin"
@@ -26,6 +27,7 @@ Usage:
   keygate serve [flags]                       run the service (default: 127.0.0.1:8080, SQLite in ./data)
   keygate migrate up|down|status [flags]      manage the database schema
   keygate token --tenant T --user U [--role R] print a management JWT
+  keygate secrets generate-key|rotate [flags] make a key for sealing secrets; seal them all with the first key
   keygate version                             print the version
 
 Run "keygate <command> -h" for a command's flags. Every flag has a KEYGATE_* environment twin.
@@ -70,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMigrate(ctx, rest, stdout, stderr)
 	case "token":
 		return runToken(rest, stdout, stderr)
+	case "secrets":
+		return runSecrets(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "keygate %s (%s, OPA %s)\n", version, runtime.Version(), opaVersion())
 		return nil
@@ -86,6 +90,15 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("keygate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
+}
+
+// leadingVerb splits off a subcommand's verb given before its flags
+// (`migrate up --data-dir d`); a verb after the flags stays in the rest.
+func leadingVerb(args []string) (verbs, rest []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[:1], args[1:]
+	}
+	return nil, args
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/keygate/keygate/storage"
@@ -20,10 +19,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 		fs.PrintDefaults()
 	}
 	// The verb may come before or after the flags.
-	var verbs []string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		verbs, args = args[:1], args[1:]
-	}
+	verbs, args := leadingVerb(args)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -52,7 +52,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	a.Start(ctx)
 	addr := ln.Addr().String()
-	logger.Info("keygate serving", "addr", "http://"+addr, "database", app.RedactURL(cfg.DatabaseURLOrDefault()),
+	scheme := "http://"
+	if cfg.TLSCertFile != "" {
+		scheme = "https://"
+	}
+	logger.Info("keygate serving", "addr", scheme+addr, "database", app.RedactURL(cfg.DatabaseURLOrDefault()),
 		"version", version, "policies", a.PolicySource())
 	if a.DevSecret {
 		token, err := a.DevAdminToken()
@@ -63,15 +67,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		fmt.Fprintf(stdout, "\nkeygate is listening on http://%s\n\nDevelopment admin JWT for tenant \"default\" (valid %s, signed with %s):\n\n    export KEYGATE_TOKEN=%s\n\nMore tokens: keygate token --tenant T --user U [--role admin]\n\n",
 			addr, cfg.TokenTTL, "the development secret in "+cfg.DataDir, token)
 	}
-	if cfg.PolicyDir != "" {
-		go reloadOnSIGHUP(ctx, a)
+	if cfg.PolicyDir != "" || cfg.TLSCertFile != "" {
+		go reloadOnSIGHUP(ctx, a, cfg.PolicyDir != "")
 	}
 	return a.Serve(ctx, ln)
 }
 
-// reloadOnSIGHUP reloads the policy folder on SIGHUP; a policy that does
-// not compile is logged and the running one stays.
-func reloadOnSIGHUP(ctx context.Context, a *app.App) {
+// reloadOnSIGHUP reloads the policy folder and the TLS certificate on
+// SIGHUP; a policy that does not compile or a certificate that does not load
+// is logged and the running one stays.
+func reloadOnSIGHUP(ctx context.Context, a *app.App, policies bool) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -80,7 +85,10 @@ func reloadOnSIGHUP(ctx context.Context, a *app.App) {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			_ = a.ReloadPolicies(ctx)
+			if policies {
+				_ = a.ReloadPolicies(ctx)
+			}
+			_ = a.ReloadTLS()
 		}
 	}
 }

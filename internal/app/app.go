@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sync/atomic"
 
@@ -49,6 +50,7 @@ type App struct {
 
 	telemetry *telemetry
 	spool     *spool.Audit // nil when off or when Config.AuditRecorder stands in
+	cert      *certificate // nil: plain HTTP
 	ownDB     bool
 	started   atomic.Bool
 	bgStop    context.CancelFunc
@@ -59,6 +61,9 @@ type App struct {
 // loads the policies and wires every part. Nothing serves until Serve;
 // background work (the change feed, catalog syncs) starts with Start.
 func New(ctx context.Context, cfg Config) (_ *App, err error) {
+	if err := cfg.ReadSecretFiles(); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -70,8 +75,17 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		}
 	}()
 
+	if cfg.TLSCertFile != "" {
+		if a.cert, err = newCertificate(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	if a.telemetry, err = setupTelemetry(ctx, logger, cfg.Version); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	keyring, err := cfg.Keyring()
+	if err != nil {
+		return nil, err
 	}
 	if err := a.openDB(ctx); err != nil {
 		return nil, err
@@ -129,18 +143,26 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Now:      cfg.Now,
 		Limiter:  a.AuthLimiter,
 	}
-	a.MCP = &authz.MCPServerService{Store: storage.NewMCPStore(a.DB), Policy: a.Engine, Now: cfg.Now}
+	mcpStore := storage.NewMCPStore(a.DB, keyring)
+	// Headers stored before they were sealed are sealed now.
+	if n, err := mcpStore.SealHeaders(ctx, true); err != nil {
+		return nil, fmt.Errorf("seal stored MCP server headers: %w", err)
+	} else if n > 0 {
+		logger.Info("sealed the stored headers of MCP servers", "servers", n, "key_id", keyring.CurrentID())
+	}
+	a.MCP = &authz.MCPServerService{Store: mcpStore, Policy: a.Engine, Now: cfg.Now}
 	a.Gateway, err = mcp.New(mcp.Options{
-		Keys:           a.Keys,
-		Catalog:        a.MCP,
-		Audit:          events,
-		Logger:         logger,
-		TracerProvider: a.telemetry.tracerProvider,
-		MeterProvider:  a.telemetry.meterProvider,
-		Transport:      cfg.MCPTransport,
-		SyncInterval:   cfg.MCPSyncInterval,
-		Version:        cfg.Version,
-		Now:            cfg.Now,
+		Keys:            a.Keys,
+		Catalog:         a.MCP,
+		Audit:           events,
+		Logger:          logger,
+		TracerProvider:  a.telemetry.tracerProvider,
+		MeterProvider:   a.telemetry.meterProvider,
+		Transport:       cfg.MCPTransport,
+		AllowedNetworks: cfg.MCPAllowedNetworks,
+		SyncInterval:    cfg.MCPSyncInterval,
+		Version:         cfg.Version,
+		Now:             cfg.Now,
 
 		SessionTimeout:    cfg.MCPSessionIdleTimeout,
 		MaxSessionsPerKey: cfg.MCPMaxSessionsPerKey,
@@ -153,7 +175,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	// Each needs the other: the service syncs through the gateway's
 	// upstream sessions and tells it of every change; the gateway reads
 	// catalogs and records syncs through the service.
-	a.MCP.Upstreams, a.MCP.Notifier = a.Gateway, a.Gateway
+	a.MCP.Upstreams, a.MCP.Notifier, a.MCP.Addresses = a.Gateway, a.Gateway, a.Gateway
 
 	a.Server, err = server.New(server.Config{
 		Keys:           a.Keys,
@@ -314,6 +336,9 @@ func (a *App) Close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ParseNetworks reads KEYGATE_MCP_ALLOWED_NETWORKS: comma-separated CIDRs.
+func ParseNetworks(s string) ([]netip.Prefix, error) { return mcp.ParseNetworks(s) }
 
 // RedactURL drops credentials and the query (which may carry a password)
 // from a URL before it is logged.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -43,6 +44,25 @@ type Config struct {
 	DecisionCacheSize int // 0: off
 	MCPSyncInterval   time.Duration
 	DebugAddr         string // profiler listener; "": off
+
+	// TLSCertFile and TLSKeyFile serve HTTPS (both or neither); SIGHUP
+	// reloads them.
+	TLSCertFile string
+	TLSKeyFile  string
+
+	// EncryptionKey is the keyring upstream secrets are sealed with at
+	// rest (storage.ParseKeyring); "" on SQLite: a development key in
+	// DataDir. Required with Postgres and with DB.
+	EncryptionKey string
+
+	// The _FILE twins of the secret settings: read by ReadSecretFiles.
+	DatabaseURLFile   string
+	JWTSecretFile     string
+	EncryptionKeyFile string
+
+	// MCPAllowedNetworks are the non-public networks (loopback, private,
+	// link-local, …) upstream MCP servers may be reached in; none by default.
+	MCPAllowedNetworks []netip.Prefix
 
 	Version string
 	Logger  *slog.Logger // nil: discard
@@ -150,6 +170,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("KEYGATE_SHUTDOWN_TIMEOUT must be positive, got %s", c.ShutdownTimeout))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("KEYGATE_TLS_CERT_FILE and KEYGATE_TLS_KEY_FILE must be set together"))
+	}
+	if c.JWKSURL != "" && c.JWTIssuer == "" {
+		errs = append(errs, errors.New("KEYGATE_JWT_ISSUER is required with KEYGATE_JWKS_URL: without it any token of the identity provider would do"))
+	}
+	if c.JWKSURL != "" && c.JWTAudience == "" {
+		errs = append(errs, errors.New("KEYGATE_JWT_AUDIENCE is required with KEYGATE_JWKS_URL: without it a token the identity provider issued for another service would do"))
 	}
 	return errors.Join(errs...)
 }

@@ -23,8 +23,9 @@ func startDebug(ctx context.Context, addr string, logger *slog.Logger) (string, 
 		return "", err
 	}
 	mux := http.NewServeMux()
+	// No pprof.Cmdline: the command line may carry a secret (--jwt-secret),
+	// and Index answers /debug/pprof/cmdline with 404.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

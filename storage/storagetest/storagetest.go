@@ -144,3 +144,16 @@ func ForEachDB(t *testing.T, fn func(t *testing.T, db *storage.DB)) {
 		fn(t, MustOpenPostgres(t))
 	})
 }
+
+// KeyringText is the fixed keyring tests seal secrets with.
+const KeyringText = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+// Keyring returns the test keyring (KeyringText).
+func Keyring(tb testing.TB) *storage.Keyring {
+	tb.Helper()
+	k, err := storage.ParseKeyring(KeyringText)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
