@@ -26,6 +26,7 @@ func newOutageApp(t *testing.T, dbURL string, opts ...func(*Config)) *App {
 		opt(&cfg)
 	}
 	cfg.JWTSecret = "outage-test-secret-of-at-least-32-bytes"
+	cfg.EncryptionKey = storagetest.KeyringText
 	if cfg.FlushInterval == Defaults().FlushInterval {
 		cfg.FlushInterval = 20 * time.Millisecond
 	}

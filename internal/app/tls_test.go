@@ -57,6 +57,7 @@ func TestServeTLS_ReloadsTheCertificate(t *testing.T) {
 	cfg.EncryptionKey = storagetest.KeyringText
 	cfg.Addr = "127.0.0.1:0"
 	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	cfg.DataDir = dir
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := New(ctx, cfg)
 	if err != nil {
