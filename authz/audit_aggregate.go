@@ -34,8 +34,8 @@ type RefusalAggregator struct {
 	opts RefusalAggregatorOptions
 
 	mu       sync.Mutex
-	entries  map[refusalKey]*refusalEntry
-	overflow map[refusalKey]*refusalEntry // address left out, when entries is full
+	entries  churnMap[refusalKey, *refusalEntry]
+	overflow churnMap[refusalKey, *refusalEntry] // address left out, when entries is full
 	closed   bool
 	stop     chan struct{}
 	done     chan struct{}
@@ -62,8 +62,10 @@ func NewRefusalAggregator(next AuditRecorder, opts RefusalAggregatorOptions) *Re
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	a := &RefusalAggregator{next: next, opts: opts, entries: map[refusalKey]*refusalEntry{},
-		overflow: map[refusalKey]*refusalEntry{}, stop: make(chan struct{}), done: make(chan struct{})}
+	a := &RefusalAggregator{next: next, opts: opts,
+		entries:  newChurnMap[refusalKey, *refusalEntry](opts.MaxEntries),
+		overflow: newChurnMap[refusalKey, *refusalEntry](opts.MaxEntries),
+		stop:     make(chan struct{}), done: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -83,10 +85,10 @@ func (a *RefusalAggregator) Record(ev AuditEvent) {
 		return
 	}
 	k := refusalKey{tenant: ev.TenantID, key: ev.ActorID, ip: ev.IP, reason: ev.Reason}
-	e := a.entries[k]
-	if e == nil && len(a.entries) >= a.opts.MaxEntries {
+	e, _ := a.entries.get(k)
+	if e == nil && a.entries.len() >= a.opts.MaxEntries {
 		k = refusalKey{tenant: ev.TenantID, reason: ev.Reason}
-		if e = a.overflow[k]; e == nil {
+		if e, _ = a.overflow.get(k); e == nil {
 			ev.ActorID, ev.TargetID, ev.IP, ev.UserAgent, ev.RequestID, ev.TraceID = "", "", "", "", "", ""
 			if ev.TenantID == "" {
 				ev.ActorType = ActorTypeAnonymous
@@ -97,12 +99,12 @@ func (a *RefusalAggregator) Record(ev AuditEvent) {
 			}
 			ev.Details["addresses"] = "many: more than the aggregator tracks at once"
 			e = &refusalEntry{ev: ev, first: ev.OccurredAt}
-			a.overflow[k] = e
+			a.overflow.put(k, e)
 		}
 	}
 	if e == nil {
 		e = &refusalEntry{ev: ev, first: ev.OccurredAt}
-		a.entries[k] = e
+		a.entries.put(k, e)
 	}
 	e.count++
 	e.last = ev.OccurredAt
@@ -129,7 +131,7 @@ func (a *RefusalAggregator) Close(ctx context.Context) error {
 func (a *RefusalAggregator) Pending() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.entries) + len(a.overflow)
+	return a.entries.len() + a.overflow.len()
 }
 
 func (a *RefusalAggregator) run() {
@@ -154,12 +156,16 @@ func (a *RefusalAggregator) flush(all bool) {
 	if all {
 		a.closed = true
 	}
-	for _, m := range []map[refusalKey]*refusalEntry{a.entries, a.overflow} {
-		for k, e := range m {
+	for _, m := range []*churnMap[refusalKey, *refusalEntry]{&a.entries, &a.overflow} {
+		var done []refusalKey
+		for k, e := range m.m {
 			if all || !now.Before(e.first.Add(a.opts.Interval)) {
 				due = append(due, e)
-				delete(m, k)
+				done = append(done, k)
 			}
+		}
+		for _, k := range done {
+			m.delete(k)
 		}
 	}
 	a.mu.Unlock()

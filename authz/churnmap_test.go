@@ -1,9 +1,12 @@
 package authz
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -63,6 +66,32 @@ func TestBoundedCachesStayBoundedInBytes(t *testing.T) {
 			}
 			return &c
 		}, maxPrincipalTerms * 300},
+		{"failed-authentication budgets of 10,000 addresses", func(n int) any {
+			l := NewFailureLimiter(FailureLimiterOptions{MaxAddresses: 10_000})
+			for i := range n {
+				l.Fail(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).String())
+			}
+			return l
+		}, 10_000 * 250},
+		{"refusals counted for 1,000 addresses a minute", func(n int) any {
+			clk := time.Unix(0, 0)
+			rec := discardRecorder{}
+			a := NewRefusalAggregator(rec, RefusalAggregatorOptions{MaxEntries: 1000, Now: func() time.Time { return clk }})
+			// Closed, its timer is stopped; reopened, the test flushes by hand.
+			_ = a.Close(context.Background())
+			a.closed = false
+			for i := range n {
+				if i > 0 && i%2000 == 0 { // a minute passes every 2,000 refusals
+					clk = clk.Add(time.Minute)
+					a.Flush()
+				}
+				a.Record(AuditEvent{Action: AuditAuthFailed, IP: fmt.Sprint("10.0.", i%5000), Reason: "unknown key", OccurredAt: clk})
+			}
+			if a.Pending() < 1000 {
+				panic(fmt.Sprintf("%d refusals pending, want the cap", a.Pending()))
+			}
+			return a
+		}, 1000 * 1000},
 	}
 	for _, tc := range tests {
 		var sizes []uint64
@@ -80,3 +109,7 @@ func TestBoundedCachesStayBoundedInBytes(t *testing.T) {
 		}
 	}
 }
+
+type discardRecorder struct{}
+
+func (discardRecorder) Record(AuditEvent) {}

@@ -63,7 +63,7 @@ const limiterShards = 64
 
 type limiterShard struct {
 	mu  sync.Mutex
-	m   map[string]*failureBucket
+	m   churnMap[string, *failureBucket]
 	lru list.List // of *failureBucket; the front failed most recently
 }
 
@@ -98,7 +98,7 @@ func NewFailureLimiter(opts FailureLimiterOptions) *FailureLimiter {
 	}
 	l := &FailureLimiter{opts: opts, seed: maphash.MakeSeed(), perShard: opts.MaxAddresses/limiterShards + 1}
 	for i := range l.shards {
-		l.shards[i].m = make(map[string]*failureBucket)
+		l.shards[i].m = newChurnMap[string, *failureBucket](l.perShard)
 	}
 	return l
 }
@@ -148,7 +148,7 @@ func (l *FailureLimiter) Over(addr string) time.Duration {
 	}
 	s, key, now := l.lock(addr)
 	defer s.mu.Unlock()
-	b := s.m[key]
+	b, _ := s.m.get(key)
 	if b == nil {
 		return 0
 	}
@@ -170,10 +170,10 @@ func (l *FailureLimiter) Fail(addr string) {
 	}
 	s, key, now := l.lock(addr)
 	defer s.mu.Unlock()
-	b := s.m[key]
+	b, _ := s.m.get(key)
 	if b == nil {
 		b = &failureBucket{addr: key, tokens: float64(l.opts.Burst), at: now}
-		s.m[key] = b
+		s.m.put(key, b)
 		b.elem = s.lru.PushFront(b)
 		for s.lru.Len() > l.perShard {
 			s.remove(s.lru.Back().Value.(*failureBucket))
@@ -195,7 +195,7 @@ func (l *FailureLimiter) Refuse(ctx context.Context, addr, credential string, wa
 	}
 	s, key, now := l.lock(addr)
 	logIt := false
-	if b := s.m[key]; b != nil && (b.logged == 0 || now-b.logged >= int64(l.opts.LogInterval)) {
+	if b, _ := s.m.get(key); b != nil && (b.logged == 0 || now-b.logged >= int64(l.opts.LogInterval)) {
 		b.logged, logIt = now, true
 	}
 	s.mu.Unlock()
@@ -226,5 +226,5 @@ func (l *FailureLimiter) Addresses() int {
 // remove forgets b; the caller holds s.mu.
 func (s *limiterShard) remove(b *failureBucket) {
 	s.lru.Remove(b.elem)
-	delete(s.m, b.addr)
+	s.m.delete(b.addr)
 }
