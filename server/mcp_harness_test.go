@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/storage"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -81,13 +82,17 @@ func newTestUpstream(t *testing.T, tools ...string) *testUpstream {
 	return u
 }
 
-// bearerTransport adds a fixed Authorization header to every request.
-type bearerTransport struct{ token string }
+// bearerTransport adds a fixed Authorization header to every request and
+// sends it on next, which checks the exchange against the OpenAPI document.
+type bearerTransport struct {
+	token string
+	next  http.RoundTripper
+}
 
 func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
-	return http.DefaultTransport.RoundTrip(r)
+	return b.next.RoundTrip(r)
 }
 
 // mcpConnect opens an MCP client session on base/mcp with an API key.
@@ -97,7 +102,7 @@ func mcpConnect(t *testing.T, base, token string) *sdk.ClientSession {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cs, err := cl.Connect(ctx, &sdk.StreamableClientTransport{
-		Endpoint: base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{token}}, MaxRetries: -1,
+		Endpoint: base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{token, openapitest.NewTransport(t, nil)}}, MaxRetries: -1,
 	}, nil)
 	if err != nil {
 		t.Fatalf("connect to /mcp: %v", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
@@ -357,7 +358,7 @@ func TestMCPEndpointThroughTheRouter(t *testing.T) {
 			"/.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server/mcp",
 			"/.well-known/openid-configuration",
 		} {
-			resp, err := http.Get(base + path)
+			resp, err := openapitest.Client(t).Get(base + path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -366,7 +367,7 @@ func TestMCPEndpointThroughTheRouter(t *testing.T) {
 				t.Fatalf("%s: %d, want 404 so clients start no OAuth flow", path, resp.StatusCode)
 			}
 		}
-		resp, err := http.Post(base+"/mcp", "application/json", strings.NewReader(`{}`))
+		resp, err := openapitest.Client(t).Post(base+"/mcp", "application/json", strings.NewReader(`{}`))
 		if err != nil {
 			t.Fatal(err)
 		}
