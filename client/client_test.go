@@ -167,10 +167,13 @@ func TestClientAgainstKeygate(t *testing.T) {
 
 	t.Run("mcp", func(t *testing.T) {
 		upstream := apptest.Upstream(t, "search", "delete_repo")
-		srv, err := admin.CreateMCPServer(ctx, client.CreateMCPServerRequest{Name: "github", URL: upstream + "/?apikey=secret",
+		srv, err := admin.CreateMCPServer(ctx, client.CreateMCPServerRequest{Name: "github", URL: upstream.URL + "/?apikey=secret",
 			Headers: map[string]string{"Authorization": "Bearer upstream-secret"}})
 		if err != nil || srv.SyncError != "" || srv.LastSyncedAt == nil || strings.Contains(srv.URL, "secret") {
 			t.Fatalf("create: %+v %v", srv, err)
+		}
+		if got := upstream.Authorization(); got != "Bearer upstream-secret" {
+			t.Fatalf("the upstream got Authorization %q, want the header registered", got)
 		}
 		timeout := 5000
 		if srv, err = admin.UpdateMCPServer(ctx, srv.ID, client.UpdateMCPServerRequest{TimeoutMS: &timeout, ClearHeaders: true}); err != nil || srv.TimeoutMS != timeout {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/authztest"
 	"github.com/keygate/keygate/storage"
@@ -29,6 +30,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode) // for the in-process tests
 	dir, err := os.MkdirTemp("", "keygate-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,9 +68,23 @@ func (i *Instance) Token(tenant, user string, roles ...string) string {
 	return tok
 }
 
+// UpstreamServer is an MCP server on loopback.
+type UpstreamServer struct {
+	URL  string
+	mu   sync.Mutex
+	auth string
+}
+
+// Authorization is the Authorization header of the last request it got.
+func (u *UpstreamServer) Authorization() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.auth
+}
+
 // Upstream serves an MCP server on loopback whose tools echo their "text"
-// argument, until the test ends, and returns its URL.
-func Upstream(tb testing.TB, tools ...string) string {
+// argument, until the test ends.
+func Upstream(tb testing.TB, tools ...string) *UpstreamServer {
 	tb.Helper()
 	s := sdk.NewServer(&sdk.Implementation{Name: "upstream", Version: "1"}, nil)
 	for _, name := range tools {
@@ -80,10 +95,18 @@ func Upstream(tb testing.TB, tools ...string) string {
 				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: name + ": " + in.Text}}}, nil, nil
 			})
 	}
-	ts := httptest.NewServer(sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil))
+	u := &UpstreamServer{}
+	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.auth = r.Header.Get("Authorization")
+		u.mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
 	tb.Cleanup(func() {
 		ts.CloseClientConnections()
 		ts.Close()
 	})
-	return ts.URL
+	u.URL = ts.URL
+	return u
 }

@@ -5,6 +5,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"sync"
 	"testing"
@@ -93,4 +96,21 @@ func (tr *Transport) Seen() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Proxy serves, until the test ends, a reverse proxy to target that checks
+// every exchange through it, for programs whose HTTP client a test cannot
+// reach (the command line). It returns the proxy's URL.
+func Proxy(t testing.TB, target string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = NewTransport(t, nil)
+	rp.FlushInterval = -1 // event streams pass at once
+	ts := httptest.NewServer(rp)
+	t.Cleanup(ts.Close)
+	return ts.URL
 }
