@@ -172,7 +172,7 @@ func TestClientAgainstKeygate(t *testing.T) {
 		if err != nil || srv.SyncError != "" || srv.LastSyncedAt == nil || strings.Contains(srv.URL, "secret") {
 			t.Fatalf("create: %+v %v", srv, err)
 		}
-		if got := upstream.Authorization(); got != "Bearer upstream-secret" {
+		if got := <-upstream.Auth; got != "Bearer upstream-secret" {
 			t.Fatalf("the upstream got Authorization %q, want the header registered", got)
 		}
 		timeout := 5000

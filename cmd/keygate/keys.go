@@ -16,15 +16,6 @@ import (
 
 // runKeys manages API keys on a running keygate.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	byID := func(name, usage string, do func(s *session, id string) error) *cli.Command {
-		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "KEY_ID", Action: action(true, func(s *session, c *cli.Command) error {
-			id, err := oneID(c, "KEY_ID")
-			if err != nil {
-				return err
-			}
-			return do(s, id)
-		})}
-	}
 	setEnabled := func(on bool) func(s *session, id string) error {
 		return func(s *session, id string) error {
 			key, err := s.client.UpdateKey(s.ctx, id, client.UpdateKeyRequest{Enabled: &on})
@@ -102,7 +93,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					return s.out.table([]string{"ID", "NAME", "START", "USER", "ENABLED", "EXPIRES", "LAST USED"}, rows)
 				}),
 			},
-			byID("get", "show one key", func(s *session, id string) error {
+			byID("get", "show one key", "KEY_ID", func(s *session, id string) error {
 				key, err := s.client.GetKey(s.ctx, id)
 				if err != nil {
 					return err
@@ -138,17 +129,10 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					return s.printKey(key)
 				}),
 			},
-			byID("enable", "turn a key on", setEnabled(true)),
-			byID("disable", "turn a key off; it stops working at once", setEnabled(false)),
-			byID("delete", "delete a key; it stops working at once", func(s *session, id string) error {
-				if err := s.client.DeleteKey(s.ctx, id); err != nil {
-					return err
-				}
-				if s.out.json {
-					return s.out.JSON(map[string]any{"id": id, "deleted": true})
-				}
-				_, err := fmt.Fprintf(s.out.w, "key %s deleted\n", id)
-				return err
+			byID("enable", "turn a key on", "KEY_ID", setEnabled(true)),
+			byID("disable", "turn a key off; it stops working at once", "KEY_ID", setEnabled(false)),
+			byID("delete", "delete a key; it stops working at once", "KEY_ID", func(s *session, id string) error {
+				return s.deleted("key", id, s.client.DeleteKey(s.ctx, id))
 			}),
 		},
 	}, args, stdout, stderr)

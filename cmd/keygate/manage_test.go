@@ -148,8 +148,8 @@ func TestManagementCLI(t *testing.T) {
 	up := apptest.Upstream(t, "search", "delete_repo")
 	var srv struct{ ID, SyncError string }
 	kg.run("mcp", "servers", "create", "github", up.URL, "--header", "Authorization: Bearer a,b", "--call-timeout", "5s", "-o", "json").ok("register").json(&srv)
-	if srv.SyncError != "" || up.Authorization() != "Bearer a,b" {
-		t.Fatalf("register: %+v; the upstream got Authorization %q", srv, up.Authorization())
+	if got := <-up.Auth; srv.SyncError != "" || got != "Bearer a,b" {
+		t.Fatalf("register: %+v; the upstream got Authorization %q", srv, got)
 	}
 	if l := kg.run("mcp", "servers", "list").ok("servers"); !strings.Contains(l.stdout, "github") || strings.Contains(l.stdout, "Bearer") {
 		t.Fatalf("servers list, never the headers:\n%s", l.stdout)

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -17,15 +16,6 @@ import (
 
 // runMCP manages the upstream MCP servers behind keygate's /mcp.
 func runMCP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	byID := func(name, usage string, do func(s *session, id string) error) *cli.Command {
-		return &cli.Command{Name: name, Usage: usage, ArgsUsage: "SERVER_ID", Action: action(true, func(s *session, c *cli.Command) error {
-			id, err := oneID(c, "SERVER_ID")
-			if err != nil {
-				return err
-			}
-			return do(s, id)
-		})}
-	}
 	servers := &cli.Command{
 		Name: "servers", Usage: "the tenant's upstream MCP servers (tenant admins)",
 		Commands: []*cli.Command{
@@ -50,7 +40,7 @@ func runMCP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 					return s.out.table([]string{"ID", "NAME", "URL", "ENABLED", "LAST SYNCED", "SYNC ERROR"}, rows)
 				}),
 			},
-			byID("get", "show one server", func(s *session, id string) error {
+			byID("get", "show one server", "SERVER_ID", func(s *session, id string) error {
 				srv, err := s.client.GetMCPServer(s.ctx, id)
 				if err != nil {
 					return err
@@ -91,7 +81,7 @@ func runMCP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 					return s.printServer(srv)
 				}),
 			},
-			byID("sync", "refresh a server's tool catalog now", func(s *session, id string) error {
+			byID("sync", "refresh a server's tool catalog now", "SERVER_ID", func(s *session, id string) error {
 				report, err := s.client.SyncMCPServer(s.ctx, id)
 				if err != nil {
 					return err
@@ -102,15 +92,8 @@ func runMCP(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				return s.out.fields("server", report.Server.Name, "tools", strconv.Itoa(len(report.Tools)),
 					"added", list(report.Added), "removed", list(report.Removed), "changed", list(report.Changed), "skipped", list(report.Skipped))
 			}),
-			byID("delete", "remove a server; its tools leave /mcp at once", func(s *session, id string) error {
-				if err := s.client.DeleteMCPServer(s.ctx, id); err != nil {
-					return err
-				}
-				if s.out.json {
-					return s.out.JSON(map[string]any{"id": id, "deleted": true})
-				}
-				_, err := fmt.Fprintf(s.out.w, "MCP server %s deleted\n", id)
-				return err
+			byID("delete", "remove a server; its tools leave /mcp at once", "SERVER_ID", func(s *session, id string) error {
+				return s.deleted("MCP server", id, s.client.DeleteMCPServer(s.ctx, id))
 			}),
 		},
 	}

@@ -134,6 +134,29 @@ func pageSize(limit int) int {
 	return limit
 }
 
+// byID is a command on one thing, named by its id (arg) as the argument.
+func byID(name, usage, arg string, do func(s *session, id string) error) *cli.Command {
+	return &cli.Command{Name: name, Usage: usage, ArgsUsage: arg, Action: action(true, func(s *session, c *cli.Command) error {
+		id, err := oneID(c, arg)
+		if err != nil {
+			return err
+		}
+		return do(s, id)
+	})}
+}
+
+// deleted reports the outcome of a deletion.
+func (s *session) deleted(what, id string, err error) error {
+	if err != nil {
+		return err
+	}
+	if s.out.json {
+		return s.out.JSON(map[string]any{"id": id, "deleted": true})
+	}
+	_, err = fmt.Fprintf(s.out.w, "%s %s deleted\n", what, id)
+	return err
+}
+
 // oneID reads the single argument of a command on one thing.
 func oneID(c *cli.Command, what string) (string, error) {
 	if c.NArg() != 1 || c.Args().First() == "" {

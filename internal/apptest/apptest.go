@@ -70,20 +70,15 @@ func (i *Instance) Token(tenant, user string, roles ...string) string {
 
 // UpstreamServer is an MCP server on loopback.
 type UpstreamServer struct {
-	URL  string
-	mu   sync.Mutex
-	auth string
-}
-
-// Authorization is the Authorization header of the last request it got.
-func (u *UpstreamServer) Authorization() string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.auth
+	URL string
+	// Auth holds the Authorization header of each request, the first 1,000.
+	Auth chan string
+	// Close stops it at once, connections and all; it may be called again.
+	Close func()
 }
 
 // Upstream serves an MCP server on loopback whose tools echo their "text"
-// argument, until the test ends.
+// argument, until Close or the end of the test.
 func Upstream(tb testing.TB, tools ...string) *UpstreamServer {
 	tb.Helper()
 	s := sdk.NewServer(&sdk.Implementation{Name: "upstream", Version: "1"}, nil)
@@ -95,18 +90,22 @@ func Upstream(tb testing.TB, tools ...string) *UpstreamServer {
 				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: name + ": " + in.Text}}}, nil, nil
 			})
 	}
-	u := &UpstreamServer{}
+	u := &UpstreamServer{Auth: make(chan string, 1000)}
 	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.mu.Lock()
-		u.auth = r.Header.Get("Authorization")
-		u.mu.Unlock()
+		select {
+		case u.Auth <- r.Header.Get("Authorization"):
+		default:
+		}
 		h.ServeHTTP(w, r)
 	}))
-	tb.Cleanup(func() {
-		ts.CloseClientConnections()
-		ts.Close()
-	})
-	u.URL = ts.URL
+	var once sync.Once
+	u.URL, u.Close = ts.URL, func() {
+		once.Do(func() {
+			ts.CloseClientConnections()
+			ts.Close()
+		})
+	}
+	tb.Cleanup(u.Close)
 	return u
 }
