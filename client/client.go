@@ -171,7 +171,7 @@ func (c *Client) send(ctx context.Context, cl call, target string, body []byte) 
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }() // everything needed was read
 	answer, err := io.ReadAll(io.LimitReader(res.Body, MaxAnswerBytes+1))
 	if err != nil {
 		return 0, nil, nil, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -55,7 +56,7 @@ func runAuthorize(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err == nil {
 		return nil
 	}
-	if e, ok := err.(exitStatus); ok && e.code == 1 {
+	if e := (exitStatus{}); errors.As(err, &e) && e.code == 1 {
 		return err // denied
 	}
 	return exitStatus{code: 2, err: err} // usage, network or a problem: no decision

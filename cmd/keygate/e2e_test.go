@@ -453,7 +453,7 @@ func TestCLI(t *testing.T) {
 	dataDir := t.TempDir()
 	run := func(args ...string) (string, string, error) {
 		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "KEYGATE_DATA_DIR="+dataDir, "KEYGATE_JWT_SECRET=", "KEYGATE_DATABASE_URL=")
+		cmd.Env = append(os.Environ(), "KEYGATE_DATA_DIR="+dataDir, "KEYGATE_JWT_SECRET=", "KEYGATE_DATABASE_URL=", "KEYGATE_TOKEN=")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
@@ -481,12 +481,18 @@ func TestCLI(t *testing.T) {
 		{"token without user", []string{"token", "--tenant", "t"}, "--tenant and --user are required"},
 		{"bad flag", []string{"serve", "--nope"}, "flag provided but not defined"},
 		{"migrate without verb", []string{"migrate"}, "exactly one"},
+		{"keys without a token", []string{"keys", "list"}, "KEYGATE_TOKEN"},
+		{"authorize without a question", []string{"authorize"}, "not set"},
 	} {
 		_, stderr, err := run(tc.args...)
 		var exit *exec.ExitError
 		if err == nil || !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(stderr, tc.text) {
 			t.Errorf("%s: err %v, stderr %q: want exit 2 saying %q", tc.note, err, stderr, tc.text)
 		}
+	}
+	doc, _, err := run("openapi")
+	if err != nil || !strings.HasPrefix(doc, "{\n  \"openapi\": \"3.1.0\"") {
+		t.Fatalf("openapi prints the document: %.60q %v", doc, err)
 	}
 	_, stderr, err := run("serve", "--addr", "127.0.0.1:0", "--database-url", "mysql://x")
 	if err == nil || !strings.Contains(stderr, "sqlite") {
