@@ -12,6 +12,7 @@ import (
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/internal/apptest"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/storage"
 )
@@ -57,7 +58,7 @@ func (k *keygate) api(method, path string, body any, want int) map[string]any {
 	}
 	req.Header.Set("Authorization", "Bearer "+k.admin)
 	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	res, err := openapitest.Client(k.tb).Do(req) // checked against the OpenAPI document
 	if err != nil {
 		k.tb.Fatal(err)
 	}
