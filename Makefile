@@ -69,6 +69,10 @@ lint: ## gofmt, go vet, golangci-lint and opa fmt
 	$(LINT) run ./...
 	@test -z "$$($(OPA) fmt --list policies opa-tests)" || { echo "run make fmt"; exit 1; }
 
+.PHONY: docs
+docs: ## write docs/api.md from the OpenAPI document, server/openapi.yaml (a test fails when it is stale)
+	$(GO) run ./cmd/keygate-docs -o docs/api.md
+
 .PHONY: fmt
 fmt: ## format Go and Rego sources
 	gofmt -w $$(git ls-files '*.go')

@@ -2,22 +2,19 @@ package mcp_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/app"
+	"github.com/keygate/keygate/internal/apptest"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/mcp"
-	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
-	"github.com/keygate/keygate/storage/storagetest"
 )
 
 // keygate is the whole service in-process as internal/app builds it for
@@ -34,34 +31,14 @@ type keygate struct {
 
 func newKeygate(tb testing.TB, logger *slog.Logger) *keygate {
 	tb.Helper()
-	db := storagetest.MustOpenSQLite(tb)
-	cfg := app.Defaults()
-	cfg.DB, cfg.Migrate = db, false
-	cfg.DataDir = tb.TempDir() // the audit spool's
-	cfg.Logger = logger
-	cfg.JWTSecret = "interop-secret-of-at-least-32-bytes!"
-	cfg.FlushInterval = 50 * time.Millisecond
-	cfg.Version = "test"
-	cfg.MCPAllowedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	cfg.EncryptionKey = storagetest.KeyringText
-	a, err := app.New(context.Background(), cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ts := httptest.NewServer(a.Handler())
-	tb.Cleanup(func() {
-		a.Gateway.EndSessions()
-		ts.CloseClientConnections()
-		ts.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = a.Close(ctx)
+	inst := apptest.Start(tb, func(cfg *app.Config) {
+		if logger != nil {
+			cfg.Logger = logger
+		}
+		cfg.FlushInterval = 50 * time.Millisecond
 	})
-	admin, err := server.SignHS256(a.JWT, "acme", "admin", []string{authz.RoleAdmin}, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &keygate{tb: tb, base: ts.URL, admin: admin, gw: a.Gateway, db: db, audit: a.Audit}
+	a := inst.App
+	return &keygate{tb: tb, base: inst.URL, admin: inst.Token("acme", "admin", authz.RoleAdmin), gw: a.Gateway, db: a.DB, audit: a.Audit}
 }
 
 // api calls the management API as the tenant admin and decodes the answer.
@@ -81,7 +58,7 @@ func (k *keygate) api(method, path string, body any, want int) map[string]any {
 	}
 	req.Header.Set("Authorization", "Bearer "+k.admin)
 	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	res, err := openapitest.Client(k.tb).Do(req) // checked against the OpenAPI document
 	if err != nil {
 		k.tb.Fatal(err)
 	}

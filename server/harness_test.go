@@ -18,6 +18,7 @@ import (
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/authztest"
 	"github.com/keygate/keygate/internal/app"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
@@ -126,7 +127,31 @@ func (h *harness) do(method, path, auth string, body any, headers ...string) res
 	}
 	rec := httptest.NewRecorder()
 	h.srv.ServeHTTP(rec, req)
-	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	res := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	h.checkContract(req, body, res)
+	return res
+}
+
+// checkContract holds every exchange of every handler test to the OpenAPI
+// document (internal/openapitest has the rules).
+func (h *harness) checkContract(req *http.Request, body any, res response) {
+	h.t.Helper()
+	contract, err := openapitest.Load()
+	if err != nil { // Errorf: do may run on another goroutine
+		h.t.Errorf("OpenAPI: %v", err)
+		return
+	}
+	var sent []byte
+	switch b := body.(type) {
+	case nil:
+	case string:
+		sent = []byte(b)
+	default:
+		sent, _ = json.Marshal(b)
+	}
+	if _, err := contract.Check(openapitest.Exchange{Request: req, Body: sent, Status: res.status, Header: res.header, ResponseBody: res.body}); err != nil {
+		h.t.Errorf("OpenAPI: %s %s → %d: %v\nanswer: %.600s", req.Method, req.URL.RequestURI(), res.status, err, res.body)
+	}
 }
 
 // createKey creates a key as the given JWT and returns its id and token.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/apptest"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/storage"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -40,54 +42,24 @@ func (h *mcpHarness) listen() string {
 	return ts.URL
 }
 
-// testUpstream is an in-process go-sdk MCP server on loopback that records
-// the Authorization headers it is sent.
-type testUpstream struct {
-	url   string
-	close func()
-	auth  chan string
-}
-
-func newTestUpstream(t *testing.T, tools ...string) *testUpstream {
+// newTestUpstream is an in-process go-sdk MCP server on loopback that
+// records the Authorization headers it is sent.
+func newTestUpstream(t *testing.T, tools ...string) *apptest.UpstreamServer {
 	t.Helper()
-	s := sdk.NewServer(&sdk.Implementation{Name: "upstream", Version: "1"}, nil)
-	for _, name := range tools {
-		sdk.AddTool(s, &sdk.Tool{Name: name, Description: "echoes " + name},
-			func(_ context.Context, _ *sdk.CallToolRequest, in struct {
-				Text string `json:"text"`
-			}) (*sdk.CallToolResult, any, error) {
-				return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: name + ": " + in.Text}}}, nil, nil
-			})
-	}
-	u := &testUpstream{auth: make(chan string, 1000)}
-	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, nil)
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case u.auth <- r.Header.Get("Authorization"):
-		default:
-		}
-		h.ServeHTTP(w, r)
-	}))
-	u.url = ts.URL
-	closed := false
-	u.close = func() {
-		if !closed {
-			closed = true
-			ts.CloseClientConnections()
-			ts.Close()
-		}
-	}
-	t.Cleanup(u.close)
-	return u
+	return apptest.Upstream(t, tools...)
 }
 
-// bearerTransport adds a fixed Authorization header to every request.
-type bearerTransport struct{ token string }
+// bearerTransport adds a fixed Authorization header to every request and
+// sends it on next, which checks the exchange against the OpenAPI document.
+type bearerTransport struct {
+	token string
+	next  http.RoundTripper
+}
 
 func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
-	return http.DefaultTransport.RoundTrip(r)
+	return b.next.RoundTrip(r)
 }
 
 // mcpConnect opens an MCP client session on base/mcp with an API key.
@@ -97,7 +69,7 @@ func mcpConnect(t *testing.T, base, token string) *sdk.ClientSession {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cs, err := cl.Connect(ctx, &sdk.StreamableClientTransport{
-		Endpoint: base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{token}}, MaxRetries: -1,
+		Endpoint: base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{token, openapitest.NewTransport(t, nil)}}, MaxRetries: -1,
 	}, nil)
 	if err != nil {
 		t.Fatalf("connect to /mcp: %v", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
@@ -41,7 +42,7 @@ func TestMCPServerLifecycle(t *testing.T) {
 	admin := h.jwt("t1", "root", "admin")
 
 	m := h.createServer(admin, map[string]any{
-		"name": "github", "url": up.url, "headers": map[string]string{"Authorization": "Bearer up-cred"}, "timeout_ms": 5000,
+		"name": "github", "url": up.URL, "headers": map[string]string{"Authorization": "Bearer up-cred"}, "timeout_ms": 5000,
 	})
 	id := m["id"].(string)
 	for _, field := range []string{"id", "tenant_id", "user_id", "name", "url", "enabled", "timeout_ms", "last_synced_at", "sync_error", "created_at", "updated_at"} {
@@ -55,7 +56,7 @@ func TestMCPServerLifecycle(t *testing.T) {
 	if m["enabled"] != true || m["timeout_ms"] != 5000.0 || m["sync_error"] != "" || m["last_synced_at"] == nil || m["user_id"] != "root" {
 		t.Fatalf("created server %v: want enabled, synced at once", m)
 	}
-	if got := <-up.auth; got != "Bearer up-cred" {
+	if got := <-up.Auth; got != "Bearer up-cred" {
 		t.Fatalf("the upstream was sent Authorization %q", got)
 	}
 
@@ -90,10 +91,10 @@ func TestMCPServerLifecycle(t *testing.T) {
 	if r := sync.json(t); len(r["tools"].([]any)) != 2 || len(r["added"].([]any)) != 0 || r["server"].(map[string]any)["sync_error"] != "" {
 		t.Fatalf("sync report %v", r)
 	}
-	for len(up.auth) > 1 {
-		<-up.auth
+	for len(up.Auth) > 1 {
+		<-up.Auth
 	}
-	if got := <-up.auth; got != "" {
+	if got := <-up.Auth; got != "" {
 		t.Fatalf("after clearing the headers the upstream was sent Authorization %q", got)
 	}
 
@@ -132,9 +133,9 @@ func TestMCPServerRefusesBadInput(t *testing.T) {
 	h := newMCPHarness(t, storagetest.MustOpenSQLite(t))
 	admin := h.jwt("t1", "root", "admin")
 	up := newTestUpstream(t, "search")
-	h.createServer(admin, map[string]any{"name": "taken", "url": up.url})
+	h.createServer(admin, map[string]any{"name": "taken", "url": up.URL})
 	ok := func(extra map[string]any) map[string]any {
-		body := map[string]any{"name": "fresh", "url": up.url}
+		body := map[string]any{"name": "fresh", "url": up.URL}
 		for k, v := range extra {
 			body[k] = v
 		}
@@ -153,7 +154,7 @@ func TestMCPServerRefusesBadInput(t *testing.T) {
 	}{
 		{"not JSON", `{"name":`, 400, "malformed", ""},
 		{"unknown field", ok(map[string]any{"tools": []string{}}), 422, "invalid", "tools"},
-		{"missing name", map[string]any{"url": up.url}, 422, "invalid", "name"},
+		{"missing name", map[string]any{"url": up.URL}, 422, "invalid", "name"},
 		{"missing url", map[string]any{"name": "x"}, 422, "invalid", "url"},
 		{"upper case name", ok(map[string]any{"name": "GitHub"}), 422, "invalid", "name"},
 		{"underscore in name", ok(map[string]any{"name": "git_hub"}), 422, "invalid", "name"},
@@ -211,11 +212,11 @@ func TestMCPServerRights(t *testing.T) {
 
 	// Upstreams are an admin's decision: a member registers none, not even
 	// at an address that passes every other check.
-	wantProblem(t, "member registers", h.do("POST", "/api/v1/mcp-servers", alice, map[string]any{"name": "evil", "url": up.url}), 403, "forbidden", "")
-	h.createServer(admin, map[string]any{"name": "roots", "url": up.url})
+	wantProblem(t, "member registers", h.do("POST", "/api/v1/mcp-servers", alice, map[string]any{"name": "evil", "url": up.URL}), 403, "forbidden", "")
+	h.createServer(admin, map[string]any{"name": "roots", "url": up.URL})
 	// A server a member registered before upstreams were admin-only stays
 	// theirs to read, and only an admin's to change.
-	legacy := &authz.MCPServer{TenantID: "t1", UserID: "alice", Name: "alices", URL: up.url, Enabled: true, TimeoutMS: 1000,
+	legacy := &authz.MCPServer{TenantID: "t1", UserID: "alice", Name: "alices", URL: up.URL, Enabled: true, TimeoutMS: 1000,
 		CreatedAt: h.clock.Now(), UpdatedAt: h.clock.Now()}
 	legacy.ID, _ = authz.NewID(h.clock.Now(), nil)
 	if err := h.mcp.Store.CreateMCPServer(context.Background(), legacy); err != nil {
@@ -274,13 +275,13 @@ func TestMCPServerUnreachableUpstream(t *testing.T) {
 	h := newMCPHarness(t, storagetest.MustOpenSQLite(t))
 	admin := h.jwt("t1", "root", "admin")
 	up := newTestUpstream(t, "search")
-	m := h.createServer(admin, map[string]any{"name": "github", "url": up.url})
+	m := h.createServer(admin, map[string]any{"name": "github", "url": up.URL})
 	id := m["id"].(string)
-	up.close()
+	up.Close()
 
 	res := h.do("POST", "/api/v1/mcp-servers/"+id+"/sync", admin, nil)
 	wantProblem(t, "sync of a dead upstream", res, 503, "unavailable", "")
-	if !strings.Contains(string(res.body), `MCP server \"github\" could not be synced`) || strings.Contains(string(res.body), up.url) {
+	if !strings.Contains(string(res.body), `MCP server \"github\" could not be synced`) || strings.Contains(string(res.body), up.URL) {
 		t.Fatalf("problem %s: want the reason without the URL", res.body)
 	}
 	got := h.do("GET", "/api/v1/mcp-servers/"+id, admin, nil).json(t)
@@ -293,8 +294,8 @@ func TestMCPServerUnreachableUpstream(t *testing.T) {
 	}
 
 	dead := newTestUpstream(t)
-	dead.close()
-	created := h.createServer(admin, map[string]any{"name": "never", "url": dead.url})
+	dead.Close()
+	created := h.createServer(admin, map[string]any{"name": "never", "url": dead.URL})
 	if created["sync_error"] == "" || created["last_synced_at"] == nil {
 		t.Fatalf("a server created while its upstream is down: %v (want 201 with the sync error)", created)
 	}
@@ -310,7 +311,7 @@ func TestMCPEndpointThroughTheRouter(t *testing.T) {
 		base := h.listen()
 		admin := h.jwt("t1", "root", "admin")
 		up := newTestUpstream(t, "search", "delete_repo")
-		h.createServer(admin, map[string]any{"name": "github", "url": up.url})
+		h.createServer(admin, map[string]any{"name": "github", "url": up.URL})
 		keyID, token := h.createKey(admin, "bot", map[string]any{"mcp_tool_ids": []string{"github__search"}})
 
 		cs := mcpConnect(t, base, token)
@@ -357,7 +358,7 @@ func TestMCPEndpointThroughTheRouter(t *testing.T) {
 			"/.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server/mcp",
 			"/.well-known/openid-configuration",
 		} {
-			resp, err := http.Get(base + path)
+			resp, err := openapitest.Client(t).Get(base + path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -366,7 +367,7 @@ func TestMCPEndpointThroughTheRouter(t *testing.T) {
 				t.Fatalf("%s: %d, want 404 so clients start no OAuth flow", path, resp.StatusCode)
 			}
 		}
-		resp, err := http.Post(base+"/mcp", "application/json", strings.NewReader(`{}`))
+		resp, err := openapitest.Client(t).Post(base+"/mcp", "application/json", strings.NewReader(`{}`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -395,7 +396,7 @@ func TestMCPHeadersNeverLeak(t *testing.T) {
 
 		up := newTestUpstream(t, "search")
 		res := record(h.do("POST", "/api/v1/mcp-servers", admin, map[string]any{
-			"name": "github", "url": up.url, "headers": map[string]string{"Authorization": "Bearer " + secret, "X-Extra": secret},
+			"name": "github", "url": up.URL, "headers": map[string]string{"Authorization": "Bearer " + secret, "X-Extra": secret},
 		}))
 		id := res.json(t)["id"].(string)
 		record(h.do("GET", "/api/v1/mcp-servers/"+id, admin, nil))
@@ -404,16 +405,16 @@ func TestMCPHeadersNeverLeak(t *testing.T) {
 		record(h.do("POST", "/api/v1/mcp-servers/"+id+"/sync", admin, nil))
 		record(h.do("GET", "/api/v1/mcp-tools", admin, nil))
 		// Refused inputs carrying secrets.
-		record(h.do("POST", "/api/v1/mcp-servers", admin, map[string]any{"name": "x", "url": up.url, "headers": map[string]string{"X-A": secret + "\n"}}))
+		record(h.do("POST", "/api/v1/mcp-servers", admin, map[string]any{"name": "x", "url": up.URL, "headers": map[string]string{"X-A": secret + "\n"}}))
 		record(h.do("PATCH", "/api/v1/mcp-servers/"+id, admin, map[string]any{"headers": map[string]string{"Host": secret}}))
-		record(h.do("POST", "/api/v1/mcp-servers", admin, map[string]any{"name": "github", "url": up.url, "headers": map[string]string{"X-A": secret}}))
+		record(h.do("POST", "/api/v1/mcp-servers", admin, map[string]any{"name": "github", "url": up.URL, "headers": map[string]string{"X-A": secret}}))
 
 		_, token := h.createKey(admin, "bot", map[string]any{"mcp_tool_ids": []string{"*"}})
 		cs := mcpConnect(t, base, token)
 		if _, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "github__search", Arguments: map[string]any{"text": "x"}}); err != nil {
 			t.Fatal(err)
 		}
-		up.close()
+		up.Close()
 		res2, _ := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "github__search"})
 		if res2 == nil || !res2.IsError {
 			t.Fatalf("a call to a dead upstream: %+v", res2)

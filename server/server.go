@@ -26,8 +26,9 @@ type Config struct {
 	TrustedProxies []string             // whose X-Forwarded-For is believed; none by default
 	TracerProvider trace.TracerProvider // nil: no HTTP spans
 	Version        string
-	// Mounts are extra handlers on the same port, such as the MCP gateway
-	// at /mcp, keyed by path prefix.
+	// Mounts are extra handlers on the same port, keyed by path, served
+	// for GET, POST and DELETE (the methods of MCP's streamable HTTP
+	// transport): the MCP gateway at /mcp.
 	Mounts map[string]http.Handler
 	// MCP is the upstream MCP server registry under /api/v1/mcp-servers and
 	// /api/v1/mcp-tools; nil leaves those routes out.
@@ -75,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 
 	r.GET("/healthz", func(c *gin.Context) { writeJSON(c, http.StatusOK, gin.H{"status": "ok", "version": cfg.Version}) })
 	r.GET("/readyz", s.readyz)
+	r.GET("/openapi.json", s.openAPI)
 
 	v1 := r.Group("/v1")
 	v1.POST("/authorize", s.authorize)
@@ -94,13 +96,18 @@ func New(cfg Config) (*Server, error) {
 		s.mcpRoutes(api)
 	}
 
-	for prefix, h := range cfg.Mounts {
-		r.Any(prefix, gin.WrapH(h))
-		r.Any(prefix+"/*rest", gin.WrapH(h))
+	for path, h := range cfg.Mounts {
+		for _, m := range mountMethods {
+			r.Handle(m, path, gin.WrapH(h))
+		}
 	}
 	s.router = r
 	return s, nil
 }
+
+// mountMethods are the methods a mount is served for; any other is a 405
+// problem, as everywhere else.
+var mountMethods = []string{http.MethodGet, http.MethodPost, http.MethodDelete}
 
 // Router returns the gin engine, for tests and for mounting more routes.
 func (s *Server) Router() *gin.Engine { return s.router }

@@ -158,7 +158,7 @@ func (i *instance) initialize(t *testing.T, token string) int {
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
-	res, err := http.DefaultClient.Do(req)
+	res, err := i.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func mcpClient(t *testing.T, k *instance, token string) *sdk.ClientSession {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := sdk.NewClient(&sdk.Implementation{Name: "abuse", Version: "1"}, nil).Connect(ctx, &sdk.StreamableClientTransport{
-		Endpoint: k.base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{token}}, MaxRetries: -1}, nil)
+		Endpoint: k.base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{token, k.http.Transport}}, MaxRetries: -1}, nil)
 	if err != nil {
 		t.Fatalf("connect to /mcp: %v", err)
 	}

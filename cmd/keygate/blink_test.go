@@ -313,7 +313,7 @@ func authorize(k *instance, requestID, token, flow string) (int, string, error) 
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Request-Id", requestID)
-	res, err := http.DefaultClient.Do(req)
+	res, err := k.http.Do(req)
 	if err != nil {
 		return 0, "", err
 	}

@@ -19,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/authztest"
+	"github.com/keygate/keygate/client"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
 )
@@ -29,6 +32,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode) // for the in-process tests
 	dir, err := os.MkdirTemp("", "keygate-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -62,6 +66,7 @@ type instance struct {
 	stdout  *authztest.SyncBuffer
 	stderr  *authztest.SyncBuffer
 	exited  chan error
+	http    *http.Client // checks every exchange against the OpenAPI document
 }
 
 func freePort(t *testing.T) int {
@@ -89,7 +94,8 @@ func start(t *testing.T, dataDir, dbURL string, settings ...string) *instance {
 	}
 	cmd.Env = append(cmd.Env, settings...)
 	inst := &instance{t: t, cmd: cmd, base: "http://" + addr, dataDir: dataDir, dbURL: dbURL,
-		stdout: &authztest.SyncBuffer{}, stderr: &authztest.SyncBuffer{}, exited: make(chan error, 1)}
+		stdout: &authztest.SyncBuffer{}, stderr: &authztest.SyncBuffer{}, exited: make(chan error, 1),
+		http: openapitest.Client(t)}
 	cmd.Stdout, cmd.Stderr = inst.stdout, inst.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -105,7 +111,7 @@ func start(t *testing.T, dataDir, dbURL string, settings ...string) *instance {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res, err := http.Get(inst.base + "/readyz")
+		res, err := inst.http.Get(inst.base + "/readyz")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
@@ -197,7 +203,7 @@ func (i *instance) send(method, path, bearer string, body any, header http.Heade
 	for name, values := range header {
 		req.Header[name] = values
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := i.http.Do(req)
 	if err != nil {
 		i.t.Fatal(err)
 	}
@@ -256,70 +262,71 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-// scenario walks the README's curl session and then the harder cases.
+// scenario walks the README's session, through the Go client, and then the
+// harder cases.
 func scenario(t *testing.T, k *instance) {
 	admin := k.devToken()
 	if strings.Count(admin, ".") != 2 {
 		t.Fatalf("printed token %q is not a JWT", admin)
 	}
+	ctx := context.Background()
+	c := k.client(admin)
 
 	// The README: create a key, an allowed check, a denied check, disable,
 	// check again, delete.
-	created := k.call("POST", "/api/v1/api-keys", admin, map[string]any{
-		"name": "support-bot", "permission_scope": map[string]any{
-			"agent_ids": []string{"support-agent"}, "flow_ids": []string{"triage-*"}, "mcp_tool_ids": []string{"github__*"}}})
-	want(t, "create", created, 201, "")
-	id, token := created.body["id"].(string), created.body["token"].(string)
-	want(t, "allowed", k.check(token, "flow", "triage-daily", "execute"), 200, "ALLOWED")
-	denied := k.check(token, "flow", "billing-export", "execute")
-	want(t, "denied", denied, 200, "DENIED")
-	if !strings.Contains(denied.raw, `billing-export`) {
-		t.Fatalf("a denial must say why: %s", denied.raw)
+	created, err := c.CreateKey(ctx, client.CreateKeyRequest{Name: "support-bot", PermissionScope: client.Scope{
+		AgentIDs: []string{"support-agent"}, FlowIDs: []string{"triage-*"}, MCPToolIDs: []string{"github__*"}}})
+	noError(t, "create", err)
+	id, token := created.ID, created.Token
+	wantDecision(t, "allowed", k.decide(token, "flow", "triage-daily", "execute"), client.DecisionAllowed)
+	denied := k.decide(token, "flow", "billing-export", "execute")
+	wantDecision(t, "denied", denied, client.DecisionDenied)
+	if !strings.Contains(strings.Join(denied.Reasons, " "), `billing-export`) {
+		t.Fatalf("a denial must say why: %+v", denied)
 	}
-	want(t, "disable", k.call("PATCH", "/api/v1/api-keys/"+id, admin, map[string]any{"enabled": false}), 200, "")
-	want(t, "disabled key", k.check(token, "flow", "triage-daily", "execute"), 200, "KEY_DISABLED")
-	want(t, "enable", k.call("PATCH", "/api/v1/api-keys/"+id, admin, map[string]any{"enabled": true}), 200, "")
-	want(t, "enabled again", k.check(token, "flow", "triage-daily", "execute"), 200, "ALLOWED")
+	_, err = c.DisableKey(ctx, id)
+	noError(t, "disable", err)
+	wantDecision(t, "disabled key", k.decide(token, "flow", "triage-daily", "execute"), client.DecisionKeyDisabled)
+	_, err = c.EnableKey(ctx, id)
+	noError(t, "enable", err)
+	wantDecision(t, "enabled again", k.decide(token, "flow", "triage-daily", "execute"), client.DecisionAllowed)
 	want(t, "no profiler on the public listener", k.call("GET", "/debug/pprof/", admin, nil), 404, "not_found")
-	want(t, "delete", k.call("DELETE", "/api/v1/api-keys/"+id, admin, nil), 204, "")
-	want(t, "deleted key", k.check(token, "flow", "triage-daily", "execute"), 200, "KEY_INVALID")
+	noError(t, "delete", c.DeleteKey(ctx, id))
+	wantDecision(t, "deleted key", k.decide(token, "flow", "triage-daily", "execute"), client.DecisionKeyInvalid)
 
 	// An expiring key works until its expiry and not after.
-	exp := time.Now().Add(1500 * time.Millisecond).UTC().Format(time.RFC3339Nano)
-	expiring := k.call("POST", "/api/v1/api-keys", admin, map[string]any{
-		"name": "short-lived", "permission_scope": map[string]any{"flow_ids": []string{"*"}}, "expires_at": exp})
-	want(t, "create expiring", expiring, 201, "")
-	expToken := expiring.body["token"].(string)
-	want(t, "before expiry", k.check(expToken, "flow", "f", "read"), 200, "ALLOWED")
+	exp := time.Now().Add(1500 * time.Millisecond).UTC()
+	expiring, err := c.CreateKey(ctx, client.CreateKeyRequest{Name: "short-lived",
+		PermissionScope: client.Scope{FlowIDs: []string{"*"}}, ExpiresAt: &exp})
+	noError(t, "create expiring", err)
+	wantDecision(t, "before expiry", k.decide(expiring.Token, "flow", "f", "read"), client.DecisionAllowed)
 	waitFor(t, "the key to expire", 10*time.Second, func() bool {
-		return k.check(expToken, "flow", "f", "read").body["code"] == "KEY_EXPIRED"
+		return k.decide(expiring.Token, "flow", "f", "read").Code == client.DecisionKeyExpired
 	})
 
 	// Another tenant's key is invisible and its scope does not reach here.
-	other := strings.TrimSpace(k.cli("token", "--tenant", "acme", "--user", "eve", "--role", "admin"))
-	theirs := k.call("POST", "/api/v1/api-keys", other, map[string]any{"name": "theirs", "permission_scope": map[string]any{"flow_ids": []string{"*"}}})
-	want(t, "other tenant creates", theirs, 201, "")
-	theirID := theirs.body["id"].(string)
-	for _, m := range []string{"GET", "PATCH", "DELETE"} {
-		var body any
-		if m == "PATCH" {
-			body = map[string]any{"enabled": false}
-		}
-		want(t, m+" another tenant's key", k.call(m, "/api/v1/api-keys/"+theirID, admin, body), 404, "not_found")
-	}
-	cross := k.call("POST", "/v1/authorize", "", map[string]any{"api_key": theirs.body["token"],
-		"resource": map[string]any{"type": "flow", "id": "f1", "tenant_id": "default"}, "action": "read"})
-	want(t, "cross-tenant resource", cross, 200, "DENIED")
+	other := k.client(strings.TrimSpace(k.cli("token", "--tenant", "acme", "--user", "eve", "--role", "admin")))
+	theirs, err := other.CreateKey(ctx, client.CreateKeyRequest{Name: "theirs", PermissionScope: client.Scope{FlowIDs: []string{"*"}}})
+	noError(t, "other tenant creates", err)
+	_, err = c.GetKey(ctx, theirs.ID)
+	wantProblem(t, "GET another tenant's key", err, 404, client.CodeNotFound)
+	_, err = c.DisableKey(ctx, theirs.ID)
+	wantProblem(t, "PATCH another tenant's key", err, 404, client.CodeNotFound)
+	wantProblem(t, "DELETE another tenant's key", c.DeleteKey(ctx, theirs.ID), 404, client.CodeNotFound)
+	cross, err := c.Authorize(ctx, client.AuthorizeRequest{APIKey: theirs.Token,
+		Resource: client.Resource{Type: "flow", ID: "f1", TenantID: "default"}, Action: "read"})
+	noError(t, "cross-tenant resource", err)
+	wantDecision(t, "cross-tenant resource", cross, client.DecisionDenied)
 
 	// Mistyped and random tokens are refused.
 	random, err := authz.NewToken(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := theirs.body["token"].(string)
+	good := theirs.Token
 	mistyped := good[:10] + swapCase(good[10]) + good[11:]
 	for note, tok := range map[string]string{"random": random, "mistyped": mistyped, "garbage": "pk_123"} {
-		want(t, note+" token", k.check(tok, "flow", "f1", "read"), 200, "KEY_INVALID")
+		wantDecision(t, note+" token", k.decide(tok, "flow", "f1", "read"), client.DecisionKeyInvalid)
 	}
 
 	// 50 concurrent creates of one name: exactly one wins.
@@ -329,7 +336,16 @@ func scenario(t *testing.T, k *instance) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			statuses <- k.call("POST", "/api/v1/api-keys", admin, map[string]any{"name": "race", "permission_scope": map[string]any{}}).status
+			_, err := c.CreateKey(ctx, client.CreateKeyRequest{Name: "race"})
+			var e *client.Error
+			switch {
+			case err == nil:
+				statuses <- 201
+			case errors.As(err, &e):
+				statuses <- e.Status
+			default:
+				statuses <- 0
+			}
 		}()
 	}
 	wg.Wait()
@@ -342,10 +358,54 @@ func scenario(t *testing.T, k *instance) {
 		t.Fatalf("50 concurrent creates: %v, want one 201 and 49 409", counts)
 	}
 
-	who := k.call("GET", "/v1/whoami", good, nil)
-	want(t, "whoami", who, 200, "")
-	if who.body["tenant_id"] != "acme" || who.body["name"] != "theirs" {
-		t.Fatalf("whoami: %s", who.raw)
+	who, err := c.WhoAmI(ctx, good)
+	noError(t, "whoami", err)
+	if who.TenantID != "acme" || who.Name != "theirs" {
+		t.Fatalf("whoami: %+v", who)
+	}
+}
+
+// client is a Go client of the instance, every exchange checked against
+// the OpenAPI document.
+func (i *instance) client(token string) *client.Client {
+	i.t.Helper()
+	c, err := client.New(i.base, client.WithToken(token), client.WithHTTPClient(i.http))
+	if err != nil {
+		i.t.Fatal(err)
+	}
+	return c
+}
+
+// decide asks one question through the client.
+func (i *instance) decide(token, rtype, id, action string) *client.Decision {
+	i.t.Helper()
+	d, err := i.client("").Authorize(context.Background(), client.AuthorizeRequest{APIKey: token,
+		Resource: client.Resource{Type: rtype, ID: id}, Action: action})
+	if err != nil {
+		i.t.Fatalf("authorize: %v", err)
+	}
+	return d
+}
+
+func noError(t *testing.T, note string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", note, err)
+	}
+}
+
+func wantDecision(t *testing.T, note string, d *client.Decision, code string) {
+	t.Helper()
+	if d.Code != code || d.Allowed != (code == client.DecisionAllowed) {
+		t.Fatalf("%s: %+v, want %s", note, d, code)
+	}
+}
+
+func wantProblem(t *testing.T, note string, err error, status int, code string) {
+	t.Helper()
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != status || e.Code != code {
+		t.Fatalf("%s: %v, want a %d %s problem", note, err, status, code)
 	}
 }
 
@@ -393,7 +453,7 @@ func TestCLI(t *testing.T) {
 	dataDir := t.TempDir()
 	run := func(args ...string) (string, string, error) {
 		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "KEYGATE_DATA_DIR="+dataDir, "KEYGATE_JWT_SECRET=", "KEYGATE_DATABASE_URL=")
+		cmd.Env = append(os.Environ(), "KEYGATE_DATA_DIR="+dataDir, "KEYGATE_JWT_SECRET=", "KEYGATE_DATABASE_URL=", "KEYGATE_TOKEN=")
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
@@ -421,12 +481,18 @@ func TestCLI(t *testing.T) {
 		{"token without user", []string{"token", "--tenant", "t"}, "--tenant and --user are required"},
 		{"bad flag", []string{"serve", "--nope"}, "flag provided but not defined"},
 		{"migrate without verb", []string{"migrate"}, "exactly one"},
+		{"keys without a token", []string{"keys", "list"}, "KEYGATE_TOKEN"},
+		{"authorize without a question", []string{"authorize"}, "not set"},
 	} {
 		_, stderr, err := run(tc.args...)
 		var exit *exec.ExitError
 		if err == nil || !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(stderr, tc.text) {
 			t.Errorf("%s: err %v, stderr %q: want exit 2 saying %q", tc.note, err, stderr, tc.text)
 		}
+	}
+	doc, _, err := run("openapi")
+	if err != nil || !strings.HasPrefix(doc, "{\n  \"openapi\": \"3.1.0\"") {
+		t.Fatalf("openapi prints the document: %.60q %v", doc, err)
 	}
 	_, stderr, err := run("serve", "--addr", "127.0.0.1:0", "--database-url", "mysql://x")
 	if err == nil || !strings.Contains(stderr, "sqlite") {

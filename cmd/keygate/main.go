@@ -1,5 +1,6 @@
-// Command keygate runs the keygate authorization service and its tools:
-// serve, migrate, token and version.
+// Command keygate runs the keygate authorization service and its tools
+// (serve, migrate, token, secrets, openapi, version), and manages a running
+// keygate over its HTTP API (keys, audit, mcp, authorize).
 package main
 
 import (
@@ -28,9 +29,17 @@ Usage:
   keygate migrate up|down|status [flags]      manage the database schema
   keygate token --tenant T --user U [--role R] print a management JWT
   keygate secrets generate-key|rotate [flags] make a key for sealing secrets; seal them all with the first key
+  keygate openapi [--yaml]                    print the OpenAPI 3.1 document of the HTTP API
   keygate version                             print the version
 
-Run "keygate <command> -h" for a command's flags. Every flag has a KEYGATE_* environment twin.
+Manage a running keygate (KEYGATE_URL, default http://127.0.0.1:8080; KEYGATE_TOKEN, a management JWT):
+  keygate keys create|list|get|update|enable|disable|delete
+  keygate audit list
+  keygate mcp servers list|get|create|sync|delete, keygate mcp tools list
+  keygate authorize --type T --id ID --action A   one decision; exit 0 allowed, 1 denied, 2 error
+
+Tables by default, -o json for scripts. Run "keygate <command> -h" for a command's flags.
+Every flag has a KEYGATE_* environment twin.
 `
 
 func main() {
@@ -39,8 +48,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "keygate:", err)
+		if msg := err.Error(); msg != "" && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "keygate:", strings.TrimPrefix(msg, "keygate: "))
 		}
 		os.Exit(exitCode(err))
 	}
@@ -52,6 +61,10 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func exitCode(err error) int {
+	var status exitStatus
+	if errors.As(err, &status) {
+		return status.code
+	}
 	var u usageError
 	if errors.As(err, &u) || errors.Is(err, flag.ErrHelp) {
 		return 2
@@ -74,6 +87,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runToken(rest, stdout, stderr)
 	case "secrets":
 		return runSecrets(ctx, rest, stdout, stderr)
+	case "openapi":
+		return runOpenAPI(ctx, rest, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, rest, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, rest, stdout, stderr)
+	case "mcp":
+		return runMCP(ctx, rest, stdout, stderr)
+	case "authorize":
+		return runAuthorize(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "keygate %s (%s, OPA %s)\n", version, runtime.Version(), opaVersion())
 		return nil

@@ -15,12 +15,17 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-type bearerTransport struct{ token string }
+// bearerTransport adds a fixed Authorization header to every request and
+// sends it on next, which checks the exchange against the OpenAPI document.
+type bearerTransport struct {
+	token string
+	next  http.RoundTripper
+}
 
 func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
-	return http.DefaultTransport.RoundTrip(r)
+	return b.next.RoundTrip(r)
 }
 
 // TestMCPGatewayEndToEnd runs the real binary as an MCP gateway in front of
@@ -62,7 +67,7 @@ func TestMCPGatewayEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cs, err := cl.Connect(ctx, &sdk.StreamableClientTransport{
-		Endpoint: inst.base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{key.body["token"].(string)}}, MaxRetries: -1,
+		Endpoint: inst.base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{key.body["token"].(string), inst.http.Transport}}, MaxRetries: -1,
 	}, nil)
 	if err != nil {
 		t.Fatalf("connect to /mcp: %v\n%s", err, inst.stderr.String())
