@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +85,8 @@ type cacheShard struct {
 }
 
 // cacheEntry is one cached key: what authentication needs, nothing more.
+// A key rotated with a grace period has two entries, one for each token;
+// the previous token's entry says until when that token works.
 type cacheEntry struct {
 	hash         [32]byte
 	prev, next   *cacheEntry
@@ -90,8 +94,13 @@ type cacheEntry struct {
 	loaded       int64 // Unix nanoseconds; when the store said so
 	expiresAt    *time.Time
 	enabled      bool
+	previous     bool       // the entry is of the key's previous token
+	credits      bool       // the key has usage credits
 	readySlot    int32      // index in the shard's ready ring, -1 when not there
-	text         string     // key id, name and scope; see newCacheEntry
+	graceUntil   int64      // Unix nanoseconds; with previous, when that token stops
+	rate         RateLimit  // zero: no rate limit
+	meta         []byte     // shared by the entry's principals; nil: none
+	text         string     // key id, name, external id and scope; see newCacheEntry
 	tenant, user string     // interned
 	principal    *Principal // while the entry is among its shard's ready ones
 }
@@ -230,8 +239,14 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	cancel()
 	c.loads.Add(1)
 	if err == nil {
-		load.entry = newCacheEntry(h, key, now, now+int64(c.opts.TTL))
-		load.principal = load.entry.newPrincipal()
+		// The store finds a key by its token or its previous token.
+		previous := !EqualHashes(key.Hash, hash)
+		if previous && (key.PreviousHash == "" || !EqualHashes(key.PreviousHash, hash)) {
+			err = Errorf(ENOTFOUND, "no key has this hash")
+		} else {
+			load.entry = newCacheEntry(h, key, previous, now, now+int64(c.opts.TTL))
+			load.principal = load.entry.newPrincipal()
+		}
 	}
 	load.err = err
 
@@ -257,12 +272,14 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 }
 
 // newCacheEntry keeps what authentication needs of key, compactly: whether
-// it is enabled, its expiry, its tenant and user interned, and the rest in
-// one string: the key id and name, then each scope list (ResourceTypes
-// order) as its length and entries, every string prefixed with its length
-// as a uvarint. A principal's strings are then substrings of it.
-func newCacheEntry(h [32]byte, key *APIKey, loaded, expires int64) *cacheEntry {
-	n := 2*binary.MaxVarintLen64 + len(key.ID) + len(key.Name)
+// it is enabled, its expiry and limits, its tenant and user interned, and
+// the rest in one string: the key id, name and external id, then each
+// scope list (ResourceTypes order) as its length and entries, every string
+// prefixed with its length as a uvarint. A principal's strings are then
+// substrings of it. previous says h is the key's previous token's.
+func newCacheEntry(h [32]byte, key *APIKey, previous bool, loaded, expires int64) *cacheEntry {
+	extID := deref(key.ExternalID)
+	n := 3*binary.MaxVarintLen64 + len(key.ID) + len(key.Name) + len(extID)
 	for _, rt := range ResourceTypes() {
 		n += binary.MaxVarintLen64
 		for _, id := range key.Scope.IDs(rt) {
@@ -272,6 +289,7 @@ func newCacheEntry(h [32]byte, key *APIKey, loaded, expires int64) *cacheEntry {
 	b := make([]byte, 0, n)
 	b = appendString(b, key.ID)
 	b = appendString(b, key.Name)
+	b = appendString(b, extID)
 	for _, rt := range ResourceTypes() {
 		ids := key.Scope.IDs(rt)
 		b = binary.AppendUvarint(b, uint64(len(ids)))
@@ -279,9 +297,24 @@ func newCacheEntry(h [32]byte, key *APIKey, loaded, expires int64) *cacheEntry {
 			b = appendString(b, id)
 		}
 	}
-	return &cacheEntry{hash: h, loaded: loaded, expires: expires, enabled: key.Enabled, readySlot: -1, text: string(b),
+	e := &cacheEntry{hash: h, loaded: loaded, expires: expires, enabled: key.Enabled, readySlot: -1, text: string(b),
 		tenant: unique.Make(key.TenantID).Value(), user: unique.Make(key.UserID).Value(),
-		expiresAt: copyTime(key.ExpiresAt)}
+		expiresAt: copyTime(key.ExpiresAt), credits: key.Credits != nil, previous: previous}
+	if key.RateLimit != nil {
+		e.rate = *key.RateLimit
+	}
+	if len(key.Meta) > 0 {
+		e.meta = slices.Clone(key.Meta)
+	}
+	if previous {
+		// A previous token without an expiry stopped at once; the entry
+		// keeps saying so until its TTL, sparing the store the lookups.
+		e.graceUntil = 1
+		if key.PreviousExpiresAt != nil {
+			e.graceUntil = key.PreviousExpiresAt.UnixNano()
+		}
+	}
+	return e
 }
 
 func appendString(b []byte, s string) []byte {
@@ -321,8 +354,12 @@ func (e *cacheEntry) keyID() string {
 // in a new allocation.
 func (e *cacheEntry) newPrincipal() *Principal {
 	r := textReader{s: e.text}
-	p := &Principal{KeyID: r.string(), KeyName: r.string(), TenantID: e.tenant, UserID: e.user,
-		ExpiresAt: e.expiresAt, snapshot: e}
+	p := &Principal{KeyID: r.string(), KeyName: r.string(), ExternalID: r.string(), TenantID: e.tenant, UserID: e.user,
+		ExpiresAt: e.expiresAt, Meta: json.RawMessage(e.meta), Credits: e.credits, snapshot: e}
+	if e.rate.Limit > 0 {
+		rate := e.rate
+		p.RateLimit = &rate
+	}
 	p.self = p
 	var lists [4][]string
 	for i := range lists {
@@ -349,19 +386,36 @@ func (s *cacheShard) makeReady(e *cacheEntry, p *Principal) {
 }
 
 // key presents the entry as the APIKey authentication reads, with p, the
-// entry's principal, shared by the requests it serves.
+// entry's principal, shared by the requests it serves. The entry of a
+// previous token holds hash as the previous hash, with its expiry.
 func (e *cacheEntry) key(p *Principal, hash string) *APIKey {
-	return &APIKey{
+	k := &APIKey{
 		ID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID,
 		Scope: p.Scope, Enabled: e.enabled, ExpiresAt: p.ExpiresAt, Hash: hash,
 		principal: p,
 	}
+	if e.previous {
+		stops := time.Unix(0, e.graceUntil).UTC()
+		k.Hash, k.PreviousHash, k.PreviousExpiresAt = "", hash, &stops
+	}
+	return k
+}
+
+// entryIDKey is the key of e in its shard's byID map: the id's, inverted
+// for a previous token's entry, so a key's two entries do not evict each
+// other.
+func (c *KeyCache) entryIDKey(e *cacheEntry) uint64 {
+	k := c.idKey(e.keyID())
+	if e.previous {
+		k = ^k
+	}
+	return k
 }
 
 // add caches e in s, whose lock the caller holds, evicting the least
 // recently used keys beyond the shard's share of MaxEntries.
 func (c *KeyCache) add(s *cacheShard, e *cacheEntry) {
-	k, idk := c.hashKey(e.hash), c.idKey(e.keyID())
+	k, idk := c.hashKey(e.hash), c.entryIDKey(e)
 	if old := s.entries[k]; old != nil {
 		s.remove(c, old)
 	}
@@ -390,7 +444,7 @@ func (s *cacheShard) remove(c *KeyCache, e *cacheEntry) {
 	if k := c.hashKey(e.hash); s.entries[k] == e {
 		delete(s.entries, k)
 	}
-	if k := c.idKey(e.keyID()); s.byID[k] == e {
+	if k := c.entryIDKey(e); s.byID[k] == e {
 		delete(s.byID, k)
 	}
 	s.size--
@@ -448,8 +502,10 @@ func (c *KeyCache) Invalidate(change KeyChange) {
 	case change.KeyID != "":
 		idk := c.idKey(change.KeyID)
 		c.each(func(s *cacheShard) {
-			if e := s.byID[idk]; e != nil && e.keyID() == change.KeyID {
-				s.remove(c, e)
+			for _, k := range [2]uint64{idk, ^idk} {
+				if e := s.byID[k]; e != nil && e.keyID() == change.KeyID {
+					s.remove(c, e)
+				}
 			}
 		})
 	case change.TenantID != "":
