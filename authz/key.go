@@ -299,8 +299,8 @@ type APIKeyFilter struct {
 	Name     *string // exactly this name: at most one key, names being unique in a tenant
 	// ExternalID selects the keys of one external id.
 	ExternalID *string
-	Cursor   string
-	Limit    int
+	Cursor     string
+	Limit      int
 }
 
 // APIKeyPage is one page of keys and the cursor of the next, "" at the end.

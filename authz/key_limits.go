@@ -10,16 +10,16 @@ import (
 
 // Bounds on what a key may carry besides its scope.
 const (
-	MaxRateLimit        = 1_000_000             // requests per window
-	MinRateWindow       = time.Second           // shortest rate limit window
-	MaxRateWindow       = 24 * time.Hour        // longest rate limit window
-	MaxCredits          = 1_000_000_000_000     // credits remaining, and a refill's amount
-	MinRefillInterval   = time.Minute           // shortest refill interval
-	MaxRefillInterval   = 366 * 24 * time.Hour  // longest refill interval
-	MaxMetaBytes        = 4096                  // a key's meta, as compact JSON
-	MaxExternalIDLen    = 200                   // bytes of a key's external_id
-	MaxRotationGrace    = 7 * 24 * time.Hour    // longest a rotated key's previous token keeps working
-	maxMetaDepth        = 16                    // nesting of meta's objects and arrays
+	MaxRateLimit        = 1_000_000              // requests per window
+	MinRateWindow       = time.Second            // shortest rate limit window
+	MaxRateWindow       = 24 * time.Hour         // longest rate limit window
+	MaxCredits          = 1_000_000_000_000      // credits remaining, and a refill's amount
+	MinRefillInterval   = time.Minute            // shortest refill interval
+	MaxRefillInterval   = 366 * 24 * time.Hour   // longest refill interval
+	MaxMetaBytes        = 4096                   // a key's meta, as compact JSON
+	MaxExternalIDLen    = 200                    // bytes of a key's external_id
+	MaxRotationGrace    = 7 * 24 * time.Hour     // longest a rotated key's previous token keeps working
+	maxMetaDepth        = 16                     // nesting of meta's objects and arrays
 	rateLimitWindowName = "rate_limit.window_ms" // the field a window error names
 )
 

@@ -102,7 +102,7 @@ func (s *KeyService) CreateKey(ctx context.Context, in CreateKeyInput) (*APIKey,
 	enabled := true
 	if err := allowInput(ctx, s.Policy, ManagementInput{
 		Actor: *actor, Action: ActionCreate,
-		Target:  ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID, UserID: actor.UserID},
+		Target: ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID, UserID: actor.UserID},
 		Change: &APIKeyUpdate{Name: &in.Name, Enabled: &enabled, SetExpiresAt: in.ExpiresAt != nil, ExpiresAt: in.ExpiresAt, Scope: &in.Scope,
 			SetExternalID: in.ExternalID != nil, ExternalID: in.ExternalID, SetMeta: in.Meta != nil, Meta: in.Meta,
 			SetRateLimit: in.RateLimit != nil, RateLimit: in.RateLimit, SetCredits: in.Credits != nil, Credits: in.Credits},
