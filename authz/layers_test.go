@@ -27,6 +27,7 @@ func TestLayers(t *testing.T) {
 		{"storage imports no other adapter", "../storage", notModule(module, "authz", "migrations")},
 		{"server imports no other adapter", "../server", notModule(module, "authz")},
 		{"mcp imports no other adapter", "../mcp", notModule(module, "authz")},
+		{"redis imports no other adapter", "../redis", notModule(module, "authz")},
 	}
 	for _, tc := range tests {
 		files, err := filepath.Glob(filepath.Join(tc.dir, "*.go"))
