@@ -78,7 +78,7 @@ func TestCreditsValidationAndLimits(t *testing.T) {
 		field string // "" valid
 	}{
 		{"every limit within bounds", authz.CreateKeyInput{RateLimit: &authz.RateLimit{Limit: 1, WindowMS: 1000},
-			Credits: &authz.Credits{Remaining: 0, Refill: &authz.CreditRefill{Amount: 1, IntervalMS: 60_000}},
+			Credits:    &authz.Credits{Remaining: 0, Refill: &authz.CreditRefill{Amount: 1, IntervalMS: 60_000}},
 			ExternalID: ptr("cus_1"), Meta: json.RawMessage(`{"plan": "pro"}`)}, ""},
 		{"a zero limit", authz.CreateKeyInput{RateLimit: &authz.RateLimit{Limit: 0, WindowMS: 1000}}, "rate_limit.limit"},
 		{"a window under a second", authz.CreateKeyInput{RateLimit: &authz.RateLimit{Limit: 1, WindowMS: 999}}, "rate_limit.window_ms"},
