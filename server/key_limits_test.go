@@ -2,7 +2,7 @@ package server_test
 
 import (
 	"context"
-	"net/http"
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -12,9 +12,12 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/mcp"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage"
 	"github.com/keygate/keygate/storage/storagetest"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 func TestRateLimitedKey(t *testing.T) {
@@ -246,4 +249,41 @@ func toString(v any) string {
 	return b.String()
 }
 
-var _ = http.StatusOK
+// TestLimitedKeyOnMCP: a tools/call over the key's rate limit or credits
+// is a JSON-RPC error saying so; tools/list is not limited.
+func TestLimitedKeyOnMCP(t *testing.T) {
+	t.Parallel()
+	h := newMCPHarness(t, storagetest.MustOpenSQLite(t))
+	base := h.listen()
+	admin := h.jwt("t1", "root", "admin")
+	up := newTestUpstream(t, "search")
+	h.createServer(admin, map[string]any{"name": "github", "url": up.url})
+	scope := map[string]any{"mcp_tool_ids": []string{"github__search"}}
+	_, limited := h.createKey(admin, "limited", scope, "rate_limit", map[string]any{"limit": 1, "window_ms": 60000})
+	_, paid := h.createKey(admin, "paid", scope, "credits", map[string]any{"remaining": 1})
+	for _, tc := range []struct {
+		token string
+		code  int64
+		data  string
+	}{{limited, mcp.CodeRateLimited, `"code":"RATE_LIMITED"`}, {paid, mcp.CodeUsageExceeded, `"code":"USAGE_EXCEEDED"`}} {
+		cs := mcpConnect(t, base, tc.token)
+		for range 2 {
+			for _, err := range cs.Tools(context.Background(), nil) {
+				if err != nil {
+					t.Fatalf("tools/list: %v", err)
+				}
+			}
+		}
+		call := func() error {
+			_, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "github__search", Arguments: map[string]any{"text": "hi"}})
+			return err
+		}
+		if err := call(); err != nil {
+			t.Fatalf("first call: %v", err)
+		}
+		var rpcErr *jsonrpc.Error
+		if err := call(); !errors.As(err, &rpcErr) || rpcErr.Code != tc.code || !strings.Contains(string(rpcErr.Data), tc.data) {
+			t.Fatalf("second call: %v, want JSON-RPC error %d", err, tc.code)
+		}
+	}
+}
