@@ -115,15 +115,17 @@ func TestCreditsValidationAndLimits(t *testing.T) {
 	}
 }
 
-// creditStore is an in-memory CreditStore that counts its calls.
+// creditStore is an in-memory CreditStore that counts its calls; every
+// key's version is version.
 type creditStore struct {
 	mu      sync.Mutex
 	credits map[string]*authz.Credits
+	version time.Time
 	calls   atomic.Int64
 	fail    error
 }
 
-func (s *creditStore) SpendCredits(_ context.Context, id string, spend func(*authz.Credits)) error {
+func (s *creditStore) SpendCredits(_ context.Context, id string, spend func(*authz.Credits, time.Time)) error {
 	s.calls.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -134,8 +136,34 @@ func (s *creditStore) SpendCredits(_ context.Context, id string, spend func(*aut
 	if !ok {
 		return authz.Errorf(authz.ENOTFOUND, "no key")
 	}
-	spend(c)
+	spend(c, s.version)
 	return nil
+}
+
+func (s *creditStore) ReturnCredits(_ context.Context, id string, n int64, version time.Time) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return false, s.fail
+	}
+	c := s.credits[id]
+	if c == nil || !version.Equal(s.version) {
+		return false, nil
+	}
+	c.Remaining += n
+	return true, nil
+}
+
+func (s *creditStore) set(id string, remaining int64, version time.Time) {
+	s.mu.Lock()
+	s.credits[id].Remaining, s.version = remaining, version
+	s.mu.Unlock()
+}
+
+func (s *creditStore) remaining(id string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.credits[id].Remaining
 }
 
 func TestCreditSpender(t *testing.T) {
@@ -149,6 +177,7 @@ func TestCreditSpender(t *testing.T) {
 	t.Run("no credit is spent twice, whatever the concurrency", func(t *testing.T) {
 		store := &creditStore{credits: map[string]*authz.Credits{"k": {Remaining: 100}}}
 		sp := authz.NewCreditSpender(store, authz.CreditSpenderOptions{Now: now})
+		t.Cleanup(func() { _ = sp.Close(ctx) })
 		p := &authz.Principal{KeyID: "k", Credits: true}
 		var ok atomic.Int64
 		var wg sync.WaitGroup
@@ -173,9 +202,63 @@ func TestCreditSpender(t *testing.T) {
 			t.Fatalf("%d spends in the store for 400 requests", calls)
 		}
 	})
+	t.Run("a key in heavy use is served from a reserve, and gets it back", func(t *testing.T) {
+		const start = 1_000_000
+		store := &creditStore{credits: map[string]*authz.Credits{"k": {Remaining: start}}}
+		sp := authz.NewCreditSpender(store, authz.CreditSpenderOptions{Now: time.Now})
+		p := &authz.Principal{KeyID: "k", Credits: true}
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for range 500 {
+					if res, err := sp.Spend(ctx, p, 1); err != nil || !res.OK {
+						t.Errorf("%+v, %v", res, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if calls := store.calls.Load(); calls > 8000/4 {
+			t.Fatalf("%d spends in the store for 8,000 requests: the reserve serves too few", calls)
+		}
+		if left, held := store.remaining("k"), sp.Reserved(); left+held != start-8000 || held > 256 {
+			t.Fatalf("the store holds %d and the spender %d reserved; want %d together, at most 256 reserved", left, held, start-8000)
+		}
+		if err := sp.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if left := store.remaining("k"); left != start-8000 || sp.Reserved() != 0 {
+			t.Fatalf("after Close the store holds %d, want %d", left, start-8000)
+		}
+	})
+	t.Run("a change to the key voids what was reserved before it", func(t *testing.T) {
+		store := &creditStore{credits: map[string]*authz.Credits{"k": {Remaining: 1_000_000}}}
+		sp := authz.NewCreditSpender(store, authz.CreditSpenderOptions{Now: time.Now})
+		t.Cleanup(func() { _ = sp.Close(ctx) })
+		p := &authz.Principal{KeyID: "k", Credits: true}
+		for sp.Reserved() == 0 {
+			if _, err := sp.Spend(ctx, p, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// An admin sets the balance to 3 (a new version); the key's next
+		// principal is a new snapshot.
+		store.set("k", 3, time.Now())
+		changed := &authz.Principal{KeyID: "k", Credits: true}
+		allowed := 0
+		for range 10 {
+			if res, _ := sp.Spend(ctx, changed, 1); res.OK {
+				allowed++
+			}
+		}
+		if allowed != 3 {
+			t.Fatalf("%d allowed after the balance was set to 3", allowed)
+		}
+	})
 	t.Run("a batch is all or nothing, in order of arrival", func(t *testing.T) {
 		store := &creditStore{credits: map[string]*authz.Credits{"k": {Remaining: 3}}}
 		sp := authz.NewCreditSpender(store, authz.CreditSpenderOptions{Now: now})
+		t.Cleanup(func() { _ = sp.Close(ctx) })
 		p := &authz.Principal{KeyID: "k", Credits: true}
 		res, _ := sp.Spend(ctx, p, 5)
 		if res.OK || res.Remaining != 3 || !res.Known {
@@ -191,6 +274,7 @@ func TestCreditSpender(t *testing.T) {
 		store := &creditStore{credits: map[string]*authz.Credits{"k": {Remaining: 1,
 			Refill: &authz.CreditRefill{Amount: 5, IntervalMS: 3_600_000}, RefilledAt: &at}}}
 		sp := authz.NewCreditSpender(store, authz.CreditSpenderOptions{Now: now})
+		t.Cleanup(func() { _ = sp.Close(ctx) })
 		p := &authz.Principal{KeyID: "k", Credits: true}
 		if res, _ := sp.Spend(ctx, p, 1); !res.OK || res.Remaining != 0 || !res.NextRefill.Equal(at.Add(time.Hour)) {
 			t.Fatalf("first: %+v", res)
@@ -208,6 +292,7 @@ func TestCreditSpender(t *testing.T) {
 		store := &creditStore{credits: map[string]*authz.Credits{"none": nil}}
 		store.credits["none"] = nil
 		sp := authz.NewCreditSpender(&nilCredits{store}, authz.CreditSpenderOptions{Now: now})
+		t.Cleanup(func() { _ = sp.Close(ctx) })
 		if res, err := sp.Spend(ctx, &authz.Principal{KeyID: "none"}, 1); err != nil || !res.OK || res.Known {
 			t.Fatalf("no credits: %+v, %v", res, err)
 		}
@@ -225,10 +310,10 @@ func TestCreditSpender(t *testing.T) {
 // without credits.
 type nilCredits struct{ *creditStore }
 
-func (n *nilCredits) SpendCredits(ctx context.Context, id string, spend func(*authz.Credits)) error {
+func (n *nilCredits) SpendCredits(ctx context.Context, id string, spend func(*authz.Credits, time.Time)) error {
 	if id == "none" && n.fail == nil {
 		n.calls.Add(1)
-		spend(nil)
+		spend(nil, time.Time{})
 		return nil
 	}
 	return n.creditStore.SpendCredits(ctx, id, spend)

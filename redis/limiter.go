@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,10 @@ func NewRateLimiter(opts Options) (*RateLimiter, error) {
 	ro.MaxRetries = -1
 	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout, ro.PoolTimeout = opts.Timeout, opts.Timeout, opts.Timeout, opts.Timeout
 	ro.DialerRetries = 1
+	// A connection for every request a busy instance has in flight, so
+	// none waits for one: the timeout is for Redis, not for the pool.
+	ro.PoolSize = max(ro.PoolSize, 64*runtime.GOMAXPROCS(0))
+	ro.MinIdleConns = max(ro.MinIdleConns, 4)
 	ro.DisableIdentity = true
 	// go-redis logs every failed dial through a logger of its own, for the
 	// whole process; its lines go to keygate's log at debug level, as the

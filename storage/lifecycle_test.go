@@ -158,9 +158,11 @@ func TestSpendCredits(t *testing.T) {
 		plain := mustCreate(t, ks, newKey(t, "acme", "alice", "plain", at(0)))
 
 		t.Run("what spend does is saved", func(t *testing.T) {
-			if err := ks.SpendCredits(ctx, k.ID, func(c *authz.Credits) {
+			var version time.Time
+			if err := ks.SpendCredits(ctx, k.ID, func(c *authz.Credits, v time.Time) {
 				c.Remaining -= 3
 				c.RefilledAt = ptr(at(time.Minute))
+				version = v
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -171,24 +173,46 @@ func TestSpendCredits(t *testing.T) {
 			if back.Credits.Remaining != 7 || !back.Credits.RefilledAt.Equal(at(time.Minute)) || back.Credits.Refill.Amount != 10 {
 				t.Fatalf("credits %+v", back.Credits)
 			}
+			if !version.Equal(k.UpdatedAt) {
+				t.Fatalf("version %v, want the key's updated_at %v", version, k.UpdatedAt)
+			}
+		})
+		t.Run("credits go back unless the key changed", func(t *testing.T) {
+			ok, err := ks.ReturnCredits(ctx, k.ID, 2, k.UpdatedAt)
+			if err != nil || !ok {
+				t.Fatalf("return: %v, %v", ok, err)
+			}
+			if ok, err := ks.ReturnCredits(ctx, k.ID, 2, k.UpdatedAt.Add(time.Microsecond)); err != nil || ok {
+				t.Fatalf("return to a changed key: %v, %v", ok, err)
+			}
+			if ok, err := ks.ReturnCredits(ctx, plain.ID, 2, plain.UpdatedAt); err != nil || ok {
+				t.Fatalf("return to a key without credits: %v, %v", ok, err)
+			}
+			back, _ := ks.FindKeyByID(ctx, "acme", k.ID)
+			if back.Credits.Remaining != 9 {
+				t.Fatalf("remaining %d after giving 2 back, want 9", back.Credits.Remaining)
+			}
+			if err := ks.SpendCredits(ctx, k.ID, func(c *authz.Credits, _ time.Time) { c.Remaining = 7 }); err != nil {
+				t.Fatal(err)
+			}
 		})
 		t.Run("a key without credits gives spend nil", func(t *testing.T) {
 			called := false
-			if err := ks.SpendCredits(ctx, plain.ID, func(c *authz.Credits) { called = c == nil }); err != nil || !called {
+			if err := ks.SpendCredits(ctx, plain.ID, func(c *authz.Credits, _ time.Time) { called = c == nil }); err != nil || !called {
 				t.Fatalf("err %v, called with nil %v", err, called)
 			}
 		})
 		t.Run("an absent key is not found", func(t *testing.T) {
 			other := newKey(t, "acme", "alice", "never", at(0))
-			wantCode(t, ks.SpendCredits(ctx, other.ID, func(*authz.Credits) { t.Error("spend called") }), authz.ENOTFOUND)
-			wantCode(t, ks.SpendCredits(ctx, "not-a-uuid", func(*authz.Credits) { t.Error("spend called") }), authz.ENOTFOUND)
+			wantCode(t, ks.SpendCredits(ctx, other.ID, func(*authz.Credits, time.Time) { t.Error("spend called") }), authz.ENOTFOUND)
+			wantCode(t, ks.SpendCredits(ctx, "not-a-uuid", func(*authz.Credits, time.Time) { t.Error("spend called") }), authz.ENOTFOUND)
 		})
 		t.Run("concurrent spends never spend a credit twice", func(t *testing.T) {
 			var won atomic.Int64
 			var wg sync.WaitGroup
 			for range 25 {
 				wg.Go(func() {
-					err := ks.SpendCredits(ctx, k.ID, func(c *authz.Credits) {
+					err := ks.SpendCredits(ctx, k.ID, func(c *authz.Credits, _ time.Time) {
 						if c.Remaining >= 1 {
 							c.Remaining--
 							won.Add(1)

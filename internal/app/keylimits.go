@@ -60,8 +60,17 @@ func newKeyLimits(cfg Config, db *storage.DB, keys *storage.KeyStore, logger *sl
 	if err != nil {
 		return nil, err
 	}
-	kl.credits = authz.NewCreditSpender(keys, authz.CreditSpenderOptions{Now: cfg.Now,
+	kl.credits = authz.NewCreditSpender(keys, authz.CreditSpenderOptions{Now: cfg.Now, Logger: logger,
 		OnRound: func(n int) { rounds.Record(context.Background(), int64(n)) }})
+	_, err = meter.Int64ObservableGauge("keygate.credits.reserved",
+		metric.WithDescription("Credits this instance holds reserved ahead of keys' requests"), metric.WithUnit("{credit}"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(kl.credits.Reserved())
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
 
 	usage := storage.NewUsageStore(db)
 	written, err := meter.Int64Counter("keygate.usage.rollups_written",
@@ -109,11 +118,17 @@ func (kl *keyLimits) details() map[string]any {
 	return map[string]any{"counted": "redis", "redis": state}
 }
 
-// close writes the last usage counts and closes Redis' connections.
+// close gives back the credits reserved ahead, writes the last usage
+// counts and closes Redis' connections.
 func (kl *keyLimits) close(ctx context.Context) error {
 	var err error
+	if kl.credits != nil {
+		if e := kl.credits.Close(ctx); e != nil {
+			err = fmt.Errorf("give back reserved credits: %w", e)
+		}
+	}
 	if kl.rollups != nil {
-		if e := kl.rollups.Close(ctx); e != nil && authz.ErrorCode(e) != authz.EUNAVAILABLE {
+		if e := kl.rollups.Close(ctx); e != nil && authz.ErrorCode(e) != authz.EUNAVAILABLE && err == nil {
 			err = fmt.Errorf("flush key usage: %w", e)
 		}
 	}
