@@ -88,7 +88,7 @@ func (b *bench) runRedisLimited(ctx context.Context, rep *report) error {
 		return err
 	}
 	if out := kg.output.String(); strings.Contains(out, "Redis does not answer") {
-		return fmt.Errorf("Redis failed during the measurement, whose figures then count on the instance alone:\n%s", out)
+		return fmt.Errorf("keygate on Redis fell back to counting alone during the measurement, whose figures are then not of Redis:\n%s", out)
 	}
 	return stopKeygate(kg)
 }
