@@ -100,7 +100,6 @@ type UsageRollupWriter struct {
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
-	failing bool // only run's goroutine reads and writes it
 }
 
 type rollupKey struct {
@@ -214,23 +213,5 @@ func (w *UsageRollupWriter) Close(ctx context.Context) error {
 
 func (w *UsageRollupWriter) run() {
 	defer close(w.done)
-	ticker := time.NewTicker(w.opts.Interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-ticker.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := w.Flush(ctx)
-			cancel()
-			switch {
-			case err != nil && !w.failing:
-				w.opts.Logger.Warn("key usage not written; keeping it until the database answers", "err", err)
-			case err == nil && w.failing:
-				w.opts.Logger.Info("key usage is written again")
-			}
-			w.failing = err != nil
-		}
-	}
+	flushEvery(w.stop, w.opts.Interval, w.Flush, w.opts.Logger, "key usage")
 }
