@@ -25,7 +25,7 @@ type cacheEntry struct {
 	credits      bool       // the key has usage credits
 	readySlot    int32      // index in the shard's ready ring, -1 when not there
 	graceUntil   int64      // Unix nanoseconds; with previous, when that token stops
-	rate         RateLimit  // zero: no rate limit
+	rate         *RateLimit // shared by the entry's principals; nil: none
 	meta         []byte     // shared by the entry's principals; nil: none
 	text         string     // key id, name, external id and scope; see newCacheEntry
 	tenant, user string     // interned
@@ -62,7 +62,8 @@ func newCacheEntry(h [32]byte, key *APIKey, previous bool, loaded, expires int64
 		tenant: unique.Make(key.TenantID).Value(), user: unique.Make(key.UserID).Value(),
 		expiresAt: copyTime(key.ExpiresAt), credits: key.Credits != nil, previous: previous}
 	if key.RateLimit != nil {
-		e.rate = *key.RateLimit
+		rate := *key.RateLimit
+		e.rate = &rate
 	}
 	if len(key.Meta) > 0 {
 		e.meta = slices.Clone(key.Meta)
@@ -116,11 +117,7 @@ func (e *cacheEntry) keyID() string {
 func (e *cacheEntry) newPrincipal() *Principal {
 	r := textReader{s: e.text}
 	p := &Principal{KeyID: r.string(), KeyName: r.string(), ExternalID: r.string(), TenantID: e.tenant, UserID: e.user,
-		ExpiresAt: e.expiresAt, Meta: json.RawMessage(e.meta), Credits: e.credits, snapshot: e}
-	if e.rate.Limit > 0 {
-		rate := e.rate
-		p.RateLimit = &rate
-	}
+		ExpiresAt: e.expiresAt, Meta: json.RawMessage(e.meta), RateLimit: e.rate, Credits: e.credits, snapshot: e}
 	p.self = p
 	var lists [4][]string
 	for i := range lists {

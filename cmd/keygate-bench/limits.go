@@ -152,7 +152,7 @@ func (r *report) limitsMarkdown(b *strings.Builder) {
 	if r.limited == nil || r.sqlite == nil {
 		return
 	}
-	fmt.Fprintf(b, "- %s / the same without: %.0f%% (the rate limit counted in memory; one credit spent per allowed check, the checks of one key arriving together spent with one database write)\n",
+	fmt.Fprintf(b, "- %s / the same without: %.0f%% (the rate limit counted in memory; a credit per allowed check, spent from what the instance reserved ahead, which a database write tops up every 256 or so)\n",
 		r.limited.name, 100*safeRatio(r.limited, r.sqlite))
 	switch {
 	case r.redisLimited != nil:
