@@ -37,6 +37,9 @@ opa-test: ## run the Rego tests with the pinned OPA CLI; fails below $(COVERAGE_
 	@$(OPA) test --coverage --threshold $(COVERAGE_THRESHOLD) policies opa-tests > .opa-coverage.json || \
 		{ $(OPA) test -v policies opa-tests; rm -f .opa-coverage.json; echo "opa-test: a test failed or coverage is below $(COVERAGE_THRESHOLD)%"; exit 1; }
 	@echo "opa-test: every Rego test passes; coverage $$(tail -n 5 .opa-coverage.json | sed -n 's/.*"coverage": *\([0-9.]*\).*/\1/p')%"; rm -f .opa-coverage.json
+	$(OPA) check --strict policies docs/examples
+	@$(OPA) test policies docs/examples > /dev/null || { $(OPA) test -v policies docs/examples; echo "opa-test: an example policy's test failed"; exit 1; }
+	@echo "opa-test: the example policies in docs/examples pass their tests"
 
 # Every fuzz target as package:Target; `make test` runs their seed corpora
 # (testdata/fuzz) as ordinary tests.
@@ -67,7 +70,7 @@ lint: ## gofmt, go vet, golangci-lint and opa fmt
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
 	$(GO) vet ./...
 	$(LINT) run ./...
-	@test -z "$$($(OPA) fmt --list policies opa-tests)" || { echo "run make fmt"; exit 1; }
+	@test -z "$$($(OPA) fmt --list policies opa-tests docs/examples)" || { echo "run make fmt"; exit 1; }
 
 .PHONY: docs
 docs: ## write docs/api.md from the OpenAPI document, server/openapi.yaml (a test fails when it is stale)
@@ -76,7 +79,7 @@ docs: ## write docs/api.md from the OpenAPI document, server/openapi.yaml (a tes
 .PHONY: fmt
 fmt: ## format Go and Rego sources
 	gofmt -w $$(git ls-files '*.go')
-	$(OPA) fmt -w policies opa-tests
+	$(OPA) fmt -w policies opa-tests docs/examples
 
 .PHONY: clean
 clean: ## remove build output (keeps ./data)

@@ -2,13 +2,11 @@ package authz
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unique"
 )
 
 // KeyCacheOptions sizes a KeyCache; zero values take the defaults.
@@ -80,20 +78,6 @@ type cacheShard struct {
 	negRing  [][32]byte         // insertion order, to bound negative
 	negNext  int
 	inflight map[[32]byte]*cacheLoad
-}
-
-// cacheEntry is one cached key: what authentication needs, nothing more.
-type cacheEntry struct {
-	hash         [32]byte
-	prev, next   *cacheEntry
-	expires      int64 // Unix nanoseconds; the entry is not served after
-	loaded       int64 // Unix nanoseconds; when the store said so
-	expiresAt    *time.Time
-	enabled      bool
-	readySlot    int32      // index in the shard's ready ring, -1 when not there
-	text         string     // key id, name and scope; see newCacheEntry
-	tenant, user string     // interned
-	principal    *Principal // while the entry is among its shard's ready ones
 }
 
 // cacheLoad is one query in flight that concurrent misses wait for.
@@ -230,8 +214,14 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	cancel()
 	c.loads.Add(1)
 	if err == nil {
-		load.entry = newCacheEntry(h, key, now, now+int64(c.opts.TTL))
-		load.principal = load.entry.newPrincipal()
+		// The store finds a key by its token or its previous token.
+		previous := !EqualHashes(key.Hash, hash)
+		if previous && (key.PreviousHash == "" || !EqualHashes(key.PreviousHash, hash)) {
+			err = Errorf(ENOTFOUND, "no key has this hash")
+		} else {
+			load.entry = newCacheEntry(h, key, previous, now, now+int64(c.opts.TTL))
+			load.principal = load.entry.newPrincipal()
+		}
 	}
 	load.err = err
 
@@ -256,87 +246,6 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	return load.entry.key(load.principal, hash), nil
 }
 
-// newCacheEntry keeps what authentication needs of key, compactly: whether
-// it is enabled, its expiry, its tenant and user interned, and the rest in
-// one string: the key id and name, then each scope list (ResourceTypes
-// order) as its length and entries, every string prefixed with its length
-// as a uvarint. A principal's strings are then substrings of it.
-func newCacheEntry(h [32]byte, key *APIKey, loaded, expires int64) *cacheEntry {
-	n := 2*binary.MaxVarintLen64 + len(key.ID) + len(key.Name)
-	for _, rt := range ResourceTypes() {
-		n += binary.MaxVarintLen64
-		for _, id := range key.Scope.IDs(rt) {
-			n += binary.MaxVarintLen64 + len(id)
-		}
-	}
-	b := make([]byte, 0, n)
-	b = appendString(b, key.ID)
-	b = appendString(b, key.Name)
-	for _, rt := range ResourceTypes() {
-		ids := key.Scope.IDs(rt)
-		b = binary.AppendUvarint(b, uint64(len(ids)))
-		for _, id := range ids {
-			b = appendString(b, id)
-		}
-	}
-	return &cacheEntry{hash: h, loaded: loaded, expires: expires, enabled: key.Enabled, readySlot: -1, text: string(b),
-		tenant: unique.Make(key.TenantID).Value(), user: unique.Make(key.UserID).Value(),
-		expiresAt: copyTime(key.ExpiresAt)}
-}
-
-func appendString(b []byte, s string) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
-}
-
-// textReader reads back what newCacheEntry wrote.
-type textReader struct {
-	s   string
-	pos int
-}
-
-func (r *textReader) uvarint() int {
-	var v uint64
-	for shift := 0; ; shift += 7 {
-		c := r.s[r.pos]
-		r.pos++
-		v |= uint64(c&0x7f) << shift
-		if c < 0x80 {
-			return int(v)
-		}
-	}
-}
-
-func (r *textReader) string() string {
-	n := r.uvarint()
-	r.pos += n
-	return r.s[r.pos-n : r.pos]
-}
-
-func (e *cacheEntry) keyID() string {
-	r := textReader{s: e.text}
-	return r.string()
-}
-
-// newPrincipal makes the entry's principal: the same snapshot every time,
-// in a new allocation.
-func (e *cacheEntry) newPrincipal() *Principal {
-	r := textReader{s: e.text}
-	p := &Principal{KeyID: r.string(), KeyName: r.string(), TenantID: e.tenant, UserID: e.user,
-		ExpiresAt: e.expiresAt, snapshot: e}
-	p.self = p
-	var lists [4][]string
-	for i := range lists {
-		if n := r.uvarint(); n > 0 {
-			lists[i] = make([]string, n)
-			for j := range n {
-				lists[i][j] = r.string()
-			}
-		}
-	}
-	p.Scope = Scope{AgentIDs: lists[0], FlowIDs: lists[1], MCPToolIDs: lists[2], VectorStoreIDs: lists[3]}
-	return p
-}
-
 // makeReady lets e hold p, in place of the principal held longest in s,
 // whose lock the caller holds.
 func (s *cacheShard) makeReady(e *cacheEntry, p *Principal) {
@@ -348,20 +257,10 @@ func (s *cacheShard) makeReady(e *cacheEntry, p *Principal) {
 	s.readyAt = (s.readyAt + 1) % len(s.ready)
 }
 
-// key presents the entry as the APIKey authentication reads, with p, the
-// entry's principal, shared by the requests it serves.
-func (e *cacheEntry) key(p *Principal, hash string) *APIKey {
-	return &APIKey{
-		ID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID,
-		Scope: p.Scope, Enabled: e.enabled, ExpiresAt: p.ExpiresAt, Hash: hash,
-		principal: p,
-	}
-}
-
 // add caches e in s, whose lock the caller holds, evicting the least
 // recently used keys beyond the shard's share of MaxEntries.
 func (c *KeyCache) add(s *cacheShard, e *cacheEntry) {
-	k, idk := c.hashKey(e.hash), c.idKey(e.keyID())
+	k, idk := c.hashKey(e.hash), c.entryIDKey(e)
 	if old := s.entries[k]; old != nil {
 		s.remove(c, old)
 	}
@@ -390,7 +289,7 @@ func (s *cacheShard) remove(c *KeyCache, e *cacheEntry) {
 	if k := c.hashKey(e.hash); s.entries[k] == e {
 		delete(s.entries, k)
 	}
-	if k := c.idKey(e.keyID()); s.byID[k] == e {
+	if k := c.entryIDKey(e); s.byID[k] == e {
 		delete(s.byID, k)
 	}
 	s.size--
@@ -448,8 +347,10 @@ func (c *KeyCache) Invalidate(change KeyChange) {
 	case change.KeyID != "":
 		idk := c.idKey(change.KeyID)
 		c.each(func(s *cacheShard) {
-			if e := s.byID[idk]; e != nil && e.keyID() == change.KeyID {
-				s.remove(c, e)
+			for _, k := range [2]uint64{idk, ^idk} {
+				if e := s.byID[k]; e != nil && e.keyID() == change.KeyID {
+					s.remove(c, e)
+				}
 			}
 		})
 	case change.TenantID != "":

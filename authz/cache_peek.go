@@ -16,8 +16,9 @@ type LiveKeyHolder interface {
 var _ LiveKeyHolder = (*KeyCache)(nil)
 
 // HoldsLiveKey reports whether the cache holds the key of hash (hex
-// SHA-256) within its TTL, enabled and not expired at now. It costs no
-// query and changes nothing: not the order of eviction, not the counters.
+// SHA-256) within its TTL, enabled and not expired at now (and, for a
+// previous token, within its grace period). It costs no query and changes
+// nothing: not the order of eviction, not the counters.
 func (c *KeyCache) HoldsLiveKey(hash string, now time.Time) bool {
 	var h [32]byte
 	if len(hash) != 2*len(h) {
@@ -31,5 +32,6 @@ func (c *KeyCache) HoldsLiveKey(hash string, now time.Time) bool {
 	defer s.mu.Unlock()
 	e := s.lookup(h, k)
 	return e != nil && c.opts.Now().UnixNano() < e.expires && e.enabled &&
-		(e.expiresAt == nil || now.Before(*e.expiresAt))
+		(e.expiresAt == nil || now.Before(*e.expiresAt)) &&
+		(!e.previous || now.UnixNano() < e.graceUntil)
 }

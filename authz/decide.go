@@ -42,14 +42,25 @@ type DecisionRequest struct {
 type DecisionResult struct {
 	DecisionID string
 	// Code is CodeAllowed when every check is allowed, CodeDenied when the
-	// policy denied any, or the key's refusal: KeyInvalid, KeyDisabled or
-	// KeyExpired.
+	// policy denied any, CodeRateLimited or CodeUsageExceeded when the
+	// key's limits refused the request, or the key's refusal: KeyInvalid,
+	// KeyDisabled or KeyExpired.
 	Code string
 	// Principal is the key's principal; nil when the key was refused.
 	Principal *Principal
 	// Decisions answers each check, in order; when the key was refused,
 	// each denies with the refusal's reason. Reasons are never nil.
 	Decisions []Decision
+	// RateLimit is where a key with a rate limit stands after the
+	// request; nil for a key without one, and for a listing.
+	RateLimit *RateLimitState
+	// CreditsRemaining is what a key with credits has left after the
+	// request spent some, or 0 when it had too few; nil otherwise.
+	CreditsRemaining *int64
+	// RetryAfter, with CodeRateLimited or CodeUsageExceeded, is how long
+	// until the key may succeed again; zero when unknown (credits without
+	// a refill).
+	RetryAfter time.Duration
 }
 
 // Allowed reports whether every check was allowed.
@@ -61,11 +72,15 @@ func (r *DecisionResult) Refused() bool { return r.Principal == nil }
 
 // Decide is keygate's one decision path, behind every surface: it
 // validates the checks, authenticates the key (unless the request carries
-// a principal), evaluates the policy once for all checks, and records what
-// was denied, off the request path. A refused key is an answer, not an
-// error. Returns EINVALID for bad checks, EUNAVAILABLE when the key cannot
-// be looked up, ERATELIMIT when the address is over its failed
-// authentication budget and EINTERNAL when the policy fails (callers deny).
+// a principal), takes the request from the key's rate limit, evaluates the
+// policy once for all checks, spends a credit per allowed check of a key
+// with credits, and records what was denied and counts the outcome, off
+// the request path. A refused key and a key over its limits are answers,
+// not errors. A listing (tools/list) is not an attempt: it is neither
+// limited, charged, recorded nor counted. Returns EINVALID for bad checks,
+// EUNAVAILABLE when the key cannot be looked up or its credits cannot be
+// spent, ERATELIMIT when the address is over its failed authentication
+// budget and EINTERNAL when the policy fails (callers deny).
 func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*DecisionResult, error) {
 	if err := validateRequest(req); err != nil {
 		return nil, err
@@ -91,6 +106,10 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 		res.Decisions = []Decision{}
 		return res, nil
 	}
+	if !req.Listing && s.overRateLimit(ctx, now, p, res, len(req.Checks)) {
+		s.countUsage(p.KeyID, p.TenantID, now, res.Code)
+		return res, nil
+	}
 	dc := DecisionContext{Time: now, IP: RequestInfoFromContext(ctx).IP}
 	if len(req.Checks) == 1 && !req.Listing {
 		d, err := s.Policy.Decide(ctx, p, req.Checks[0].Resource, req.Checks[0].Action, dc)
@@ -104,17 +123,24 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 			return nil, err
 		}
 	}
-	allowed := true
+	allowed := 0
 	for i := range res.Decisions {
 		res.Decisions[i].Reasons = NonNil(res.Decisions[i].Reasons)
-		allowed = allowed && res.Decisions[i].Allow
+		allowed += boolCount(res.Decisions[i].Allow)
 	}
-	if allowed {
+	if allowed == len(res.Decisions) {
 		res.Code = CodeAllowed
 	}
-	if !req.Listing {
-		s.authzDenied(ctx, now, decisionID, p, req, res.Decisions)
+	if req.Listing {
+		return res, nil
 	}
+	s.authzDenied(ctx, now, decisionID, p, req, res.Decisions)
+	if allowed > 0 && p.Credits {
+		if err := s.spendCredits(ctx, now, p, res, allowed); err != nil {
+			return nil, err
+		}
+	}
+	s.countUsage(p.KeyID, p.TenantID, now, res.Code)
 	return res, nil
 }
 
@@ -194,8 +220,12 @@ func (s *KeyService) authenticate(ctx context.Context, now time.Time, token stri
 		return nil, Errorf(KeyInvalid, "the API key is not valid")
 	case err != nil:
 		return nil, &Error{Code: EUNAVAILABLE, Message: "keys cannot be looked up right now"}
-	case !EqualHashes(key.Hash, hash):
+	case EqualHashes(key.Hash, hash):
+	case key.PreviousHash == "" || !EqualHashes(key.PreviousHash, hash):
 		s.authFailed(ctx, now, nil, KeyInvalid, "unknown key")
+		return nil, Errorf(KeyInvalid, "the API key is not valid")
+	case key.PreviousExpiresAt == nil || !now.Before(*key.PreviousExpiresAt):
+		s.authFailed(ctx, now, key, KeyInvalid, "the token was replaced by a rotation and its grace period has ended")
 		return nil, Errorf(KeyInvalid, "the API key is not valid")
 	}
 	if err := key.Check(now); err != nil {
@@ -220,6 +250,9 @@ func (s *KeyService) keyByHash(ctx context.Context, hash string) (*APIKey, error
 func (s *KeyService) authFailed(ctx context.Context, now time.Time, key *APIKey, code, reason string) {
 	info := RequestInfoFromContext(ctx)
 	s.Limiter.Fail(info.IP)
+	if key != nil {
+		s.countUsage(key.ID, key.TenantID, now, code)
+	}
 	if s.Events == nil {
 		return
 	}
@@ -243,6 +276,14 @@ func (s *KeyService) authFailed(ctx context.Context, now time.Time, key *APIKey,
 		ev.TargetID = key.ID
 	}
 	s.Events.Record(ev)
+}
+
+// countUsage counts a decision of a key, or a refusal of a known key, in
+// its usage history.
+func (s *KeyService) countUsage(keyID, tenantID string, now time.Time, code string) {
+	if s.Rollups != nil {
+		s.Rollups.CountUsage(keyID, tenantID, now, code)
+	}
 }
 
 // authzDenied records one event per decision request that denied anything:

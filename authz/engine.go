@@ -1,7 +1,9 @@
 package authz
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -399,7 +401,7 @@ type inputTerms struct {
 	principal, resource, action, context, checks   *ast.Term
 	typ, id, keyID, tenantID, userID, scope        *ast.Term
 	time, ip, actor, roles, target, allow, reasons *ast.Term
-	apiKey                                         *ast.Term
+	apiKey, meta, externalID                       *ast.Term
 	scopeKeys                                      [4]*ast.Term
 }
 
@@ -412,6 +414,7 @@ func newInputTerms() *inputTerms {
 		userID: s("user_id"), scope: s("scope"), time: s("time"), ip: s("ip"),
 		actor: s("actor"), roles: s("roles"), target: s("target"),
 		allow: s("allow"), reasons: s("reasons"), apiKey: s(PrincipalTypeAPIKey),
+		meta: s("meta"), externalID: s("external_id"),
 	}
 	for i, rt := range ResourceTypes() {
 		t.scopeKeys[i] = s(rt.ScopeField())
@@ -470,13 +473,33 @@ func (t *inputTerms) principalTerm(p *Principal) *ast.Term {
 	for i, rt := range ResourceTypes() {
 		scope[i] = [2]*ast.Term{t.scopeKeys[i], stringsTerm(p.Scope.IDs(rt))}
 	}
-	return ast.ObjectTerm(
+	items := make([][2]*ast.Term, 0, 7)
+	items = append(items,
 		[2]*ast.Term{t.typ, t.apiKey},
 		[2]*ast.Term{t.keyID, ast.StringTerm(p.KeyID)},
 		[2]*ast.Term{t.tenantID, ast.StringTerm(p.TenantID)},
 		[2]*ast.Term{t.userID, ast.StringTerm(p.UserID)},
 		[2]*ast.Term{t.scope, ast.ObjectTerm(scope[:]...)},
+		[2]*ast.Term{t.meta, metaTerm(p.Meta)},
 	)
+	if p.ExternalID != "" {
+		items = append(items, [2]*ast.Term{t.externalID, ast.StringTerm(p.ExternalID)})
+	}
+	return ast.ObjectTerm(items...)
+}
+
+// metaTerm is a key's meta as a term: an empty object when it has none.
+// Meta was checked to be a JSON object when it was stored; should it not
+// read as one, the policy sees an empty object rather than a failure.
+func metaTerm(meta json.RawMessage) *ast.Term {
+	if len(meta) == 0 {
+		return ast.ObjectTerm()
+	}
+	v, err := ast.ValueFromReader(bytes.NewReader(meta))
+	if _, ok := v.(ast.Object); err != nil || !ok {
+		return ast.ObjectTerm()
+	}
+	return ast.NewTerm(v)
 }
 
 func (t *inputTerms) resourceTerm(r Resource) *ast.Term {

@@ -299,7 +299,7 @@ func TestInputDocument(t *testing.T) {
 			t.Errorf("input\n%s\nwant\n%s", got, want)
 		}
 	}
-	const principal = `{"type": "api_key", "key_id": "key-1", "tenant_id": "t1", "user_id": "u1",
+	const principal = `{"type": "api_key", "key_id": "key-1", "tenant_id": "t1", "user_id": "u1", "meta": {},
 		"scope": {"agent_ids": [], "flow_ids": ["f1", "f*_nightly"], "mcp_tool_ids": ["slack__post_message", "github__*"], "vector_store_ids": ["*"]}}`
 
 	t.Run("decision", func(t *testing.T) {

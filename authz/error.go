@@ -23,6 +23,13 @@ const (
 	KeyExpired    = "KEY_EXPIRED"  // the key exists but its expiry has passed
 	CodeAllowed   = "ALLOWED"      // decision answer: allowed
 	CodeDenied    = "DENIED"       // decision answer: the policy denied
+
+	// CodeRateLimited answers a request of a key over its rate limit and
+	// CodeUsageExceeded one of a key without the credits its allowed
+	// checks need; as errors (surfaces that answer with HTTP statuses)
+	// they are 429s.
+	CodeRateLimited   = "RATE_LIMITED"
+	CodeUsageExceeded = "USAGE_EXCEEDED"
 )
 
 // Error is the one error type of keygate. Code is for machines, Message for

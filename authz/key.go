@@ -1,7 +1,9 @@
 package authz
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -31,11 +33,30 @@ type APIKey struct {
 	UpdatedAt  time.Time  `json:"updated_at"`
 	Hash       string     `json:"-"`
 
-	// Who last disabled the key and who set its expiry (nil: nobody
-	// recorded), so the management policy can keep an admin's decision
-	// from being undone by the key's owner.
+	// ExternalID is the platform's own id for the key's customer or
+	// owner; Meta is a JSON object the platform keeps with the key, which
+	// decision answers return and the policy reads. nil: none.
+	ExternalID *string         `json:"external_id"`
+	Meta       json.RawMessage `json:"meta"`
+
+	// RateLimit and Credits bound the key's use; nil: unbounded.
+	RateLimit *RateLimit `json:"rate_limit"`
+	Credits   *Credits   `json:"credits"`
+
+	// RotatedAt is when the token was last replaced. The previous token
+	// (PreviousHash, never serialized) keeps working until
+	// PreviousExpiresAt.
+	RotatedAt         *time.Time `json:"rotated_at"`
+	PreviousExpiresAt *time.Time `json:"previous_token_expires_at"`
+	PreviousHash      string     `json:"-"`
+
+	// Who last disabled the key and who set its expiry, rate limit and
+	// credits (nil: nobody recorded), so the management policy can keep an
+	// admin's decision from being undone by the key's owner.
 	DisabledBy     *Setter `json:"disabled_by"`
 	ExpiresAtSetBy *Setter `json:"expires_at_set_by"`
+	RateLimitSetBy *Setter `json:"rate_limit_set_by"`
+	CreditsSetBy   *Setter `json:"credits_set_by"`
 
 	// principal is built once for a key snapshot the KeyCache shares, so
 	// its policy input is built once too; nil elsewhere.
@@ -98,7 +119,19 @@ func (k *APIKey) buildPrincipal() *Principal {
 		UserID:    k.UserID,
 		Scope:     k.Scope,
 		ExpiresAt: k.ExpiresAt,
+		Meta:      k.Meta,
+		RateLimit: copyPtr(k.RateLimit),
+		Credits:   k.Credits != nil,
+
+		ExternalID: deref(k.ExternalID),
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // Setter records who made a decision about a key and whether they acted as
@@ -114,8 +147,9 @@ func setterOf(a *Actor) *Setter {
 }
 
 // recordSetters notes who made the changes named in changed: the disabler
-// of a disabled key, and the setter of an expiry. An admin's expiry stays
-// the admin's when the owner shortens it, so it cannot then be moved later.
+// of a disabled key, and the setter of an expiry, a rate limit or credits.
+// An admin's setting stays the admin's when the owner tightens it, so it
+// cannot then be loosened by the owner.
 func (k *APIKey) recordSetters(changed []string, actor *Actor) {
 	by := setterOf(actor)
 	if slices.Contains(changed, "enabled") {
@@ -124,19 +158,34 @@ func (k *APIKey) recordSetters(changed []string, actor *Actor) {
 			k.DisabledBy = by
 		}
 	}
-	if slices.Contains(changed, "expires_at") && (by.Admin || k.ExpiresAtSetBy == nil || !k.ExpiresAtSetBy.Admin) {
-		k.ExpiresAtSetBy = by
+	for _, s := range []struct {
+		field string
+		setBy **Setter
+	}{{"expires_at", &k.ExpiresAtSetBy}, {"rate_limit", &k.RateLimitSetBy}, {"credits", &k.CreditsSetBy}} {
+		if slices.Contains(changed, s.field) && (by.Admin || *s.setBy == nil || !(*s.setBy).Admin) {
+			*s.setBy = by
+		}
 	}
 }
 
-// APIKeyUpdate is a partial change; nil fields stay as they are. ExpiresAt
-// applies only when SetExpiresAt is true, so that nil can clear the expiry.
+// APIKeyUpdate is a partial change; nil fields stay as they are. A field
+// with a Set flag applies only when the flag is true, so that nil can
+// clear it.
 type APIKeyUpdate struct {
 	Name         *string
 	Enabled      *bool
 	SetExpiresAt bool
 	ExpiresAt    *time.Time
 	Scope        *Scope
+
+	SetExternalID bool
+	ExternalID    *string
+	SetMeta       bool
+	Meta          json.RawMessage
+	SetRateLimit  bool
+	RateLimit     *RateLimit
+	SetCredits    bool
+	Credits       *Credits // RefilledAt is ignored: a refill counts from the update
 }
 
 // Validate checks the fields the update sets.
@@ -153,6 +202,7 @@ func (u APIKeyUpdate) Validate(now time.Time) error {
 	if u.Scope != nil {
 		fields = append(fields, ErrorFields(u.Scope.Validate())...)
 	}
+	fields = append(fields, limitFields(u.ExternalID, u.Meta, u.RateLimit, u.Credits)...)
 	if len(fields) > 0 {
 		return Invalid(fields...)
 	}
@@ -178,6 +228,7 @@ func (k *APIKey) Apply(u APIKeyUpdate, now time.Time) []string {
 		k.Scope = u.Scope.normalized()
 		changed = append(changed, "permission_scope")
 	}
+	changed = append(changed, k.applyLimits(u, now)...)
 	if len(changed) > 0 {
 		k.UpdatedAt = now
 		k.principal = nil
@@ -185,11 +236,42 @@ func (k *APIKey) Apply(u APIKeyUpdate, now time.Time) []string {
 	return changed
 }
 
+// applyLimits makes the update's external id, meta, rate limit and credits
+// changes on k and names the fields that changed. Credits set anew start
+// their refill at now.
+func (k *APIKey) applyLimits(u APIKeyUpdate, now time.Time) []string {
+	var changed []string
+	if u.SetExternalID && !equalPtr(k.ExternalID, u.ExternalID) {
+		k.ExternalID = copyPtr(u.ExternalID)
+		changed = append(changed, "external_id")
+	}
+	if u.SetMeta {
+		meta, _ := CompactMeta(u.Meta)
+		if !bytes.Equal(k.Meta, meta) {
+			k.Meta = meta
+			changed = append(changed, "meta")
+		}
+	}
+	if u.SetRateLimit && !equalPtr(k.RateLimit, u.RateLimit) {
+		k.RateLimit = copyPtr(u.RateLimit)
+		changed = append(changed, "rate_limit")
+	}
+	if u.SetCredits && !equalCredits(k.Credits, u.Credits) {
+		k.Credits = newCredits(u.Credits, now)
+		changed = append(changed, "credits")
+	}
+	return changed
+}
+
 // CreateKeyInput is what a caller supplies to create a key.
 type CreateKeyInput struct {
-	Name      string
-	Scope     Scope
-	ExpiresAt *time.Time
+	Name       string
+	Scope      Scope
+	ExpiresAt  *time.Time
+	ExternalID *string
+	Meta       json.RawMessage
+	RateLimit  *RateLimit
+	Credits    *Credits
 }
 
 // Validate checks the input's fields.
@@ -202,6 +284,7 @@ func (in CreateKeyInput) Validate(now time.Time) error {
 		fields = append(fields, FieldError{Field: "expires_at", Message: "must lie in the future"})
 	}
 	fields = append(fields, ErrorFields(in.Scope.Validate())...)
+	fields = append(fields, limitFields(in.ExternalID, in.Meta, in.RateLimit, in.Credits)...)
 	if len(fields) > 0 {
 		return Invalid(fields...)
 	}
@@ -214,8 +297,10 @@ type APIKeyFilter struct {
 	UserID   *string
 	Enabled  *bool
 	Name     *string // exactly this name: at most one key, names being unique in a tenant
-	Cursor   string
-	Limit    int
+	// ExternalID selects the keys of one external id.
+	ExternalID *string
+	Cursor     string
+	Limit      int
 }
 
 // APIKeyPage is one page of keys and the cursor of the next, "" at the end.
@@ -237,7 +322,8 @@ type KeyStore interface {
 	// another tenant.
 	FindKeyByID(ctx context.Context, tenantID, id string) (*APIKey, error)
 
-	// FindKeyByHash returns ENOTFOUND when no key has that hash.
+	// FindKeyByHash returns the key whose token, or previous token (one
+	// replaced by a rotation), has that hash; ENOTFOUND when none has.
 	FindKeyByHash(ctx context.Context, hash string) (*APIKey, error)
 
 	// FindKeys returns a page of the filter's tenant's keys, newest first, in

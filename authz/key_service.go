@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 )
 
@@ -63,6 +64,20 @@ type KeyService struct {
 	// Limiter budgets failed authentications per client address; nil:
 	// no limit.
 	Limiter *FailureLimiter
+
+	// RateLimiter counts the requests of keys with a rate limit; nil:
+	// rate limits are not enforced.
+	RateLimiter RateLimiter
+	// Credits spends the credits of keys that have them; nil: such keys
+	// are refused with EUNAVAILABLE, never let through unpaid.
+	Credits *CreditSpender
+	// Rollups counts every decision of a key for its usage history, which
+	// KeyUsage reads from UsageLog; nil: none is kept.
+	Rollups  UsageCounter
+	UsageLog UsageRollupStore
+	// OnLimited hears of every request refused with CodeRateLimited or
+	// CodeUsageExceeded (a metric).
+	OnLimited func(ctx context.Context, code string)
 }
 
 func (s *KeyService) now() time.Time { return clock(s.Now) }
@@ -87,8 +102,10 @@ func (s *KeyService) CreateKey(ctx context.Context, in CreateKeyInput) (*APIKey,
 	enabled := true
 	if err := allowInput(ctx, s.Policy, ManagementInput{
 		Actor: *actor, Action: ActionCreate,
-		Target:  ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID, UserID: actor.UserID},
-		Change:  &APIKeyUpdate{Name: &in.Name, Enabled: &enabled, SetExpiresAt: in.ExpiresAt != nil, ExpiresAt: in.ExpiresAt, Scope: &in.Scope},
+		Target: ManagementTarget{Type: TargetAPIKey, TenantID: actor.TenantID, UserID: actor.UserID},
+		Change: &APIKeyUpdate{Name: &in.Name, Enabled: &enabled, SetExpiresAt: in.ExpiresAt != nil, ExpiresAt: in.ExpiresAt, Scope: &in.Scope,
+			SetExternalID: in.ExternalID != nil, ExternalID: in.ExternalID, SetMeta: in.Meta != nil, Meta: in.Meta,
+			SetRateLimit: in.RateLimit != nil, RateLimit: in.RateLimit, SetCredits: in.Credits != nil, Credits: in.Credits},
 		Ceiling: ceiling,
 	}); err != nil {
 		return nil, "", err
@@ -114,10 +131,21 @@ func (s *KeyService) CreateKey(ctx context.Context, in CreateKeyInput) (*APIKey,
 		UpdatedAt: now,
 		Hash:      HashToken(token),
 	}
-	if key.ExpiresAt != nil {
-		key.ExpiresAtSetBy = setterOf(actor)
+	key.ExternalID, key.RateLimit, key.Credits = copyPtr(in.ExternalID), copyPtr(in.RateLimit), newCredits(in.Credits, now)
+	key.Meta, _ = CompactMeta(in.Meta)
+	var set []string
+	for _, f := range []struct {
+		name  string
+		isSet bool
+	}{{"expires_at", key.ExpiresAt != nil}, {"rate_limit", key.RateLimit != nil}, {"credits", key.Credits != nil}} {
+		if f.isSet {
+			set = append(set, f.name)
+		}
 	}
-	ev := s.keyEvent(ctx, actor, AuditKeyCreated, key, map[string]any{"name": key.Name})
+	key.recordSetters(set, actor)
+	details := map[string]any{"name": key.Name}
+	addLimitDetails(details, set, key)
+	ev := s.keyEvent(ctx, actor, AuditKeyCreated, key, details)
 	if err := s.Store.CreateKey(ctx, key, ev); err != nil {
 		if ErrorCode(err) == ECONFLICT {
 			return nil, "", s.nameTaken(ctx, actor, key.Name, err)
@@ -210,7 +238,9 @@ func (s *KeyService) UpdateKey(ctx context.Context, id string, upd APIKeyUpdate)
 			return nil, nil, nil
 		}
 		k.recordSetters(changed, actor)
-		ev := s.keyEvent(ctx, actor, AuditKeyUpdated, k, map[string]any{"changed": changed, "admin": actor.HasRole(RoleAdmin)})
+		details := map[string]any{"changed": changed, "admin": actor.HasRole(RoleAdmin)}
+		addLimitDetails(details, changed, k)
+		ev := s.keyEvent(ctx, actor, AuditKeyUpdated, k, details)
 		return changed, []AuditEvent{ev}, nil
 	})
 	if err != nil {
@@ -308,8 +338,21 @@ func (s *KeyService) changed(ctx context.Context, change KeyChange) {
 	}
 }
 
+// addLimitDetails records in an audit event's details the rate limit and
+// credits a change set, as they now are (null: cleared).
+func addLimitDetails(details map[string]any, changed []string, k *APIKey) {
+	if slices.Contains(changed, "rate_limit") {
+		details["rate_limit"] = copyPtr(k.RateLimit)
+	}
+	if slices.Contains(changed, "credits") {
+		details["credits"] = copyPtr(k.Credits)
+	}
+}
+
+// keyChange names k by id, not by hash: a key rotated with a grace period
+// is cached under two hashes.
 func keyChange(k *APIKey) KeyChange {
-	return KeyChange{TenantID: k.TenantID, UserID: k.UserID, KeyID: k.ID, Hash: k.Hash}
+	return KeyChange{TenantID: k.TenantID, UserID: k.UserID, KeyID: k.ID}
 }
 
 // keyFor loads a key of the actor's tenant the policy lets the actor take

@@ -28,6 +28,7 @@ func TestLayers(t *testing.T) {
 		{"server imports no other adapter", "../server", notModule(module, "authz")},
 		{"mcp imports no other adapter", "../mcp", notModule(module, "authz")},
 		{"the Go client imports the standard library only", "../client", stdlib},
+		{"redis imports no other adapter", "../redis", notModule(module, "authz")},
 	}
 	for _, tc := range tests {
 		files, err := filepath.Glob(filepath.Join(tc.dir, "*.go"))

@@ -50,6 +50,10 @@ func keyStateTerm(k *APIKey) *ast.Term {
 		[2]*ast.Term{s("permission_scope"), scopeTerm(&k.Scope)},
 		[2]*ast.Term{s("disabled_by"), setterTerm(k.DisabledBy)},
 		[2]*ast.Term{s("expires_at_set_by"), setterTerm(k.ExpiresAtSetBy)},
+		[2]*ast.Term{s("rate_limit"), rateLimitTerm(k.RateLimit)},
+		[2]*ast.Term{s("rate_limit_set_by"), setterTerm(k.RateLimitSetBy)},
+		[2]*ast.Term{s("credits"), creditsTerm(k.Credits)},
+		[2]*ast.Term{s("credits_set_by"), setterTerm(k.CreditsSetBy)},
 	)
 }
 
@@ -69,7 +73,57 @@ func changeTerm(u *APIKeyUpdate) *ast.Term {
 	if u.Scope != nil {
 		items = append(items, [2]*ast.Term{s("permission_scope"), scopeTerm(u.Scope)})
 	}
+	if u.SetExternalID {
+		v := ast.NullTerm()
+		if u.ExternalID != nil {
+			v = s(*u.ExternalID)
+		}
+		items = append(items, [2]*ast.Term{s("external_id"), v})
+	}
+	if u.SetMeta {
+		v := ast.NullTerm()
+		if u.Meta != nil {
+			v = metaTerm(u.Meta)
+		}
+		items = append(items, [2]*ast.Term{s("meta"), v})
+	}
+	if u.SetRateLimit {
+		items = append(items, [2]*ast.Term{s("rate_limit"), rateLimitTerm(u.RateLimit)})
+	}
+	if u.SetCredits {
+		items = append(items, [2]*ast.Term{s("credits"), creditsTerm(u.Credits)})
+	}
 	return ast.ObjectTerm(items...)
+}
+
+// rateLimitTerm is {"limit", "window_ms"}; null for none.
+func rateLimitTerm(r *RateLimit) *ast.Term {
+	if r == nil {
+		return ast.NullTerm()
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{ast.StringTerm("limit"), ast.IntNumberTerm(int(r.Limit))},
+		[2]*ast.Term{ast.StringTerm("window_ms"), ast.IntNumberTerm(int(r.WindowMS))},
+	)
+}
+
+// creditsTerm is {"remaining", "refill": {"amount", "interval_ms"} or
+// null}; null for none.
+func creditsTerm(c *Credits) *ast.Term {
+	if c == nil {
+		return ast.NullTerm()
+	}
+	refill := ast.NullTerm()
+	if r := c.Refill; r != nil {
+		refill = ast.ObjectTerm(
+			[2]*ast.Term{ast.StringTerm("amount"), ast.IntNumberTerm(int(r.Amount))},
+			[2]*ast.Term{ast.StringTerm("interval_ms"), ast.IntNumberTerm(int(r.IntervalMS))},
+		)
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{ast.StringTerm("remaining"), ast.IntNumberTerm(int(c.Remaining))},
+		[2]*ast.Term{ast.StringTerm("refill"), refill},
+	)
 }
 
 func scopeTerm(sc *Scope) *ast.Term {

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"time"
 )
@@ -22,6 +23,17 @@ type Principal struct {
 	Scope     Scope      `json:"permission_scope"`
 	ExpiresAt *time.Time `json:"expires_at"`
 
+	// ExternalID and Meta are what the platform keeps with the key ("" and
+	// nil: none); the policy reads them as input.principal.external_id and
+	// input.principal.meta. Meta is shared and must not be changed.
+	ExternalID string          `json:"external_id,omitempty"`
+	Meta       json.RawMessage `json:"meta,omitempty"`
+
+	// RateLimit bounds the key's decision requests (nil: none); Credits
+	// says the key has usage credits, which each allowed check spends.
+	RateLimit *RateLimit `json:"-"`
+	Credits   bool       `json:"-"`
+
 	// snapshot is the key cache entry the principal was made from; the
 	// principals made from one entry are one snapshot, so caches of what
 	// was decided about it are keyed by the entry. self tells the
@@ -39,6 +51,10 @@ func (p *Principal) identity() any {
 	}
 	return p
 }
+
+// cached reports whether p is the principal of a key cache entry, a
+// snapshot that other requests share and a change to the key replaces.
+func (p *Principal) cached() bool { return p.snapshot != nil && p.self == p }
 
 // Roles the management policy gives meaning to.
 const (

@@ -462,7 +462,6 @@ type UsageWriter struct {
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
-	failing  bool // only run's goroutine reads and writes it
 }
 
 // NewUsageWriter starts a writer flushing every interval (default 1s);
@@ -523,23 +522,31 @@ func (u *UsageWriter) Close(ctx context.Context) error {
 
 func (u *UsageWriter) run() {
 	defer close(u.done)
-	ticker := time.NewTicker(u.interval)
+	flushEvery(u.stop, u.interval, u.Flush, u.logger, "last_used_at")
+}
+
+// flushEvery calls flush every interval until stop closes, each call
+// bounded to 10s. A failure is logged once, and so is the recovery, what
+// naming what is written.
+func flushEvery(stop <-chan struct{}, interval time.Duration, flush func(context.Context) error, logger *slog.Logger, what string) {
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	failing := false
 	for {
 		select {
-		case <-u.stop:
+		case <-stop:
 			return
 		case <-ticker.C:
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := u.Flush(ctx)
+			err := flush(ctx)
 			cancel()
 			switch {
-			case err != nil && !u.failing:
-				u.logger.Warn("last_used_at not written; keeping it until the database answers", "err", err)
-			case err == nil && u.failing:
-				u.logger.Info("last_used_at is written again")
+			case err != nil && !failing:
+				logger.Warn(what+" not written; keeping it until the database answers", "err", err)
+			case err == nil && failing:
+				logger.Info(what + " is written again")
 			}
-			u.failing = err != nil
+			failing = err != nil
 		}
 	}
 }

@@ -105,6 +105,8 @@ const (
 	resultUpstreamError = "upstream_error" // the upstream refused the call
 	resultTooLarge      = "too_large"      // the upstream's answer was over MaxResponseBytes
 	resultError         = "error"          // keygate failed
+	resultRateLimited   = "rate_limited"   // the key is over its rate limit
+	resultNoCredits     = "usage_exceeded" // the key has no credits left
 )
 
 // callRecord follows one tools/call from the decision through the proxy to
@@ -157,6 +159,13 @@ func (g *Gateway) callTool(ctx context.Context, t *tenant, next sdk.MethodHandle
 		return nil, internalError("the call cannot be decided right now")
 	}
 	rec.decisionID, rec.reasons = decided.DecisionID, decided.Decisions[0].Reasons
+	if err := limitedError(params.Name, decided); err != nil {
+		rec.result, rec.reason = resultRateLimited, strings.Join(rec.reasons, "; ")
+		if decided.Code == authz.CodeUsageExceeded {
+			rec.result = resultNoCredits
+		}
+		return nil, err
+	}
 	if !decided.Allowed() {
 		rec.result, rec.reason = resultDenied, strings.Join(rec.reasons, "; ")
 		return nil, deniedError(params.Name, decided)
@@ -199,6 +208,26 @@ func deniedError(name string, d *authz.DecisionResult) error {
 		Message: fmt.Sprintf("tool %q is not allowed for this API key: %s", name, why),
 		Data:    data,
 	}
+}
+
+// limitedError is the JSON-RPC error of a call the key's own limits
+// refused, nil for any other answer.
+func limitedError(name string, d *authz.DecisionResult) error {
+	code := CodeRateLimited
+	switch d.Code {
+	case authz.CodeRateLimited:
+	case authz.CodeUsageExceeded:
+		code = CodeUsageExceeded
+	default:
+		return nil
+	}
+	reasons := d.Decisions[0].Reasons
+	body := map[string]any{"tool": name, "code": d.Code, "reasons": reasons, "decision_id": d.DecisionID}
+	if d.RetryAfter > 0 {
+		body["retry_after_ms"] = d.RetryAfter.Milliseconds()
+	}
+	data, _ := json.Marshal(body)
+	return &jsonrpc.Error{Code: int64(code), Message: fmt.Sprintf("tool %q was not called: %s", name, strings.Join(reasons, "; ")), Data: data}
 }
 
 func errorResult(text string) *sdk.CallToolResult {
@@ -284,9 +313,10 @@ func (g *Gateway) finishCall(ctx context.Context, span trace.Span, ra *requestAu
 	}
 	p := ra.principal
 	// A denied call is in the trail once, as the decision's
-	// authorization.denied event (tool, key and reasons); every other
-	// outcome is an mcp_tool.called event.
-	if g.opts.Audit != nil && rec.result != resultDenied {
+	// authorization.denied event (tool, key and reasons); a call the key's
+	// limits refused is counted in its usage history, not written one by
+	// one; every other outcome is an mcp_tool.called event.
+	if g.opts.Audit != nil && rec.result != resultDenied && rec.result != resultRateLimited && rec.result != resultNoCredits {
 		g.opts.Audit.Record(authz.AuditEvent{
 			OccurredAt: g.now(),
 			TenantID:   p.TenantID,

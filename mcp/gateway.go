@@ -48,6 +48,14 @@ const CodeToolDenied = -32030
 // answered with more than Options.MaxResponseBytes.
 const CodeUpstreamTooLarge = -32031
 
+// CodeRateLimited and CodeUsageExceeded are the JSON-RPC error codes of a
+// call refused by the key's rate limit or for lack of credits; the error's
+// data says when to try again (retry_after_ms) when that is known.
+const (
+	CodeRateLimited   = -32032
+	CodeUsageExceeded = -32033
+)
+
 // Defaults of Options.
 const (
 	DefaultSyncInterval   = 5 * time.Minute

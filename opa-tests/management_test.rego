@@ -341,6 +341,74 @@ test_member_deletes_a_key_an_admin_disabled if {
 	d.allow
 }
 
+# --- an admin's rate limit and credits stick ---
+
+limited_key(set_by) := object.union(key_state(true, null, null, null), {
+	"rate_limit": {"limit": 100, "window_ms": 60000}, "rate_limit_set_by": set_by,
+	"credits": {"remaining": 50, "refill": {"amount": 50, "interval_ms": 3600000}}, "credits_set_by": set_by,
+})
+
+rate_reason := "the key's rate limit was set by an admin; only an admin may raise or remove it"
+
+credits_reason := "the key's credits were set by an admin; only an admin may raise, refill or remove them"
+
+test_member_may_not_loosen_an_admins_rate_limit if {
+	every change in [
+		{"rate_limit": null},
+		{"rate_limit": {"limit": 101, "window_ms": 60000}},
+		{"rate_limit": {"limit": 100, "window_ms": 59999}},
+	] {
+		management.decision == denied([rate_reason]) with input as update_of(member, limited_key(by_admin), change)
+	}
+	management.decision.allow with input as update_of(admin, limited_key(by_admin), {"rate_limit": null})
+}
+
+test_member_may_tighten_an_admins_rate_limit if {
+	management.decision.allow with input as update_of(member, limited_key(by_admin), {"rate_limit": {"limit": 10, "window_ms": 120000}})
+}
+
+test_member_may_not_loosen_an_admins_credits if {
+	every change in [
+		{"credits": null},
+		{"credits": {"remaining": 51, "refill": {"amount": 50, "interval_ms": 3600000}}},
+		{"credits": {"remaining": 10, "refill": {"amount": 60, "interval_ms": 3600000}}},
+		{"credits": {"remaining": 10, "refill": {"amount": 50, "interval_ms": 60000}}},
+	] {
+		management.decision == denied([credits_reason]) with input as update_of(member, limited_key(by_admin), change)
+	}
+	management.decision.allow with input as update_of(admin, limited_key(by_admin), {"credits": null})
+}
+
+test_member_may_lower_an_admins_credits if {
+	every change in [
+		{"credits": {"remaining": 0, "refill": null}},
+		{"credits": {"remaining": 50, "refill": {"amount": 10, "interval_ms": 7200000}}},
+	] {
+		management.decision.allow with input as update_of(member, limited_key(by_admin), change)
+	}
+}
+
+test_member_sets_limits_where_an_admin_removed_them if {
+	key := object.union(limited_key(by_admin), {"rate_limit": null, "credits": null})
+	management.decision.allow with input as update_of(member, key, {"rate_limit": {"limit": 1, "window_ms": 1000}, "credits": {"remaining": 1, "refill": null}})
+}
+
+test_member_changes_their_own_limits_freely if {
+	management.decision.allow with input as update_of(member, limited_key(by_owner), {"rate_limit": null, "credits": null})
+}
+
+# --- rotation ---
+
+test_owner_and_admin_may_rotate if {
+	management.decision == allowed("users may manage their own keys") with input as request(member, "rotate", key_of("t1", "u2"))
+	management.decision.allow with input as request(admin, "rotate", key_of("t1", "u3"))
+}
+
+test_member_may_not_rotate_another_users_key if {
+	d := management.decision with input as request(member, "rotate", key_of("t1", "u3"))
+	d == denied([`only an admin of tenant "t1" may manage keys of other users`])
+}
+
 # --- the actor ---
 
 test_empty_actor_tenant_is_denied if {
@@ -384,5 +452,5 @@ test_unknown_target_type_is_denied if {
 
 test_unknown_action_is_denied if {
 	d := management.decision with input as request(admin, "approve", key_of("t1", "u1"))
-	d == denied([`action "approve" is not supported on api_key (supported: create, delete, list, read, update)`])
+	d == denied([`action "approve" is not supported on api_key (supported: create, delete, list, read, rotate, update)`])
 }

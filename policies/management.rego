@@ -10,7 +10,7 @@ package keygate.management
 
 # target_actions lists the actions each kind of target supports.
 target_actions := {
-	"api_key": {"create", "delete", "list", "read", "update"},
+	"api_key": {"create", "delete", "list", "read", "rotate", "update"},
 	"audit_events": {"list", "read"},
 	"platform_audit_events": {"list", "read"},
 	"mcp_server": {"create", "delete", "list", "read", "update"},
@@ -165,10 +165,14 @@ refusal("audit_events", actor, _, _) := sprintf("only an admin of tenant %q may 
 #
 # For a change to a key keygate adds to the input:
 #   "key":     the key as stored (null on create): enabled, expires_at,
-#              permission_scope, and who last disabled it or set its expiry,
-#              {"user_id", "admin"} or null;
+#              permission_scope, rate_limit ({"limit", "window_ms"} or
+#              null), credits ({"remaining", "refill": {"amount",
+#              "interval_ms"} or null} or null), and who last disabled it
+#              or set its expiry, rate limit or credits, {"user_id",
+#              "admin"} or null;
 #   "change":  the fields the request sets (a field absent is unchanged;
-#              expires_at null clears the expiry);
+#              expires_at, external_id, meta, rate_limit or credits null
+#              clears it);
 #   "ceiling": the acting user's scope ceiling, null when no admin set one.
 #
 # An admin of the key's tenant is held back by none of them.
@@ -177,9 +181,10 @@ refusal("audit_events", actor, _, _) := sprintf("only an admin of tenant %q may 
 limits := holds | ceiling_reasons
 
 # holds: an admin's decision on a key sticks. A key an admin disabled is
-# enabled again only by an admin, and an expiry an admin set is moved later
-# or cleared only by an admin. Disabling, shortening, narrowing and deleting
-# stay the owner's right.
+# enabled again only by an admin; an expiry an admin set is moved later or
+# cleared only by an admin; a rate limit or credits an admin set are raised,
+# refilled more or removed only by an admin. Disabling, shortening,
+# narrowing, lowering and deleting stay the owner's right.
 holds contains "the key was disabled by an admin; only an admin may enable it again" if {
 	key_change_by_member
 	input.change.enabled == true
@@ -192,6 +197,51 @@ holds contains "the key's expiry was set by an admin; only an admin may move it 
 	input.key.expires_at_set_by.admin == true
 	"expires_at" in object.keys(input.change)
 	later_or_cleared(input.key.expires_at, input.change.expires_at)
+}
+
+holds contains "the key's rate limit was set by an admin; only an admin may raise or remove it" if {
+	key_change_by_member
+	input.key.rate_limit_set_by.admin == true
+	"rate_limit" in object.keys(input.change)
+	not tighter_rate(input.key.rate_limit, input.change.rate_limit)
+}
+
+holds contains "the key's credits were set by an admin; only an admin may raise, refill or remove them" if {
+	key_change_by_member
+	input.key.credits_set_by.admin == true
+	"credits" in object.keys(input.change)
+	not fewer_credits(input.key.credits, input.change.credits)
+}
+
+# tighter_rate: the new rate limit allows no more than the old, in a burst
+# or over time.
+tighter_rate(old, new) if {
+	old == null
+	is_object(new)
+}
+
+tighter_rate(old, new) if {
+	new.limit <= old.limit
+	new.window_ms >= old.window_ms
+}
+
+# fewer_credits: the new credits are no more than the old, and refilled no
+# more or no sooner.
+fewer_credits(old, new) if {
+	old == null
+	is_object(new)
+}
+
+fewer_credits(old, new) if {
+	new.remaining <= old.remaining
+	no_more_refill(old.refill, new.refill)
+}
+
+no_more_refill(_, new) if new == null
+
+no_more_refill(old, new) if {
+	new.amount <= old.amount
+	new.interval_ms >= old.interval_ms
 }
 
 key_change_by_member if {

@@ -8,10 +8,18 @@ import (
 )
 
 // TestRegoPolicies runs the Rego tests of ../opa-tests against these
-// policies, as `make opa-test` does, so `go test` alone covers them too.
+// policies, and those of the example policies in ../docs/examples, as
+// `make opa-test` does, so `go test` alone covers them too.
 func TestRegoPolicies(t *testing.T) {
+	for _, dirs := range [][]string{{".", "../opa-tests"}, {".", "../docs/examples"}} {
+		runRegoTests(t, dirs)
+	}
+}
+
+func runRegoTests(t *testing.T, dirs []string) {
+	t.Helper()
 	ctx := context.Background()
-	modules, store, err := tester.Load([]string{".", "../opa-tests"}, nil)
+	modules, store, err := tester.Load(dirs, nil)
 	if err != nil {
 		t.Fatalf("load policies and tests: %v", err)
 	}
@@ -30,7 +38,7 @@ func TestRegoPolicies(t *testing.T) {
 		}
 	}
 	if ran == 0 {
-		t.Fatal("no Rego tests ran")
+		t.Fatalf("no Rego tests ran in %v", dirs)
 	}
-	t.Logf("%d Rego tests ran", ran)
+	t.Logf("%d Rego tests ran in %v", ran, dirs)
 }

@@ -67,7 +67,9 @@ func PrincipalFrom(c *gin.Context) *authz.Principal {
 // RequirePermission lets the request through only when the policy allows the
 // authenticated key to do action on the resource of type rt whose id id
 // returns (Param reads it from the route). It must follow RequireAPIKey. A
-// denial is a 403 problem carrying the policy's reasons.
+// denial is a 403 problem carrying the policy's reasons; a key over its
+// rate limit or out of credits is a 429 problem (code RATE_LIMITED or
+// USAGE_EXCEEDED) with Retry-After when it is known.
 func RequirePermission(d Decider, rt authz.ResourceType, action string, id func(*gin.Context) string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p := PrincipalFrom(c)
@@ -82,8 +84,15 @@ func RequirePermission(d Decider, rt authz.ResourceType, action string, id func(
 			writeError(c, err)
 			return
 		}
-		if !res.Allowed() {
-			writeError(c, authz.Errorf(authz.EFORBIDDEN, "%s", strings.Join(res.Decisions[0].Reasons, "; ")))
+		switch reasons := res.Decisions[0].Reasons; {
+		case res.Code == authz.CodeRateLimited || res.Code == authz.CodeUsageExceeded:
+			writeError(c, limitedError(res, reasons))
+			return
+		case res.Refused():
+			writeError(c, authz.Errorf(res.Code, "%s", strings.Join(reasons, "; ")))
+			return
+		case !res.Allowed():
+			writeError(c, authz.Errorf(authz.EFORBIDDEN, "%s", strings.Join(reasons, "; ")))
 			return
 		}
 		c.Next()

@@ -12,11 +12,13 @@ import (
 // principalView is the principal as a decision answer shows it: who, never
 // the scope.
 type principalView struct {
-	Type     string `json:"type"`
-	KeyID    string `json:"key_id"`
-	Name     string `json:"name"`
-	TenantID string `json:"tenant_id"`
-	UserID   string `json:"user_id"`
+	Type       string          `json:"type"`
+	KeyID      string          `json:"key_id"`
+	Name       string          `json:"name"`
+	TenantID   string          `json:"tenant_id"`
+	UserID     string          `json:"user_id"`
+	ExternalID *string         `json:"external_id"`
+	Meta       json.RawMessage `json:"meta"`
 }
 
 type checkResult struct {
@@ -30,6 +32,7 @@ type singleAnswer struct {
 	Reasons    []string       `json:"reasons"`
 	DecisionID string         `json:"decision_id"`
 	Principal  *principalView `json:"principal,omitempty"`
+	limitsView
 }
 
 type batchAnswer struct {
@@ -37,6 +40,14 @@ type batchAnswer struct {
 	Code       string         `json:"code"`
 	DecisionID string         `json:"decision_id"`
 	Principal  *principalView `json:"principal,omitempty"`
+	limitsView
+}
+
+// limitsView is where a key with limits stands after the request: its rate
+// limit, and its credits when the request spent some or had too few.
+type limitsView struct {
+	RateLimit        *rateLimitView `json:"rate_limit,omitempty"`
+	CreditsRemaining *int64         `json:"credits_remaining,omitempty"`
 }
 
 // authorizeRequest is the decision request, decoded in one pass on the hot
@@ -161,18 +172,23 @@ func (s *Server) answer(c *gin.Context, token string, checks []authz.Check, batc
 	}
 	var pv *principalView
 	if p := res.Principal; p != nil {
-		pv = &principalView{Type: authz.PrincipalTypeAPIKey, KeyID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID}
+		pv = &principalView{Type: authz.PrincipalTypeAPIKey, KeyID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID,
+			Meta: metaJSON(p.Meta)}
+		if p.ExternalID != "" {
+			pv.ExternalID = &p.ExternalID
+		}
 	}
+	limits := limitsView{RateLimit: newRateLimitView(res.RateLimit), CreditsRemaining: res.CreditsRemaining}
 	if !batch {
 		d := res.Decisions[0]
-		writeJSON(c, http.StatusOK, singleAnswer{Allowed: d.Allow, Code: res.Code, Reasons: d.Reasons, DecisionID: res.DecisionID, Principal: pv})
+		writeJSON(c, http.StatusOK, singleAnswer{Allowed: d.Allow, Code: res.Code, Reasons: d.Reasons, DecisionID: res.DecisionID, Principal: pv, limitsView: limits})
 		return
 	}
 	results := make([]checkResult, len(res.Decisions))
 	for i, d := range res.Decisions {
 		results[i] = checkResult{Allowed: d.Allow, Reasons: d.Reasons}
 	}
-	writeJSON(c, http.StatusOK, batchAnswer{Results: results, Code: res.Code, DecisionID: res.DecisionID, Principal: pv})
+	writeJSON(c, http.StatusOK, batchAnswer{Results: results, Code: res.Code, DecisionID: res.DecisionID, Principal: pv, limitsView: limits})
 }
 
 // whoami lets a key describe itself.
@@ -185,5 +201,15 @@ func (s *Server) whoami(c *gin.Context) {
 		"user_id":          p.UserID,
 		"permission_scope": p.Scope,
 		"expires_at":       p.ExpiresAt,
+		"external_id":      nonEmpty(p.ExternalID),
+		"meta":             metaJSON(p.Meta),
 	})
+}
+
+// nonEmpty is s, or nil (JSON null) when it is empty.
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

@@ -256,7 +256,8 @@ func TestErrorStatus(t *testing.T) {
 	}{
 		{authz.EMALFORMED, 400}, {authz.EUNAUTHORIZED, 401}, {authz.KeyInvalid, 401}, {authz.KeyDisabled, 401},
 		{authz.KeyExpired, 401}, {authz.EFORBIDDEN, 403}, {authz.ENOTFOUND, 404}, {authz.ECONFLICT, 409},
-		{authz.ETOOLARGE, 413}, {authz.EINVALID, 422}, {authz.ERATELIMIT, 429}, {authz.EINTERNAL, 500},
+		{authz.ETOOLARGE, 413}, {authz.EINVALID, 422}, {authz.ERATELIMIT, 429}, {authz.CodeRateLimited, 429},
+		{authz.CodeUsageExceeded, 429}, {authz.EINTERNAL, 500},
 		{authz.EUNAVAILABLE, 503}, {"something new", 500},
 	}
 	for _, tc := range tests {

@@ -29,7 +29,7 @@ func ErrorStatus(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case authz.EINVALID:
 		return http.StatusUnprocessableEntity
-	case authz.ERATELIMIT:
+	case authz.ERATELIMIT, authz.CodeRateLimited, authz.CodeUsageExceeded:
 		return http.StatusTooManyRequests
 	case authz.EUNAVAILABLE:
 		return http.StatusServiceUnavailable

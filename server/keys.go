@@ -17,12 +17,15 @@ type createdKey struct {
 }
 
 func (s *Server) createKey(c *gin.Context) {
-	b, err := readBodyObject(c, "name", "permission_scope", "expires_at")
+	b, err := readBodyObject(c, append([]string{"name", "permission_scope", "expires_at"}, lifecycleMembers...)...)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
 	var in authz.CreateKeyInput
+	var lc authz.APIKeyUpdate
+	b.lifecycle(&lc)
+	in.ExternalID, in.Meta, in.RateLimit, in.Credits = lc.ExternalID, lc.Meta, lc.RateLimit, lc.Credits
 	b.required("name", &in.Name)
 	if raw, ok := b.raw("permission_scope"); !ok {
 		b.fail("permission_scope", "is required")
@@ -61,6 +64,7 @@ func (s *Server) listKeys(c *gin.Context) {
 		filter.Enabled = &b
 	}
 	filter.UserID, fields = queryUserID(c, fields)
+	filter.ExternalID, fields = queryExternalID(c, fields)
 	if len(fields) > 0 {
 		writeError(c, authz.Invalid(fields...))
 		return
@@ -83,12 +87,13 @@ func (s *Server) getKey(c *gin.Context) {
 }
 
 func (s *Server) updateKey(c *gin.Context) {
-	b, err := readBodyObject(c, "name", "enabled", "expires_at", "permission_scope")
+	b, err := readBodyObject(c, append([]string{"name", "enabled", "expires_at", "permission_scope"}, lifecycleMembers...)...)
 	if err != nil {
 		writeError(c, err)
 		return
 	}
 	upd := authz.APIKeyUpdate{Name: patchField[string](b, "name"), Enabled: patchField[bool](b, "enabled")}
+	b.lifecycle(&upd)
 	var expires time.Time
 	if set, value := b.nullable("expires_at", &expires); set {
 		upd.SetExpiresAt = true

@@ -44,7 +44,7 @@ func TestCreateKey(t *testing.T) {
 
 	got := h.do("GET", "/api/v1/api-keys/"+m["id"].(string), admin, nil)
 	wantStatus(t, "get", got, http.StatusOK)
-	if strings.Contains(string(got.body), "token") || strings.Contains(string(got.body), token) {
+	if strings.Contains(string(got.body), `"token"`) || strings.Contains(string(got.body), token) {
 		t.Fatalf("GET shows the token: %s", got.body)
 	}
 }

@@ -88,6 +88,8 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/api-keys/:id", s.getKey)
 	api.PATCH("/api-keys/:id", s.updateKey)
 	api.DELETE("/api-keys/:id", s.deleteKey)
+	api.POST("/api-keys/:id/rotate", s.rotateKey)
+	api.GET("/api-keys/:id/usage", s.keyUsage)
 	api.GET("/audit-events", s.listAuditEvents)
 	api.DELETE("/users/:id", s.deleteUser)
 	api.DELETE("/tenants/:id", s.deleteTenant)

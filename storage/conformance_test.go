@@ -87,6 +87,12 @@ func sameKey(tb testing.TB, got, want *authz.APIKey) {
 	norm := func(k *authz.APIKey) authz.APIKey {
 		c := *k
 		c.CreatedAt, c.UpdatedAt, c.ExpiresAt, c.LastUsedAt = time.Time{}, time.Time{}, nil, nil
+		c.RotatedAt, c.PreviousExpiresAt = nil, nil
+		if c.Credits != nil {
+			credits := *c.Credits
+			credits.RefilledAt = nil
+			c.Credits = &credits
+		}
 		return c
 	}
 	if g, w := norm(got), norm(want); !reflect.DeepEqual(g, w) {
@@ -96,6 +102,11 @@ func sameKey(tb testing.TB, got, want *authz.APIKey) {
 	sameTime(tb, "updated_at", &got.UpdatedAt, &want.UpdatedAt)
 	sameTime(tb, "expires_at", got.ExpiresAt, want.ExpiresAt)
 	sameTime(tb, "last_used_at", got.LastUsedAt, want.LastUsedAt)
+	sameTime(tb, "rotated_at", got.RotatedAt, want.RotatedAt)
+	sameTime(tb, "previous_expires_at", got.PreviousExpiresAt, want.PreviousExpiresAt)
+	if got.Credits != nil && want.Credits != nil {
+		sameTime(tb, "credits.refilled_at", got.Credits.RefilledAt, want.Credits.RefilledAt)
+	}
 }
 
 func sameTime(tb testing.TB, field string, got, want *time.Time) {

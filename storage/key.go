@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -49,118 +48,6 @@ type userRow struct {
 	TenantID  string    `bun:"tenant_id,pk"`
 	ID        string    `bun:"id,pk"`
 	CreatedAt time.Time `bun:"created_at,notnull"`
-}
-
-type apiKeyRow struct {
-	bun.BaseModel `bun:"table:api_keys,alias:k"`
-
-	ID              string     `bun:"id,pk"`
-	TenantID        string     `bun:"tenant_id,notnull"`
-	UserID          string     `bun:"user_id,notnull"`
-	Name            string     `bun:"name,notnull"`
-	KeyHash         string     `bun:"key_hash,notnull"`
-	Start           string     `bun:"start,notnull"`
-	PermissionScope string     `bun:"permission_scope,notnull"` // JSON, encoded here
-	Enabled         bool       `bun:"enabled,notnull"`
-	ExpiresAt       *time.Time `bun:"expires_at"`
-	LastUsedAt      *time.Time `bun:"last_used_at"`
-	CreatedAt       time.Time  `bun:"created_at,notnull"`
-	UpdatedAt       time.Time  `bun:"updated_at,notnull"`
-
-	DisabledBy          string `bun:"disabled_by,notnull"`
-	DisabledByAdmin     bool   `bun:"disabled_by_admin,notnull"`
-	ExpiresAtSetBy      string `bun:"expires_at_set_by,notnull"`
-	ExpiresAtSetByAdmin bool   `bun:"expires_at_set_by_admin,notnull"`
-}
-
-// setterColumns stores a Setter as a user id ("" for none) and a flag.
-func setterColumns(by *authz.Setter) (string, bool) {
-	if by == nil {
-		return "", false
-	}
-	return by.UserID, by.Admin
-}
-
-func setterOf(userID string, admin bool) *authz.Setter {
-	if userID == "" {
-		return nil
-	}
-	return &authz.Setter{UserID: userID, Admin: admin}
-}
-
-// newAPIKeyRow converts k for storage: scope as JSON, times in UTC.
-func newAPIKeyRow(k *authz.APIKey) (*apiKeyRow, error) {
-	if !authz.ValidID(k.ID) {
-		return nil, fmt.Errorf("store key: id %q is not a canonical UUID", k.ID)
-	}
-	scope, err := json.Marshal(k.Scope)
-	if err != nil {
-		return nil, fmt.Errorf("encode the scope of key %s: %w", k.ID, err)
-	}
-	row := &apiKeyRow{
-		ID:              k.ID,
-		TenantID:        k.TenantID,
-		UserID:          k.UserID,
-		Name:            k.Name,
-		KeyHash:         k.Hash,
-		Start:           k.Start,
-		PermissionScope: string(scope),
-		Enabled:         k.Enabled,
-		ExpiresAt:       utcPtr(k.ExpiresAt),
-		LastUsedAt:      utcPtr(k.LastUsedAt),
-		CreatedAt:       utc(k.CreatedAt),
-		UpdatedAt:       utc(k.UpdatedAt),
-	}
-	row.DisabledBy, row.DisabledByAdmin = setterColumns(k.DisabledBy)
-	row.ExpiresAtSetBy, row.ExpiresAtSetByAdmin = setterColumns(k.ExpiresAtSetBy)
-	return row, nil
-}
-
-// key converts a stored row back into the domain type.
-func (r *apiKeyRow) key() (*authz.APIKey, error) {
-	var scope authz.Scope
-	if err := json.Unmarshal([]byte(r.PermissionScope), &scope); err != nil {
-		return nil, fmt.Errorf("decode the scope of key %s: %w", r.ID, err)
-	}
-	return &authz.APIKey{
-		ID:         r.ID,
-		Name:       r.Name,
-		Start:      r.Start,
-		TenantID:   r.TenantID,
-		UserID:     r.UserID,
-		Scope:      nonNilScope(scope),
-		Enabled:    r.Enabled,
-		ExpiresAt:  utcPtr(r.ExpiresAt),
-		LastUsedAt: utcPtr(r.LastUsedAt),
-		CreatedAt:  utc(r.CreatedAt),
-		UpdatedAt:  utc(r.UpdatedAt),
-		Hash:       r.KeyHash,
-
-		DisabledBy:     setterOf(r.DisabledBy, r.DisabledByAdmin),
-		ExpiresAtSetBy: setterOf(r.ExpiresAtSetBy, r.ExpiresAtSetByAdmin),
-	}, nil
-}
-
-// nonNilScope turns absent lists into empty ones, as the scope document
-// always has all four.
-func nonNilScope(s authz.Scope) authz.Scope {
-	for _, l := range []*[]string{&s.AgentIDs, &s.FlowIDs, &s.MCPToolIDs, &s.VectorStoreIDs} {
-		if *l == nil {
-			*l = []string{}
-		}
-	}
-	return s
-}
-
-// storedForm sets k's times and scope to what the database keeps (UTC,
-// microseconds, empty lists rather than nil), so the caller's copy of a
-// key it just wrote equals the one it would read back.
-func storedForm(k *authz.APIKey) {
-	k.Scope = nonNilScope(k.Scope)
-	k.ExpiresAt = utcPtr(k.ExpiresAt)
-	k.LastUsedAt = utcPtr(k.LastUsedAt)
-	k.CreatedAt = utc(k.CreatedAt)
-	k.UpdatedAt = utc(k.UpdatedAt)
 }
 
 func errKeyNotFound() error {
@@ -257,12 +144,16 @@ func (s *KeyStore) KeyByHash(ctx context.Context, hash string) (*authz.APIKey, e
 	return s.FindKeyByHash(ctx, hash)
 }
 
-// FindKeyByHash returns the key whose token has this SHA-256; ENOTFOUND when
-// none has.
+// FindKeyByHash returns the key whose token, or previous token (replaced
+// by a rotation, in its grace period or not), has this SHA-256; ENOTFOUND
+// when none has. The caller tells which of the two matched.
 func (s *KeyStore) FindKeyByHash(ctx context.Context, hash string) (_ *authz.APIKey, err error) {
 	defer mapDBError(&err)
+	if hash == "" {
+		return nil, errKeyNotFound()
+	}
 	return findKey(ctx, s.db.bun.NewSelect(), func(q *bun.SelectQuery) *bun.SelectQuery {
-		return q.Where("k.key_hash = ?", hash)
+		return q.WhereOr("k.key_hash = ?", hash).WhereOr("k.previous_key_hash = ?", hash)
 	})
 }
 
@@ -295,6 +186,9 @@ func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (_ *
 			if filter.Name != nil {
 				q = q.Where("k.name = ?", *filter.Name)
 			}
+			if filter.ExternalID != nil {
+				q = q.Where("k.external_id = ?", *filter.ExternalID)
+			}
 			return q
 		})
 	if err != nil {
@@ -304,9 +198,10 @@ func (s *KeyStore) FindKeys(ctx context.Context, filter authz.APIKeyFilter) (_ *
 }
 
 // UpdateKey loads a key, locking its row on Postgres, and passes it to fn;
-// when fn reports changed fields it saves name, enabled, expires_at,
-// permission_scope and updated_at and writes fn's events, all in one
-// transaction. fn's error rolls everything back and is returned as it is.
+// when fn reports changed fields it saves every field fn may change (name,
+// enabled, expiry, scope, token and previous token, external id, meta,
+// limits, who set what, updated_at) and writes fn's events, all in one
+// transaction; the lock keeps a credit spend from slipping in between. fn's error rolls everything back and is returned as it is.
 // fn runs inside the transaction and must not use the store itself (on
 // SQLite, with one connection, that would wait forever).
 func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*authz.APIKey) (changed []string, events []authz.AuditEvent, err error)) (_ *authz.APIKey, err error) {
@@ -330,8 +225,8 @@ func (s *KeyStore) UpdateKey(ctx context.Context, tenantID, id string, fn func(*
 			row.ID, row.TenantID = id, tenantID
 			if err := updateOwned(ctx, tx, row, "k", tenantID, id, events,
 				func(err error) error { return keyConflict(err, row.Name) },
-				"name", "enabled", "expires_at", "permission_scope", "updated_at",
-				"disabled_by", "disabled_by_admin", "expires_at_set_by", "expires_at_set_by_admin"); err != nil {
+				append([]string{"name", "enabled", "expires_at", "permission_scope", "updated_at",
+					"disabled_by", "disabled_by_admin", "expires_at_set_by", "expires_at_set_by_admin"}, keyLifecycleColumns...)...); err != nil {
 				return err
 			}
 			storedForm(key)

@@ -84,6 +84,9 @@ type options struct {
 	cpuProfile  string
 	out         string
 
+	limits   bool
+	redisURL string
+
 	realistic      bool
 	realisticOnly  bool
 	realKeys       int
@@ -118,6 +121,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window of the cached mix to this file (-realistic-cpu-profile: of the realistic workload); profiling slows it, so its figures are not comparable (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.heapProfile, "heap-profile", "", "save a heap profile of keygate on Postgres, taken after warming -cache-keys keys, to this file (KEYGATE_DEBUG_ADDR)")
 	fs.StringVar(&o.out, "out", "docs/benchmarks.md", "report file, relative to the repository root; empty: print only")
+	fs.BoolVar(&o.limits, "limits", true, "also measure a key with a rate limit and credits, on SQLite, and with the rate limit counted in Redis (-redis-url)")
+	redisURL := "redis://127.0.0.1:6379/14"
+	if v, ok := os.LookupEnv("KEYGATE_BENCH_REDIS_URL"); ok {
+		redisURL = v
+	}
+	fs.StringVar(&o.redisURL, "redis-url", redisURL, "Redis for the limited key's shared rate limit (KEYGATE_BENCH_REDIS_URL); empty: skip that measurement")
 	fs.BoolVar(&o.realistic, "realistic", true, "also measure the realistic workload: many keys with scopes of their own, distinct questions, half denied, few answered from a cache")
 	fs.BoolVar(&o.realisticOnly, "realistic-only", false, "measure the realistic workload alone and replace only its section of -out")
 	fs.IntVar(&o.realKeys, "realistic-keys", 500, "keys of the realistic workload, each with a scope of its own (20 entries per list, 3 globs)")
@@ -259,6 +268,11 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 	if err := profiled(); err != nil {
 		return err
 	}
+	if b.opts.limits {
+		if rep.limited, err = b.measureLimited(ctx, kg, "keygate (SQLite), key with a rate limit and credits", mix); err != nil {
+			return err
+		}
+	}
 	if rep.batch, err = b.measure(ctx, workload{name: fmt.Sprintf("keygate (SQLite), batch of %d", batchSize),
 		url: kg.base + "/v1/authorize", bodies: [][]byte{batchBody(key.Token, mix)}, check: batchCheck(mix)}); err != nil {
 		return err
@@ -283,6 +297,11 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 	}
 	if err := stopKeygate(raw); err != nil {
 		return err
+	}
+	if b.opts.limits {
+		if err := b.runRedisLimited(ctx, rep); err != nil {
+			return err
+		}
 	}
 
 	if b.opts.postgres {

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/keygate/keygate/authz"
 )
 
 // report is everything one run measured, rendered to docs/benchmarks.md and
@@ -33,6 +35,8 @@ type report struct {
 	// One per target, nil when not run.
 	floor, opa, sqlite, postgres, batch *result
 	sqliteRaw, batchRaw                 *result // keygate with its decision cache off
+	limited, redisLimited               *result // a key with a rate limit and credits
+	redisSkipped                        string  // why redisLimited was not measured
 	scale                               *scaleResult
 	realistic                           *realisticResult
 }
@@ -218,6 +222,9 @@ func (r *report) targets() []targetRow {
 		add(fmt.Sprintf("%s p99 at %d connections", kg.name, r.conns), "< "+fmtLatency(targetP99), kg.res != nil,
 			fmtLatency(p99), p99 < targetP99)
 	}
+	limited := safeRatio(r.limited, r.sqlite)
+	add("keygate (SQLite) throughput with a key that has a rate limit and credits / without", fmt.Sprintf("≥ %.0f%%", 100*targetLimited),
+		r.limited != nil && r.sqlite != nil, fmt.Sprintf("%.0f%%", 100*limited), limited >= targetLimited)
 	cost := safeRatio(r.sqlite, r.batch)
 	add(fmt.Sprintf("cost of a batch of %d checks / one check", batchSize), fmt.Sprintf("≤ %.0f×", targetBatch),
 		r.sqlite != nil && r.batch != nil, fmt.Sprintf("%.2f×", cost), cost <= targetBatch)
@@ -254,7 +261,7 @@ func safeRatio(a, b *result) float64 {
 // resultsTable is the main table: one row per target that ran.
 func (r *report) resultsTable() string {
 	rows := [][]string{}
-	for _, res := range []*result{r.floor, r.opa, r.sqlite, r.postgres, r.batch, r.sqliteRaw, r.batchRaw} {
+	for _, res := range []*result{r.floor, r.opa, r.sqlite, r.limited, r.redisLimited, r.postgres, r.batch, r.sqliteRaw, r.batchRaw} {
 		if res != nil {
 			rows = append(rows, resultRow(res))
 		}
@@ -294,6 +301,10 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "- **OPA**: `opa run --server` with `policies/*.rego`, `POST /v1/data/keygate/authz/decision`; the key's scope is sent in every request's input.\n")
 	fmt.Fprintf(&b, "- **keygate**: `keygate serve` with `KEYGATE_LOG_LEVEL=warn` (no access log lines), `POST /v1/authorize` with the key's token; on SQLite (`--data-dir` in a temporary folder) and on Postgres (a database created for the run and dropped after it).\n")
 	fmt.Fprintf(&b, "- **batch**: `POST /v1/authorize` with `checks`: the first %d requests of the mix in one request.\n", batchSize)
+	if r.limited != nil {
+		fmt.Fprintf(&b, "- **key with a rate limit and credits**: the same mix on the same keygate with a second key of the same scope that has `rate_limit` {%d per second} and `credits` {%d}, too many to refuse anything: every answer says where the key stands, and each allowed check spends a credit. With its rate limit in Redis: another keygate with `KEYGATE_REDIS_URL` at the machine's Redis.\n",
+			authz.MaxRateLimit, int64(authz.MaxCredits))
+	}
 	if slices.ContainsFunc(r.mix, func(m mixEntry) bool { return !m.allow }) {
 		fmt.Fprintf(&b, "- Half the checks of the mix are denials; keygate records each denied check as an audit event, written in batches off the request path, so that cost is in its figures.\n")
 	} else {
@@ -327,6 +338,7 @@ func (r *report) markdown() string {
 	if r.sqliteRaw != nil && r.opa != nil {
 		fmt.Fprintf(&b, "- %s / OPA: %.2f× (every check evaluated, as OPA evaluates every request)\n", r.sqliteRaw.name, safeRatio(r.sqliteRaw, r.opa))
 	}
+	r.limitsMarkdown(&b)
 	b.WriteString("\n")
 
 	if s := r.scale; s != nil {

@@ -23,13 +23,15 @@ func fullReport() *report {
 		machine: machineInfo{cpu: "Test CPU", cores: 2, memory: "1.0 GiB", kernel: "Linux 6.0", goVer: "go1.26.8",
 			opaVer: "v1.22.2", commit: "df34c1c", postgres: "15.20, shared_buffers 128MB, on this machine", load: "0.10 0.20 0.30", loadEnd: "1.00 0.50 0.40"},
 		conns: 32, warmup: 2 * time.Second, duration: 10 * time.Second,
-		mix:      requestMix(1, true),
-		scope:    describeScope(benchScope()),
-		floor:    fakeResult("floor (gin)", 30000, 800*time.Microsecond),
-		opa:      fakeResult("OPA server", 5000, 4*time.Millisecond),
-		sqlite:   fakeResult("keygate (SQLite)", 12000, 2*time.Millisecond),
-		postgres: fakeResult("keygate (Postgres)", 7000, 6*time.Millisecond),
-		batch:    fakeResult("keygate (SQLite), batch of 100", 600, 50*time.Millisecond),
+		mix:          requestMix(1, true),
+		scope:        describeScope(benchScope()),
+		floor:        fakeResult("floor (gin)", 30000, 800*time.Microsecond),
+		opa:          fakeResult("OPA server", 5000, 4*time.Millisecond),
+		sqlite:       fakeResult("keygate (SQLite)", 12000, 2*time.Millisecond),
+		postgres:     fakeResult("keygate (Postgres)", 7000, 6*time.Millisecond),
+		batch:        fakeResult("keygate (SQLite), batch of 100", 600, 50*time.Millisecond),
+		limited:      fakeResult("keygate (SQLite), key with a rate limit and credits", 11000, 2*time.Millisecond),
+		redisLimited: fakeResult("keygate (SQLite), key with a rate limit in Redis and credits", 6000, 4*time.Millisecond),
 		scale: &scaleResult{
 			seed:         &seedStats{keys: 1_000_000, scopeBytes: 294, copyTime: 40 * time.Second, vacuumTime: 5 * time.Second, tableSize: 1 << 30},
 			scopeEntries: 5,
@@ -49,15 +51,16 @@ func TestTargets(t *testing.T) {
 		got[row.what] = row
 	}
 	want := map[string][2]string{ // what: measured, verdict
-		"keygate (SQLite) throughput / OPA":                                               {"2.40×", "pass"},
-		"keygate (Postgres) throughput / OPA":                                             {"1.40×", "FAIL"},
-		"keygate (SQLite) throughput / floor":                                             {"40%", "pass"},
-		"keygate (Postgres) throughput / floor":                                           {"23%", "FAIL"},
-		"keygate (SQLite) p99 at 32 connections":                                          {"2.00 ms", "pass"},
-		"keygate (Postgres) p99 at 32 connections":                                        {"6.00 ms", "FAIL"},
-		"cost of a batch of 100 checks / one check":                                       {"20.00×", "FAIL"},
-		"uncached authentication p50, one request at a time (1,000,000 keys in Postgres)": {"0.90 ms", "pass"},
-		"resident memory of keygate serve with 100,000 cached keys":                       {"250.0 MiB", "FAIL"},
+		"keygate (SQLite) throughput / OPA":                                                  {"2.40×", "pass"},
+		"keygate (Postgres) throughput / OPA":                                                {"1.40×", "FAIL"},
+		"keygate (SQLite) throughput / floor":                                                {"40%", "pass"},
+		"keygate (Postgres) throughput / floor":                                              {"23%", "FAIL"},
+		"keygate (SQLite) p99 at 32 connections":                                             {"2.00 ms", "pass"},
+		"keygate (Postgres) p99 at 32 connections":                                           {"6.00 ms", "FAIL"},
+		"cost of a batch of 100 checks / one check":                                          {"20.00×", "FAIL"},
+		"uncached authentication p50, one request at a time (1,000,000 keys in Postgres)":    {"0.90 ms", "pass"},
+		"resident memory of keygate serve with 100,000 cached keys":                          {"250.0 MiB", "FAIL"},
+		"keygate (SQLite) throughput with a key that has a rate limit and credits / without": {"92%", "pass"},
 	}
 	if len(got) != len(want) {
 		t.Errorf("%d targets, want %d: %v", len(got), len(want), got)
@@ -76,10 +79,10 @@ func TestTargets(t *testing.T) {
 
 func TestTargetsNotRun(t *testing.T) {
 	r := fullReport()
-	r.postgres, r.scale, r.batch = nil, nil, nil
+	r.postgres, r.scale, r.batch, r.limited = nil, nil, nil, nil
 	for _, row := range r.targets() {
 		missing := strings.Contains(row.what, "Postgres") || strings.Contains(row.what, "batch") ||
-			strings.Contains(row.what, "uncached") || strings.Contains(row.what, "memory")
+			strings.Contains(row.what, "uncached") || strings.Contains(row.what, "memory") || strings.Contains(row.what, "rate limit")
 		if missing != (row.verdict == "not run") || missing != (row.got == "not run") {
 			t.Errorf("%s: %s (%s)", row.what, row.got, row.verdict)
 		}
@@ -96,7 +99,9 @@ func TestMarkdown(t *testing.T) {
 		"- keygate: df34c1c",
 		"when the run started: 0.10 0.20 0.30; when it ended, this run's own processes included: 1.00 0.50 0.40",
 		"KEYGATE_LOG_LEVEL=warn",
-		"| keygate (SQLite)               |    32 |  120,000 | 12,000 |  2.00 ms |  2.00 ms |  2.00 ms |      0 |",
+		"| keygate (SQLite)                                             |    32 |  120,000 | 12,000 |  2.00 ms |  2.00 ms |  2.00 ms |      0 |",
+		"- keygate (SQLite), key with a rate limit and credits / the same without: 92%",
+		"- keygate (SQLite), key with a rate limit in Redis and credits / keygate (SQLite) without: 50%",
 		"- keygate (SQLite) / OPA: 2.40×",
 		"- keygate (Postgres) / floor: 23%",
 		"- keygate (SQLite): a batch of 100 checks costs 20.00× one check",

@@ -103,24 +103,7 @@ type createdKey struct {
 
 // createKey creates a key over the REST API, as a user would.
 func createKey(ctx context.Context, base, jwt, name string, scope authz.Scope) (*createdKey, error) {
-	body, err := json.Marshal(map[string]any{"name": name, "permission_scope": scope})
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v1/api-keys", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+jwt)
-	req.Header.Set("Content-Type", "application/json")
-	var key createdKey
-	if err := doJSON(req, http.StatusCreated, &key); err != nil {
-		return nil, fmt.Errorf("create the bench key: %w", err)
-	}
-	if !authz.ValidTokenFormat(key.Token) {
-		return nil, fmt.Errorf("create the bench key: the answer holds no valid token")
-	}
-	return &key, nil
+	return createKeyWith(ctx, base, jwt, name, scope, nil)
 }
 
 // doJSON sends req and decodes a JSON answer of status want into out.

@@ -105,6 +105,10 @@ func (c *config) bindLimits(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.envDuration("KEYGATE_HTTP_WRITE_TIMEOUT", d.HTTPWriteTimeout), "time a client has to take an answer; MCP event streams excepted (KEYGATE_HTTP_WRITE_TIMEOUT)")
 	fs.DurationVar(&c.HTTPIdleTimeout, "http-idle-timeout", c.envDuration("KEYGATE_HTTP_IDLE_TIMEOUT", d.HTTPIdleTimeout), "an idle keep-alive connection is closed after this (KEYGATE_HTTP_IDLE_TIMEOUT)")
 	fs.IntVar(&c.HTTPMaxConnections, "http-max-connections", c.envInt("KEYGATE_HTTP_MAX_CONNECTIONS", d.HTTPMaxConnections), "connections served at once; more wait to be accepted (KEYGATE_HTTP_MAX_CONNECTIONS)")
+	fs.StringVar(&c.RedisURL, "redis-url", env("KEYGATE_REDIS_URL", ""), "redis://[user:password@]host:port/db shared by every instance for per-key rate limits; unset: each instance counts alone (KEYGATE_REDIS_URL)")
+	fs.StringVar(&c.RedisURLFile, "redis-url-file", env("KEYGATE_REDIS_URL_FILE", ""), "file holding the Redis URL, for one that carries a password (KEYGATE_REDIS_URL_FILE)")
+	fs.DurationVar(&c.RedisTimeout, "redis-timeout", c.envDuration("KEYGATE_REDIS_TIMEOUT", d.RedisTimeout), "longest a decision waits on Redis; past it the instance counts alone for a second (KEYGATE_REDIS_TIMEOUT)")
+	fs.DurationVar(&c.UsageRetention, "usage-retention", c.envDuration("KEYGATE_USAGE_RETENTION", d.UsageRetention), "keys' hourly usage counts older than this are deleted; 0 keeps them forever (KEYGATE_USAGE_RETENTION)")
 }
 
 // validate reports bad environment values and the command's own settings;

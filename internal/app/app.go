@@ -47,6 +47,10 @@ type App struct {
 	// Retention deletes audit events past Config.AuditRetention; nil when
 	// they are kept forever.
 	Retention *authz.AuditRetention
+	// Rollups counts every decision of a key for its usage history.
+	Rollups *authz.UsageRollupWriter
+
+	limits *keyLimits // keys' rate limits, credits and usage history
 
 	telemetry *telemetry
 	spool     *spool.Audit // nil when off or when Config.AuditRecorder stands in
@@ -143,6 +147,11 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Now:      cfg.Now,
 		Limiter:  a.AuthLimiter,
 	}
+	if a.limits, err = newKeyLimits(cfg, a.DB, keyStore, logger, a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("per-key limits: %w", err)
+	}
+	a.limits.wire(a.Keys, storage.NewUsageStore(a.DB))
+	a.Rollups = a.limits.rollups
 	mcpStore := storage.NewMCPStore(a.DB, keyring)
 	// Headers stored before they were sealed are sealed now.
 	if n, err := mcpStore.SealHeaders(ctx, true); err != nil {
@@ -225,7 +234,8 @@ func (a *App) Handler() http.Handler { return a.Server }
 // Start runs the background work until ctx ends or Close: the key change
 // feed on Postgres (so a key changed on another instance leaves this one's
 // cache at once), the scheduler that syncs every enabled upstream MCP
-// catalog now and every MCPSyncInterval, and the audit retention.
+// catalog now and every MCPSyncInterval, and the audit and usage
+// retentions.
 func (a *App) Start(ctx context.Context) {
 	ctx, a.bgStop = context.WithCancel(ctx)
 	a.bgDone = make(chan struct{})
@@ -249,9 +259,17 @@ func (a *App) Start(ctx context.Context) {
 				a.Retention.Run(ctx)
 			}
 		}()
+		usagePruned := make(chan struct{})
+		go func() {
+			defer close(usagePruned)
+			if a.limits.retention != nil {
+				a.limits.retention.Run(ctx)
+			}
+		}()
 		a.Gateway.Run(ctx)
 		<-done
 		<-pruned
+		<-usagePruned
 	}()
 }
 
@@ -314,6 +332,11 @@ func (a *App) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close the audit spool: %w", err))
 		}
 		a.spool = nil
+	}
+	if a.limits != nil {
+		if err := a.limits.close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if a.Usage != nil {
 		switch err := a.Usage.Close(ctx); {

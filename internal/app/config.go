@@ -82,6 +82,14 @@ type Config struct {
 	HTTPIdleTimeout         time.Duration // an idle keep-alive connection is closed after this
 	HTTPMaxConnections      int           // connections served at once; more wait to be accepted
 
+	// Per-key limits and usage history (docs/operations.md, "Per-key
+	// limits"). With RedisURL, rate limit counts are shared by every
+	// instance through Redis; without it each instance counts alone.
+	RedisURL       string
+	RedisURLFile   string        // the _FILE twin of RedisURL, which may hold a password
+	RedisTimeout   time.Duration // longest a decision waits on Redis before counting alone
+	UsageRetention time.Duration // key usage rollups older than this are deleted; 0: kept forever
+
 	// What tests and tools embedding keygate may put in place of what New
 	// builds.
 
@@ -135,6 +143,8 @@ func Defaults() Config {
 		HTTPWriteTimeout:        30 * time.Second,
 		HTTPIdleTimeout:         120 * time.Second,
 		HTTPMaxConnections:      16_384,
+		RedisTimeout:            50 * time.Millisecond,
+		UsageRetention:          90 * 24 * time.Hour,
 	}
 }
 
@@ -230,5 +240,7 @@ func (c *Config) validateLimits() []error {
 		check(t.d > 0, "%s must be positive, got %s", t.name, t.d)
 	}
 	check(c.HTTPMaxConnections >= 1, "KEYGATE_HTTP_MAX_CONNECTIONS must be at least 1, got %d", c.HTTPMaxConnections)
+	check(c.RedisTimeout >= time.Millisecond && c.RedisTimeout <= time.Second, "KEYGATE_REDIS_TIMEOUT must be 1ms to 1s, got %s", c.RedisTimeout)
+	check(c.UsageRetention == 0 || c.UsageRetention >= time.Hour, "KEYGATE_USAGE_RETENTION must be 0 (keep forever) or at least 1h, got %s", c.UsageRetention)
 	return errs
 }

@@ -34,6 +34,10 @@ func TestValidateLimits(t *testing.T) {
 		{"no idle time", func(c *Config) { c.MCPSessionIdleTimeout = 0 }, "KEYGATE_MCP_SESSION_IDLE_TIMEOUT"},
 		{"no write time", func(c *Config) { c.HTTPWriteTimeout = 0 }, "KEYGATE_HTTP_WRITE_TIMEOUT"},
 		{"no connections", func(c *Config) { c.HTTPMaxConnections = 0 }, "KEYGATE_HTTP_MAX_CONNECTIONS"},
+		{"keep usage forever", func(c *Config) { c.UsageRetention = 0 }, ""},
+		{"usage kept a minute", func(c *Config) { c.UsageRetention = time.Minute }, "KEYGATE_USAGE_RETENTION"},
+		{"no time for Redis", func(c *Config) { c.RedisTimeout = 0 }, "KEYGATE_REDIS_TIMEOUT"},
+		{"seconds for Redis", func(c *Config) { c.RedisTimeout = 2 * time.Second }, "KEYGATE_REDIS_TIMEOUT"},
 	}
 	for _, tc := range tests {
 		c := Defaults()

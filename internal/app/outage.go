@@ -87,6 +87,7 @@ func (a *App) readyDetails(context.Context) map[string]any {
 		}
 		d["audit"] = map[string]any{"writing": writing, "queued": st.Queued, "spooled": st.Spooled, "dropped": st.Dropped}
 	}
+	d["rate_limits"] = a.limits.details()
 	return d
 }
 

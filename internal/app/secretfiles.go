@@ -26,6 +26,7 @@ func (c *Config) ReadSecretFiles() error {
 		{"KEYGATE_JWT_SECRET", &c.JWTSecret, &c.JWTSecretFile},
 		{"KEYGATE_ENCRYPTION_KEY", &c.EncryptionKey, &c.EncryptionKeyFile},
 		{"KEYGATE_DATABASE_URL", &c.DatabaseURL, &c.DatabaseURLFile},
+		{"KEYGATE_REDIS_URL", &c.RedisURL, &c.RedisURLFile},
 	} {
 		if *s.file == "" {
 			continue

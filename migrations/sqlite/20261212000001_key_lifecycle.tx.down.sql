@@ -1,0 +1,18 @@
+DROP TABLE key_usage;
+DROP INDEX api_keys_tenant_id_external_id_id_idx;
+DROP INDEX api_keys_previous_key_hash_idx;
+ALTER TABLE api_keys DROP COLUMN credits_set_by_admin;
+ALTER TABLE api_keys DROP COLUMN credits_set_by;
+ALTER TABLE api_keys DROP COLUMN rate_limit_set_by_admin;
+ALTER TABLE api_keys DROP COLUMN rate_limit_set_by;
+ALTER TABLE api_keys DROP COLUMN credits_refilled_at;
+ALTER TABLE api_keys DROP COLUMN credits_refill_interval_ms;
+ALTER TABLE api_keys DROP COLUMN credits_refill_amount;
+ALTER TABLE api_keys DROP COLUMN credits_remaining;
+ALTER TABLE api_keys DROP COLUMN rate_limit_window_ms;
+ALTER TABLE api_keys DROP COLUMN rate_limit;
+ALTER TABLE api_keys DROP COLUMN meta;
+ALTER TABLE api_keys DROP COLUMN external_id;
+ALTER TABLE api_keys DROP COLUMN rotated_at;
+ALTER TABLE api_keys DROP COLUMN previous_expires_at;
+ALTER TABLE api_keys DROP COLUMN previous_key_hash;
