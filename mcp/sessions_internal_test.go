@@ -2,8 +2,8 @@ package mcp
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 

@@ -281,7 +281,9 @@ type pgDatabase struct {
 	url   string
 }
 
-func openPostgres(dsn string) *sql.DB { return sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn))) }
+func openPostgres(dsn string) *sql.DB {
+	return sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
+}
 
 // createDatabase creates a uniquely named database on the server adminURL
 // names.
