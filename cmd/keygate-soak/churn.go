@@ -88,8 +88,8 @@ func (a *admin) mgmtCall(method, path string, body any, what string) call {
 // a token, decoded into k.
 func decodeKey(want int, k *soakKey) func(answer) error {
 	return func(a answer) error {
-		if a.status != want {
-			return fmt.Errorf("status %d, want %d: %.200s", a.status, want, a.body)
+		if err := statusIs(a, want); err != nil {
+			return err
 		}
 		if err := json.Unmarshal(a.body, k); err != nil || !authz.ValidTokenFormat(k.Token) {
 			return fmt.Errorf("no key with a token in %.200s", a.body)

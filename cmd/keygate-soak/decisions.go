@@ -122,8 +122,8 @@ var allowedTrue = []byte(`"allowed":true`)
 // wantDecision checks a single answer: 200, allowed as the policy must say.
 func wantDecision(allow bool) func(answer) error {
 	return func(a answer) error {
-		if a.status != http.StatusOK {
-			return fmt.Errorf("status %d, want 200: %.200s", a.status, a.body)
+		if err := statusIs(a, http.StatusOK); err != nil {
+			return err
 		}
 		if got := bytes.Contains(a.body, allowedTrue); got != allow {
 			return fmt.Errorf("allowed %v, want %v: %.200s", got, allow, a.body)
@@ -136,8 +136,8 @@ func wantDecision(allow bool) func(answer) error {
 // policy must allow (each result carries its own "allowed").
 func wantBatch(allowed int) func(answer) error {
 	return func(a answer) error {
-		if a.status != http.StatusOK {
-			return fmt.Errorf("status %d, want 200: %.200s", a.status, a.body)
+		if err := statusIs(a, http.StatusOK); err != nil {
+			return err
 		}
 		if got := bytes.Count(a.body, allowedTrue); got != allowed {
 			return fmt.Errorf("%d checks allowed, want %d: %.200s", got, allowed, a.body)
@@ -166,16 +166,10 @@ func wantRefusal(code string, limitedOK bool) func(answer) error {
 
 // wantForward checks a forward-auth answer: 200 when allowed, 403 when not.
 func wantForward(allow bool) func(answer) error {
-	return func(a answer) error {
-		want := http.StatusForbidden
-		if allow {
-			want = http.StatusOK
-		}
-		if a.status != want {
-			return fmt.Errorf("status %d, want %d: %.200s", a.status, want, a.body)
-		}
-		return nil
+	if allow {
+		return wantStatus(http.StatusOK)
 	}
+	return wantStatus(http.StatusForbidden)
 }
 
 // decisionMix is the shares of the decision traffic, in requests.

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -115,33 +116,34 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// commandLine is how this run was started, for the report.
+// commandLine is how this run was started, for the report; an argument
+// the shell would split or expand is quoted.
 func commandLine(args []string) string {
-	parts := []string{"go", "run", "./cmd/keygate-soak"}
-	for _, a := range args {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = a
 		if a == "" || strings.ContainsAny(a, " \t'\"$\\*?") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+			quoted[i] = strconv.Quote(a)
 		}
-		parts = append(parts, a)
 	}
-	return strings.Join(parts, " ")
+	return strings.TrimSpace("go run ./cmd/keygate-soak " + strings.Join(quoted, " "))
 }
 
-// repoRoot is the folder of the go.mod the harness runs in.
+// keygateModule is the module the harness must run in.
+const keygateModule = "github.com/keygate/keygate"
+
+// repoRoot is the folder of the main module, the keygate checkout the
+// harness runs in.
 func repoRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Path}} {{.Dir}}").Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", fmt.Errorf("go list -m: %w (run keygate-soak inside the keygate repository)", err)
 	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("run keygate-soak inside the keygate repository")
+	module, dir, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if module != keygateModule {
+		return "", fmt.Errorf("run keygate-soak inside the keygate repository, not in %s", module)
 	}
-	root := filepath.Dir(gomod)
-	if _, err := os.Stat(filepath.Join(root, "cmd", "keygate")); err != nil {
-		return "", fmt.Errorf("%s is not the keygate repository: %w", root, err)
-	}
-	return root, nil
+	return dir, nil
 }
 
 // errFailed ends a run whose verdict is a failure; the report says why.

@@ -234,16 +234,11 @@ func (l *sessionLoad) abandoned(ctx context.Context, key soakKey, n int) {
 			h["Mcp-Session-Id"] = session
 			h["Mcp-Protocol-Version"] = abandonedProtocol
 		}
-		a, ok := l.x.do(ctx, call{method: http.MethodPost, url: l.endpoint, body: mustJSON(msg), header: h, what: "abandoned MCP session: " + method}, func(a answer) error {
-			want := http.StatusOK
-			if id == 0 {
-				want = http.StatusAccepted
-			}
-			if a.status != want {
-				return fmt.Errorf("status %d, want %d: %.200s", a.status, want, a.body)
-			}
-			return nil
-		})
+		want := http.StatusOK
+		if id == 0 { // a notification
+			want = http.StatusAccepted
+		}
+		a, ok := l.x.do(ctx, call{method: http.MethodPost, url: l.endpoint, body: mustJSON(msg), header: h, what: "abandoned MCP session: " + method}, wantStatus(want))
 		if !ok {
 			return a, errors.New("counted")
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -151,13 +151,9 @@ func token(ctx context.Context, bin string, env []string, tenant string, ttl tim
 // ownEnv is the harness's environment without settings that would change
 // how keygate runs: it gets only what the harness sets.
 func ownEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KEYGATE_") && !strings.HasPrefix(kv, "OTEL_") {
-			env = append(env, kv)
-		}
-	}
-	return env
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "KEYGATE_") || strings.HasPrefix(kv, "OTEL_")
+	})
 }
 
 // freeAddr returns a loopback address nobody listens on now.
@@ -178,11 +174,10 @@ type logWatch struct {
 	partial []byte
 	last    []byte // the end of the output
 	panics  []string
-	levels  map[string]int // "WARN msg" → lines
-	order   []string
+	levels  *byKind // "WARN msg"
 }
 
-func newLogWatch() *logWatch { return &logWatch{levels: map[string]int{}} }
+func newLogWatch() *logWatch { return &logWatch{levels: newByKind(maxMessages, "(other messages)")} }
 
 const tailBytes = 16 << 10
 
@@ -231,18 +226,7 @@ func (w *logWatch) line(s string) {
 	if m := msgField.FindStringSubmatch(s); m != nil {
 		msg = strings.Trim(m[1], `"`)
 	}
-	key := lv[1] + " " + msg
-	if _, seen := w.levels[key]; !seen {
-		if len(w.order) >= maxMessages {
-			key = lv[1] + " (other messages)"
-			if _, seen := w.levels[key]; !seen {
-				w.order = append(w.order, key)
-			}
-		} else {
-			w.order = append(w.order, key)
-		}
-	}
-	w.levels[key]++
+	w.levels.add(lv[1] + " " + msg)
 }
 
 // isPanicLine reports a line of a crash ("panic: …", "fatal error: …") or
@@ -261,11 +245,7 @@ func (w *logWatch) panicLines() []string {
 func (w *logWatch) messages() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]string, len(w.order))
-	for i, k := range w.order {
-		out[i] = fmt.Sprintf("%d× %s", w.levels[k], k)
-	}
-	return out
+	return w.levels.list()
 }
 
 func (w *logWatch) tail() string {
@@ -285,24 +265,18 @@ func openPostgres(dsn string) *sql.DB {
 	return sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dsn)))
 }
 
-// createDatabase creates a uniquely named database on the server adminURL
-// names.
+// createDatabase creates a database named for the run on the server
+// adminURL names.
 func createDatabase(ctx context.Context, adminURL string) (*pgDatabase, error) {
 	u, err := url.Parse(adminURL)
 	if err != nil {
 		return nil, errors.New("the Postgres URL does not parse")
 	}
-	var suffix [4]byte
-	if _, err := rand.Read(suffix[:]); err != nil {
-		return nil, err
-	}
-	d := &pgDatabase{admin: adminURL, name: "keygate_soak_" + hex.EncodeToString(suffix[:])}
+	d := &pgDatabase{admin: adminURL, name: "keygate_soak_" + strings.ToLower(rand.Text()[:8])}
 	u.Path = "/" + d.name
 	d.url = u.String()
-	db := openPostgres(adminURL)
-	defer func() { _ = db.Close() }()
-	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+d.name); err != nil {
-		return nil, fmt.Errorf("create database %s (is Postgres running? set -postgres-url or KEYGATE_SOAK_POSTGRES_URL): %w", d.name, err)
+	if err := d.exec(ctx, "CREATE DATABASE "+d.name); err != nil {
+		return nil, fmt.Errorf("%w (is Postgres running? set -postgres-url or KEYGATE_SOAK_POSTGRES_URL)", err)
 	}
 	return d, nil
 }
@@ -312,10 +286,15 @@ func createDatabase(ctx context.Context, adminURL string) (*pgDatabase, error) {
 func (d *pgDatabase) drop(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	return d.exec(ctx, "DROP DATABASE IF EXISTS "+d.name+" WITH (FORCE)")
+}
+
+// exec runs one statement on the server, connected to the admin database.
+func (d *pgDatabase) exec(ctx context.Context, statement string) error {
 	db := openPostgres(d.admin)
 	defer func() { _ = db.Close() }()
-	if _, err := db.ExecContext(ctx, "DROP DATABASE IF EXISTS "+d.name+" WITH (FORCE)"); err != nil {
-		return fmt.Errorf("drop database %s: %w", d.name, err)
+	if _, err := db.ExecContext(ctx, statement); err != nil {
+		return fmt.Errorf("%s: %w", statement, err)
 	}
 	return nil
 }

@@ -58,7 +58,7 @@ func (p *prober) read(ctx context.Context) (sample, error) {
 	if s.dbSize, err = p.dbSize(ctx); err != nil {
 		return s, fmt.Errorf("database size: %w", err)
 	}
-	s.sampledTaken = time.Since(began)
+	s.readTook = time.Since(began)
 	return s, nil
 }
 
@@ -221,40 +221,30 @@ type heapFigures struct {
 	heapAlloc, heapInuse uint64
 }
 
-// parseHeapStats reads the "# HeapAlloc = N" and "# HeapInuse = N" lines
-// of the runtime.MemStats section that ends a heap profile in its debug=1
-// text form.
+// parseHeapStats reads HeapAlloc and HeapInuse from the runtime.MemStats
+// section that ends a heap profile in its debug=1 text form, one
+// "# Name = value" line per figure.
 func parseHeapStats(r io.Reader) (heapFigures, error) {
-	var h heapFigures
-	found := 0
+	stats := map[string]string{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		name, value, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "# "), " = ")
-		if !ok {
-			continue
+		if line, ok := strings.CutPrefix(sc.Text(), "# "); ok {
+			if name, value, ok := strings.Cut(line, " = "); ok {
+				stats[name] = value
+			}
 		}
-		var dst *uint64
-		switch name {
-		case "HeapAlloc":
-			dst = &h.heapAlloc
-		case "HeapInuse":
-			dst = &h.heapInuse
-		default:
-			continue
-		}
-		v, err := strconv.ParseUint(value, 10, 64)
-		if err != nil {
-			return h, fmt.Errorf("MemStats %s = %q", name, value)
-		}
-		*dst = v
-		found++
 	}
 	if err := sc.Err(); err != nil {
-		return h, err
+		return heapFigures{}, err
 	}
-	if found != 2 {
-		return h, errors.New("HeapAlloc or HeapInuse missing from the heap profile")
+	var h heapFigures
+	for name, dst := range map[string]*uint64{"HeapAlloc": &h.heapAlloc, "HeapInuse": &h.heapInuse} {
+		v, err := strconv.ParseUint(stats[name], 10, 64)
+		if err != nil {
+			return heapFigures{}, fmt.Errorf("MemStats %s = %q in the heap profile", name, stats[name])
+		}
+		*dst = v
 	}
 	return h, nil
 }

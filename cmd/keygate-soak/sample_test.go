@@ -61,7 +61,7 @@ func TestParseHeapStats(t *testing.T) {
 		t.Fatalf("got %+v", h)
 	}
 	for _, tc := range []struct{ note, profile, wantErr string }{
-		{"no MemStats", "heap profile: 1: 2 [3: 4] @ heap/1\n", "missing"},
+		{"no MemStats", "heap profile: 1: 2 [3: 4] @ heap/1\n", `= ""`},
 		{"a figure that is not a number", "# HeapAlloc = many\n# HeapInuse = 1\n", "HeapAlloc"},
 	} {
 		if _, err := parseHeapStats(strings.NewReader(tc.profile)); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -148,5 +148,17 @@ func TestLogWatch(t *testing.T) {
 	}
 	if !strings.HasSuffix(w.tail(), "concurrent map writes\n") {
 		t.Errorf("tail %q", w.tail())
+	}
+}
+
+func TestByKind(t *testing.T) {
+	t.Parallel()
+	k := newByKind(2, "(others)")
+	for _, line := range []string{"a", "b", "a", "c", "d", "b", "c"} {
+		k.add(line)
+	}
+	want := []string{"2× a", "2× b", "3× (others)"}
+	if got := k.list(); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }

@@ -47,11 +47,42 @@ type tally struct {
 	mu        sync.Mutex
 	c         counts
 	latencies []time.Duration // of good-key decisions since the last take
-	problems  map[string]int  // example → times seen
-	order     []string        // examples in the order first seen
+	problems  *byKind          // examples of what went wrong
 }
 
-func newTally() *tally { return &tally{problems: map[string]int{}} }
+func newTally() *tally { return &tally{problems: newByKind(maxProblems, "(other problems)")} }
+
+// byKind counts lines by kind, keeping the first few kinds in the order
+// first seen; later kinds are counted together under other.
+type byKind struct {
+	n     map[string]int
+	order []string
+	most  int
+	other string
+}
+
+func newByKind(most int, other string) *byKind {
+	return &byKind{n: map[string]int{}, most: most, other: other}
+}
+
+func (k *byKind) add(kind string) {
+	if _, seen := k.n[kind]; !seen && len(k.order) >= k.most {
+		kind = k.other
+	}
+	if _, seen := k.n[kind]; !seen {
+		k.order = append(k.order, kind)
+	}
+	k.n[kind]++
+}
+
+// list is every kind with its count, "3× kind", in the order first seen.
+func (k *byKind) list() []string {
+	out := make([]string, len(k.order))
+	for i, kind := range k.order {
+		out[i] = fmt.Sprintf("%d× %s", k.n[kind], kind)
+	}
+	return out
+}
 
 func (t *tally) add(f func(*counts)) {
 	t.mu.Lock()
@@ -60,17 +91,12 @@ func (t *tally) add(f func(*counts)) {
 }
 
 // problem records an unexpected answer, a 5xx or a transport error, with
-// an example of it; examples are kept for the first maxProblems kinds.
+// an example of it.
 func (t *tally) problem(kind *int64, example string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	*kind = *kind + 1
-	if _, seen := t.problems[example]; seen || len(t.order) < maxProblems {
-		if !seen {
-			t.order = append(t.order, example)
-		}
-		t.problems[example]++
-	}
+	t.problems.add(example)
 }
 
 func (t *tally) latency(d time.Duration) {
@@ -98,11 +124,7 @@ func (t *tally) take() (counts, time.Duration, time.Duration) {
 func (t *tally) examples() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]string, len(t.order))
-	for i, e := range t.order {
-		out[i] = fmt.Sprintf("%d× %s", t.problems[e], e)
-	}
-	return out
+	return t.problems.list()
 }
 
 // answer is what came back for one request.
@@ -186,12 +208,14 @@ var errLimited = errors.New("rate limited, as expected")
 
 // wantStatus is a check for a status and nothing more.
 func wantStatus(want int) func(answer) error {
-	return func(a answer) error {
-		if a.status != want {
-			return fmt.Errorf("status %d, want %d: %.200s", a.status, want, a.body)
-		}
-		return nil
+	return func(a answer) error { return statusIs(a, want) }
+}
+
+func statusIs(a answer, want int) error {
+	if a.status != want {
+		return fmt.Errorf("status %d, want %d: %.200s", a.status, want, a.body)
 	}
+	return nil
 }
 
 // redactURL keeps an error's text short: Go's client errors repeat the

@@ -21,7 +21,7 @@ type sample struct {
 	dbSize       int64  // bytes: the SQLite files or pg_database_size
 	counts              // the traffic since the previous sample
 	p50, p99     time.Duration
-	sampledTaken time.Duration // how long reading keygate took
+	readTook time.Duration // how long reading keygate took
 }
 
 // netGoroutines is the goroutines left once those of open MCP sessions are
