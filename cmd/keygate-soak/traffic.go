@@ -47,7 +47,7 @@ type tally struct {
 	mu        sync.Mutex
 	c         counts
 	latencies []time.Duration // of good-key decisions since the last take
-	problems  *byKind          // examples of what went wrong
+	problems  *byKind         // examples of what went wrong
 }
 
 func newTally() *tally { return &tally{problems: newByKind(maxProblems, "(other problems)")} }

@@ -11,17 +11,17 @@ import (
 type sample struct {
 	at time.Duration // since the traffic started
 
-	rss          uint64 // bytes, VmRSS
-	heapLive     uint64 // bytes, HeapAlloc right after a forced GC
-	heapInuse    uint64 // bytes, HeapInuse at the same moment
-	goroutines   int    // every goroutine of the process
-	sessionGs    int    // of them, those serving MCP client sessions
-	sessions     int    // MCP client sessions open, as keygate counts them
-	fds          int    // open file descriptors
-	dbSize       int64  // bytes: the SQLite files or pg_database_size
-	counts              // the traffic since the previous sample
-	p50, p99     time.Duration
-	readTook time.Duration // how long reading keygate took
+	rss        uint64 // bytes, VmRSS
+	heapLive   uint64 // bytes, HeapAlloc right after a forced GC
+	heapInuse  uint64 // bytes, HeapInuse at the same moment
+	goroutines int    // every goroutine of the process
+	sessionGs  int    // of them, those serving MCP client sessions
+	sessions   int    // MCP client sessions open, as keygate counts them
+	fds        int    // open file descriptors
+	dbSize     int64  // bytes: the SQLite files or pg_database_size
+	counts            // the traffic since the previous sample
+	p50, p99   time.Duration
+	readTook   time.Duration // how long reading keygate took
 }
 
 // netGoroutines is the goroutines left once those of open MCP sessions are
