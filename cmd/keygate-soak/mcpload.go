@@ -90,6 +90,49 @@ type sessionLoad struct {
 	keys         []soakKey
 	interval     time.Duration // between two sessions
 	abandonEvery int           // one session in this many is left open
+	idle         time.Duration // keygate's session idle timeout
+	now          func() time.Time
+
+	mu     sync.Mutex
+	active int         // sessions at work now
+	left   []time.Time // when each abandoned session got its last answer, oldest first
+}
+
+// idleSlack is how long past its idle timeout an abandoned session may
+// still be counted open: keygate's timer starts when it has written its
+// last answer, a moment before the harness reads it, and closing takes a
+// moment too.
+const idleSlack = 5 * time.Second
+
+// expected is how many sessions keygate should have open at now: those at
+// work and those abandoned less than the idle timeout ago.
+func (l *sessionLoad) expected(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cut := now.Add(-l.idle - idleSlack)
+	i := 0
+	for i < len(l.left) && l.left[i].Before(cut) {
+		i++
+	}
+	l.left = l.left[i:]
+	return l.active + len(l.left)
+}
+
+func (l *sessionLoad) begin() {
+	l.mu.Lock()
+	l.active++
+	l.mu.Unlock()
+}
+
+// end marks a session no longer at work; abandoned, it is remembered until
+// its idle timeout has passed.
+func (l *sessionLoad) end(abandoned bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.active--
+	if abandoned {
+		l.left = append(l.left, l.now())
+	}
 }
 
 // run opens sessions until loop ends; they run with req, so that those
@@ -112,9 +155,12 @@ func (l *sessionLoad) run(loop, req context.Context) {
 			continue // keygate is slow: skip a session rather than queue them
 		}
 		key := l.keys[n%len(l.keys)]
+		abandon := n%l.abandonEvery == 0
+		l.begin()
 		wg.Go(func() {
 			defer func() { <-busy }()
-			if n%l.abandonEvery == 0 {
+			defer l.end(abandon) // one that failed half-way may be open all the same
+			if abandon {
 				l.abandoned(req, key, n)
 			} else {
 				l.closed(req, key, n)

@@ -54,7 +54,7 @@ func TestMarkdown(t *testing.T) {
 		"- `1× decision: 500 'boom'`",
 		"Every 3 samples shown (200 taken)",
 		"| 0:05 w | 0.0 | 20.0 |",
-		"| 16:40 | 0.0 | 20.0 | 0.0 | 60 | 0 | 60 | 0 | 40 | 0.0 | 1,000 | 0.0 | 0.0 | 1 | 0 | 0 |",
+		"| 16:40 | 0.0 | 20.0 | 0.0 | 60 | 0 | 60 | 0 (0) | 40 | 0.0 | 1,000 | 0.0 | 0.0 | 1 | 0 | 0 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the section lacks %q:\n%s", want, md)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseGoroutines(t *testing.T) {
@@ -160,5 +161,34 @@ func TestByKind(t *testing.T) {
 	want := []string{"2× a", "2× b", "3× (others)"}
 	if got := k.list(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestSessionsExpected(t *testing.T) {
+	t.Parallel()
+	clock := time.Unix(1000, 0)
+	l := &sessionLoad{idle: 30 * time.Second, now: func() time.Time { return clock }}
+	l.begin()
+	l.begin()
+	l.begin()
+	if got := l.expected(clock); got != 3 {
+		t.Fatalf("%d expected with 3 at work", got)
+	}
+	l.end(false) // closed
+	l.end(true)  // abandoned at 1000
+	clock = clock.Add(10 * time.Second)
+	l.end(true) // abandoned at 1010
+	for _, tc := range []struct {
+		at   time.Duration // after 1000
+		want int
+	}{
+		{10 * time.Second, 2},
+		{35 * time.Second, 2},                  // inside the idle timeout and its slack
+		{35*time.Second + time.Millisecond, 1}, // the first has expired
+		{45*time.Second + time.Millisecond, 0}, // and the second
+	} {
+		if got := l.expected(time.Unix(1000, 0).Add(tc.at)); got != tc.want {
+			t.Errorf("at +%s: %d expected, want %d", tc.at, got, tc.want)
+		}
 	}
 }

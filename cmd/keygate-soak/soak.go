@@ -196,9 +196,8 @@ func (s *soak) drive(ctx context.Context, x *exchanger, kg *keygateProc, keys []
 		(&churn{x: x, admin: s.admin, rotate: s.rotate, interval: o.churnInterval, keep: o.churnKeep, owner: o.keys,
 			rng: mrand.New(mrand.NewPCG(7, uint64(time.Now().UnixNano())))}).run(load, ctx)
 	})
-	wg.Go(func() {
-		(&sessionLoad{x: x, endpoint: kg.base + "/mcp", keys: keys[:o.mcpKeys], interval: o.mcpInterval, abandonEvery: o.abandonEvery}).run(load, ctx)
-	})
+	sessions := &sessionLoad{x: x, endpoint: kg.base + "/mcp", keys: keys[:o.mcpKeys], interval: o.mcpInterval, abandonEvery: o.abandonEvery, idle: o.idle, now: time.Now}
+	wg.Go(func() { sessions.run(load, ctx) })
 	p := &prober{pid: kg.pid(), debugBase: kg.debug, client: &http.Client{Timeout: 30 * time.Second}, dbSize: dbSize}
 	s.logf("soaking for %s (warm-up %s), a sample every %s", o.duration, s.rep.warmup, o.sample)
 
@@ -232,10 +231,11 @@ func (s *soak) drive(ctx context.Context, x *exchanger, kg *keygateProc, keys []
 		failures = 0
 		total, p50, p99 := x.tally.take()
 		smp.at, smp.counts, smp.p50, smp.p99 = time.Since(began), total.minus(prev), p50, p99
+		smp.expected = sessions.expected(time.Now())
 		prev = total
 		samples = append(samples, smp)
-		s.logf("  %s  rss %.1f MiB  live heap %.1f MiB  goroutines %d (%d of %d sessions)  fds %d  db %.1f MiB  %d req  %d 5xx  %d unexpected  %d transport",
-			clock(smp.at), float64(smp.rss)/mib, float64(smp.heapLive)/mib, smp.goroutines, smp.sessionGs, smp.sessions, smp.fds,
+		s.logf("  %s  rss %.1f MiB  live heap %.1f MiB  goroutines %d (%d of %d sessions, %d expected)  fds %d  db %.1f MiB  %d req  %d 5xx  %d unexpected  %d transport",
+			clock(smp.at), float64(smp.rss)/mib, float64(smp.heapLive)/mib, smp.goroutines, smp.sessionGs, smp.sessions, smp.expected, smp.fds,
 			float64(smp.dbSize)/mib, smp.requests, smp.status5xx, smp.unexpected, smp.transport)
 	}
 	ran := time.Since(began)

@@ -85,16 +85,26 @@ func TestJudge(t *testing.T) {
 				flat(m, s)
 				s.heapLive = uint64((5 + 10*min(m, 2)) * mib)
 			}), warmup: 2 * time.Minute},
-		{note: "goroutines of open sessions are not a leak",
+		{note: "goroutines of sessions inside their idle timeout are not a leak",
 			samples: samplesOf(10*time.Minute, func(m float64, s *sample) {
 				flat(m, s)
 				s.sessions = int(20 * m)
+				s.expected = s.sessions
 				s.sessionGs = 2 * s.sessions
 				s.goroutines += s.sessionGs
 			})},
+		{note: "goroutines of sessions past their idle timeout are",
+			samples: samplesOf(10*time.Minute, func(m float64, s *sample) {
+				flat(m, s)
+				s.expected = 20
+				s.sessions = 20 + int(10*m) // 10 a minute never close
+				s.sessionGs = 2 * s.sessions
+				s.goroutines += s.sessionGs
+			}),
+			want: []string{"goroutines, net of MCP sessions inside their idle timeout keeps rising: +20"}},
 		{note: "other goroutines rising fail",
 			samples: samplesOf(10*time.Minute, func(m float64, s *sample) { flat(m, s); s.goroutines += int(30 * m) }),
-			want:    []string{"goroutines, net of MCP sessions keeps rising: +30"}},
+			want:    []string{"goroutines, net of MCP sessions inside their idle timeout keeps rising: +30"}},
 		{note: "fds rising fail",
 			samples: samplesOf(10*time.Minute, func(m float64, s *sample) { flat(m, s); s.fds += int(12 * m) }),
 			want:    []string{"open fds keeps rising: +12"}},
