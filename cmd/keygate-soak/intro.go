@@ -55,11 +55,20 @@ abandoned sessions expire within the run). Then, all at once, for the duration:
   and then abandoned without a DELETE, for the idle timeout to close.
 
 Every 5 seconds it samples keygate: resident size (` + "`/proc/PID/status`" + `), open file descriptors
-(` + "`/proc/PID/fd`" + `), goroutines (` + "`/debug/pprof/goroutine?debug=1`" + `), live heap and heap in use
-(` + "`HeapAlloc`" + ` and ` + "`HeapInuse`" + ` from ` + "`/debug/pprof/heap?debug=1&gc=1`" + `, right after a forced collection,
-so the live heap holds no garbage), the database's size (the SQLite files, or
-` + "`pg_database_size`" + `), the requests since the last sample with their 5xx, unexpected answers and
-transport errors, and the decisions' median and 99th-percentile latency.
+(` + "`/proc/PID/fd`" + `), goroutines (` + "`/debug/pprof/goroutine?debug=1`" + `), the heap (the MemStats that end
+` + "`/debug/pprof/heap?debug=1&gc=1`" + `, taken right after a forced collection), the database's size (the
+SQLite files, or ` + "`pg_database_size`" + `), the requests since the last sample with their 5xx,
+unexpected answers and transport errors, and the decisions' median and 99th-percentile latency.
+
+The **live heap** is what the forced collection marked live, read from the goal it set:
+with Go's default ` + "`GOGC=100`" + ` and no memory limit, ` + "`NextGC`" + ` is twice the marked heap plus the
+stacks and globals, so the live heap is (` + "`NextGC`" + ` − ` + "`StackInuse`" + `) / 2 (half the globals, a
+constant, stay in). ` + "`HeapAlloc`" + ` and ` + "`HeapInuse`" + ` are shown too, but not judged: they are read once the
+profile is written, so they also hold what writing it allocated (its records and text, which grow
+over a run as the profile gathers stacks) and what the traffic allocated meanwhile. The soak
+therefore runs keygate with Go's default collector settings: it drops ` + "`GOGC`" + `, ` + "`GOMEMLIMIT`" + ` and
+` + "`GODEBUG`" + `, like every ` + "`KEYGATE_*`" + ` setting, from the environment it passes on. Reading the heap profile
+costs keygate a collection and some tens of milliseconds every 5 seconds (the report's "read ms").
 
 ## How it is judged
 
@@ -73,10 +82,14 @@ samples after it, a least-squares line is fitted to each figure. The run **fails
 - any answer has a 5xx status, any answer is not the expected one, any request gets no answer,
 - keygate's output reports a panic, keygate exits on its own, or it does not exit cleanly on SIGTERM.
 
-Goroutines are judged net of MCP sessions because a session inside its idle timeout is work in
-progress, not a leak: each open session holds two goroutines (the SDK's reader of its messages and
-keygate's session limiter waiting for its end), which the harness finds by their stacks in the
-goroutine profile and subtracts. The limiter's waits are also the count of sessions open. Resident
+Goroutines are judged net of MCP sessions inside their idle timeout, because such a session is
+work in progress, not a leak: each open session holds two goroutines (the SDK's reader of its
+messages and keygate's session limiter waiting for its end), which the harness finds by their
+stacks in the goroutine profile; the limiter's waits are also the count of sessions open. The
+harness knows which sessions it is using and when it left each abandoned one, so it expects that
+many open (allowing 5 seconds past the idle timeout); it subtracts the goroutines of at most that
+many, and those of sessions open beyond them, which should have been closed, stay in the count and
+make it rise. Resident
 size, heap in use, all goroutines and the database's size are fitted and shown, not judged: the
 resident size follows the heap with a lag the runtime decides, and the database grows with the
 audit trail by design (every denial is a row, kept for ` + "`KEYGATE_AUDIT_RETENTION`" + `).

@@ -149,10 +149,16 @@ func token(ctx context.Context, bin string, env []string, tenant string, ttl tim
 }
 
 // ownEnv is the harness's environment without settings that would change
-// how keygate runs: it gets only what the harness sets.
+// how keygate runs: it gets only what the harness sets, and Go's default
+// garbage collector (the live heap is read from its goal).
 func ownEnv() []string {
 	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "KEYGATE_") || strings.HasPrefix(kv, "OTEL_")
+		for _, prefix := range []string{"KEYGATE_", "OTEL_", "GOGC=", "GOMEMLIMIT=", "GODEBUG="} {
+			if strings.HasPrefix(kv, prefix) {
+				return true
+			}
+		}
+		return false
 	})
 }
 

@@ -159,13 +159,13 @@ func (r *report) markdown() string {
 	list("keygate's warnings and errors, by message:", r.messages)
 
 	w("\n### Samples\n\n")
-	w("Live heap is HeapAlloc right after a forced collection (`/debug/pprof/heap?gc=1`); session goroutines are those of the limiter's wait and the SDK's reader of each open MCP session; net is all less those of the sessions expected open (at work, or abandoned less than the idle timeout and 5 seconds ago). Read is how long reading keygate took (the heap profile with its forced collection is most of it). Rows marked w are warm-up.\n\n")
+	w("Live heap is what a forced collection (`/debug/pprof/heap?gc=1`) marked live, read from the goal it set: (NextGC − StackInuse) / 2; heap alloc and heap in use are HeapAlloc and HeapInuse once the profile is written, its own allocations and the traffic's meanwhile included; session goroutines are those of the limiter's wait and the SDK's reader of each open MCP session; net is all less those of the sessions expected open (at work, or abandoned less than the idle timeout and 5 seconds ago). Read is how long reading keygate took (the heap profile with its forced collection is most of it). Rows marked w are warm-up.\n\n")
 	every := max(1, (len(r.samples)+maxRows-1)/maxRows)
 	if every > 1 {
 		w("Every %d samples shown (%d taken); the fit uses them all.\n\n", every, len(r.samples))
 	}
-	w("| t | RSS MiB | live heap MiB | heap in use MiB | goroutines | of sessions | net | sessions (expected) | fds | DB MiB | req/s | p50 ms | p99 ms | 5xx | unexpected | read ms |\n")
-	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| t | RSS MiB | live heap MiB | heap alloc MiB | heap in use MiB | goroutines | of sessions | net | sessions (expected) | fds | DB MiB | req/s | p50 ms | p99 ms | 5xx | unexpected | read ms |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, s := range r.samples {
 		if i%every != 0 && i != len(r.samples)-1 {
 			continue
@@ -174,10 +174,10 @@ func (r *report) markdown() string {
 		if s.at < r.warmup {
 			mark = " w"
 		}
-		w("| %s%s | %.1f | %.1f | %.1f | %d | %d | %d | %d (%d) | %d | %.1f | %s | %.1f | %.1f | %d | %d | %.0f |\n",
-			clock(s.at), mark, float64(s.rss)/mib, float64(s.heapLive)/mib, float64(s.heapInuse)/mib,
+		w("| %s%s | %.1f | %.1f | %.1f | %.1f | %d | %d | %d | %d (%d) | %d | %.1f | %s | %.1f | %.1f | %d | %d | %.0f |\n",
+			clock(s.at), mark, float64(s.rss)/mib, float64(s.heapLive)/mib, float64(s.heapAlloc)/mib, float64(s.heapInuse)/mib,
 			s.goroutines, s.sessionGs, s.netGoroutines(), s.sessions, s.expected, s.fds, float64(s.dbSize)/mib,
-			thousands(float64(s.requests)/o.sample.Seconds()), ms(s.p50), ms(s.p99), s.status5xx, s.unexpected, ms(s.readTook))
+			thousands(float64(s.requests)/max(s.span.Seconds(), 0.001)), ms(s.p50), ms(s.p99), s.status5xx, s.unexpected, ms(s.readTook))
 	}
 	return b.String()
 }

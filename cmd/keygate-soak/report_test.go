@@ -38,7 +38,7 @@ func TestMarkdown(t *testing.T) {
 	}
 	var samples []sample
 	for i := range 200 {
-		samples = append(samples, sample{at: time.Duration(i+1) * o.sample, heapLive: 20 * mib, goroutines: 60, fds: 40,
+		samples = append(samples, sample{at: time.Duration(i+1) * o.sample, span: o.sample, heapLive: 20 * mib, goroutines: 60, fds: 40,
 			counts: counts{requests: 5000}})
 	}
 	samples[199].status5xx = 1
@@ -54,7 +54,7 @@ func TestMarkdown(t *testing.T) {
 		"- `1× decision: 500 'boom'`",
 		"Every 3 samples shown (200 taken)",
 		"| 0:05 w | 0.0 | 20.0 |",
-		"| 16:40 | 0.0 | 20.0 | 0.0 | 60 | 0 | 60 | 0 (0) | 40 | 0.0 | 1,000 | 0.0 | 0.0 | 1 | 0 | 0 |",
+		"| 16:40 | 0.0 | 20.0 | 0.0 | 0.0 | 60 | 0 | 60 | 0 (0) | 40 | 0.0 | 1,000 | 0.0 | 0.0 | 1 | 0 | 0 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the section lacks %q:\n%s", want, md)

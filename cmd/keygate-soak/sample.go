@@ -45,8 +45,7 @@ func (p *prober) read(ctx context.Context) (sample, error) {
 		return s, err
 	}
 	s.goroutines, s.sessionGs, s.sessions = g.total, g.ofSessions, g.sessions
-	// gc=1 collects before the profile is written, so HeapAlloc is the
-	// live heap, not live heap plus garbage waiting for the next cycle.
+	// gc=1 collects before the profile is written; see heapFigures.live.
 	var h heapFigures
 	if err := p.get(ctx, "/debug/pprof/heap?debug=1&gc=1", func(r io.Reader) error {
 		h, err = parseHeapStats(r)
@@ -54,7 +53,7 @@ func (p *prober) read(ctx context.Context) (sample, error) {
 	}); err != nil {
 		return s, err
 	}
-	s.heapLive, s.heapInuse = h.heapAlloc, h.heapInuse
+	s.heapLive, s.heapAlloc, s.heapInuse = h.live(), h.heapAlloc, h.heapInuse
 	if s.dbSize, err = p.dbSize(ctx); err != nil {
 		return s, fmt.Errorf("database size: %w", err)
 	}
@@ -216,14 +215,31 @@ func parseGoroutines(r io.Reader) (goroutineCount, error) {
 	return g, nil
 }
 
-// heapFigures are the MemStats the harness reads from a heap profile.
+// heapFigures are the MemStats the harness reads from a heap profile taken
+// right after a forced collection. The profile is written between the
+// collection and the reading of MemStats, so HeapAlloc and HeapInuse also
+// hold what writing it allocated (its records and text: more as the
+// profile grows over a run) and what the traffic allocated meanwhile.
 type heapFigures struct {
-	heapAlloc, heapInuse uint64
+	heapAlloc, heapInuse, nextGC, stackInuse uint64
 }
 
-// parseHeapStats reads HeapAlloc and HeapInuse from the runtime.MemStats
+// live is the heap the forced collection marked live, read from the goal
+// it set before anything else was allocated: with GOGC=100 (the soak's
+// keygate runs with Go's defaults) and no memory limit, NextGC is twice
+// the marked heap plus the scanned stacks and globals. StackInuse stands
+// for the stacks; the globals, a constant, are left in (half of them).
+func (h heapFigures) live() uint64 {
+	if h.nextGC < h.stackInuse {
+		return 0
+	}
+	return (h.nextGC - h.stackInuse) / 2
+}
+
+// parseHeapStats reads the figures of heapFigures from the runtime.MemStats
 // section that ends a heap profile in its debug=1 text form, one
-// "# Name = value" line per figure.
+// "# Name = value" line per figure ("# Stack = inuse / sys" for the
+// stacks).
 func parseHeapStats(r io.Reader) (heapFigures, error) {
 	stats := map[string]string{}
 	sc := bufio.NewScanner(r)
@@ -239,7 +255,8 @@ func parseHeapStats(r io.Reader) (heapFigures, error) {
 		return heapFigures{}, err
 	}
 	var h heapFigures
-	for name, dst := range map[string]*uint64{"HeapAlloc": &h.heapAlloc, "HeapInuse": &h.heapInuse} {
+	stats["Stack"], _, _ = strings.Cut(stats["Stack"], " / ")
+	for name, dst := range map[string]*uint64{"HeapAlloc": &h.heapAlloc, "HeapInuse": &h.heapInuse, "NextGC": &h.nextGC, "Stack": &h.stackInuse} {
 		v, err := strconv.ParseUint(stats[name], 10, 64)
 		if err != nil {
 			return heapFigures{}, fmt.Errorf("MemStats %s = %q in the heap profile", name, stats[name])

@@ -52,18 +52,27 @@ func TestParseHeapStats(t *testing.T) {
 # HeapSys = 30000000
 # HeapIdle = 9000000
 # HeapInuse = 21000000
+# Stack = 2621440 / 2621440
+# NextGC = 25823050
 # NumGC = 42
 `
 	h, err := parseHeapStats(strings.NewReader(profile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h != (heapFigures{heapAlloc: 12345678, heapInuse: 21000000}) {
+	if h != (heapFigures{heapAlloc: 12345678, heapInuse: 21000000, nextGC: 25823050, stackInuse: 2621440}) {
 		t.Fatalf("got %+v", h)
+	}
+	if live := h.live(); live != (25823050-2621440)/2 {
+		t.Fatalf("live %d, want half the goal less the stacks", live)
+	}
+	if live := (heapFigures{nextGC: 1, stackInuse: 2}).live(); live != 0 {
+		t.Fatalf("live %d from a goal below the stacks", live)
 	}
 	for _, tc := range []struct{ note, profile, wantErr string }{
 		{"no MemStats", "heap profile: 1: 2 [3: 4] @ heap/1\n", `= ""`},
-		{"a figure that is not a number", "# HeapAlloc = many\n# HeapInuse = 1\n", "HeapAlloc"},
+		{"a figure that is not a number", "# HeapAlloc = many\n# HeapInuse = 1\n# Stack = 1 / 1\n# NextGC = 1\n", "HeapAlloc"},
+		{"no stacks", "# HeapAlloc = 1\n# HeapInuse = 1\n# NextGC = 1\n", "Stack"},
 	} {
 		if _, err := parseHeapStats(strings.NewReader(tc.profile)); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("%s: err %v, want one with %q", tc.note, err, tc.wantErr)

@@ -206,6 +206,7 @@ func (s *soak) drive(ctx context.Context, x *exchanger, kg *keygateProc, keys []
 	defer tick.Stop()
 	var samples []sample
 	var prev counts
+	var prevAt time.Duration
 	failures := 0
 	for time.Since(began) < o.duration && kg.exited() == "" {
 		select {
@@ -231,6 +232,7 @@ func (s *soak) drive(ctx context.Context, x *exchanger, kg *keygateProc, keys []
 		failures = 0
 		total, p50, p99 := x.tally.take()
 		smp.at, smp.counts, smp.p50, smp.p99 = time.Since(began), total.minus(prev), p50, p99
+		smp.span, prevAt = smp.at-prevAt, smp.at
 		smp.expected = sessions.expected(time.Now())
 		prev = total
 		samples = append(samples, smp)

@@ -9,10 +9,12 @@ import (
 // sample is one reading of keygate and of the traffic since the reading
 // before it.
 type sample struct {
-	at time.Duration // since the traffic started
+	at   time.Duration // since the traffic started
+	span time.Duration // since the sample before
 
 	rss        uint64 // bytes, VmRSS
-	heapLive   uint64 // bytes, HeapAlloc right after a forced GC
+	heapLive   uint64 // bytes marked live by a forced collection (heapFigures.live)
+	heapAlloc  uint64 // bytes, HeapAlloc after it and the profile written
 	heapInuse  uint64 // bytes, HeapInuse at the same moment
 	goroutines int    // every goroutine of the process
 	sessionGs  int    // of them, those serving MCP client sessions
@@ -53,6 +55,7 @@ var watched = []series{
 	{name: "live heap", unit: "MiB", value: func(s sample) float64 { return float64(s.heapLive) / mib }},
 	{name: "goroutines, net of MCP sessions inside their idle timeout", unit: "goroutines", value: func(s sample) float64 { return float64(s.netGoroutines()) }},
 	{name: "open fds", unit: "fds", value: func(s sample) float64 { return float64(s.fds) }},
+	{name: "heap allocated after the collection", unit: "MiB", value: func(s sample) float64 { return float64(s.heapAlloc) / mib }},
 	{name: "heap in use", unit: "MiB", value: func(s sample) float64 { return float64(s.heapInuse) / mib }},
 	{name: "RSS", unit: "MiB", value: func(s sample) float64 { return float64(s.rss) / mib }},
 	{name: "goroutines, all", unit: "goroutines", value: func(s sample) float64 { return float64(s.goroutines) }},
