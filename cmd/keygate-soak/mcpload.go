@@ -227,7 +227,7 @@ func (l *sessionLoad) closed(ctx context.Context, key soakKey, n int) {
 	}
 	_, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: upstreamName + "__delete_repo"})
 	if rpc := (*jsonrpc.Error)(nil); !errors.As(err, &rpc) || rpc.Code != mcp.CodeToolDenied {
-		l.sessionProblem(ctx, "a tool outside the scope", fmt.Errorf("want the call denied with %d, got %v", mcp.CodeToolDenied, err))
+		l.sessionProblem(ctx, "a tool outside the scope", fmt.Errorf("want the call denied with %d, got %w", mcp.CodeToolDenied, err))
 	}
 }
 
@@ -313,8 +313,12 @@ func (l *sessionLoad) abandoned(ctx context.Context, key soakKey, n int) {
 			} `json:"tools"`
 		} `json:"result"`
 	}
-	if err := decodeRPC(a, &listed); err != nil || len(listed.Result.Tools) != len(wantTools) {
-		l.sessionProblem(ctx, "tools/list", fmt.Errorf("want %d tools: %v %.200s", len(wantTools), err, a.body))
+	if err := decodeRPC(a, &listed); err != nil {
+		l.sessionProblem(ctx, "tools/list", err)
+		return
+	}
+	if len(listed.Result.Tools) != len(wantTools) {
+		l.sessionProblem(ctx, "tools/list", fmt.Errorf("want %d tools in %.200s", len(wantTools), a.body))
 		return
 	}
 	q := fmt.Sprint("q", n)

@@ -58,7 +58,8 @@ func startKeygate(ctx context.Context, bin string, env []string) (*keygateProc, 
 		return nil, err
 	}
 	p := &keygateProc{base: "http://" + addr, debug: "http://" + debug, output: newLogWatch(), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", "--addr", addr)
+	// The harness stops keygate itself (stop), whatever becomes of ctx.
+	p.cmd = exec.CommandContext(context.WithoutCancel(ctx), bin, "serve", "--addr", addr)
 	p.cmd.Env = append(ownEnv(), append(env, "KEYGATE_DEBUG_ADDR="+debug)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output // one writer: exec copies both from one goroutine
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -83,7 +84,7 @@ func startKeygate(ctx context.Context, bin string, env []string) (*keygateProc, 
 		}
 		select {
 		case <-p.done:
-			return nil, fmt.Errorf("keygate exited before it was ready: %v; its output ends:\n%s", p.err, p.output.tail())
+			return nil, fmt.Errorf("keygate exited before it was ready: %w; its output ends:\n%s", p.err, p.output.tail())
 		case <-ctx.Done():
 			_, _ = p.stop(10 * time.Second)
 			return nil, ctx.Err()

@@ -40,11 +40,10 @@ func (s sample) netGoroutines() int {
 
 // series is one figure of the samples, for the fit.
 type series struct {
-	name      string
-	unit      string // per minute, as the table shows it
-	value     func(sample) float64
-	limit     float64 // most slope allowed, in unit a minute; 0: reported only
-	limitNote string  // what the limit stands for
+	name  string
+	unit  string // per minute, as the table shows it
+	value func(sample) float64
+	limit float64 // most slope allowed, in unit a minute; 0: reported only
 }
 
 const mib = 1 << 20
