@@ -65,6 +65,15 @@ bench-realistic: ## the realistic workload alone: 500 keys, 20,000 distinct ques
 bench-go: ## Go benchmarks of the decision path, authentication, the handler, the key cache and the MCP gateway
 	$(GO) test -run '^$$' -bench . -benchmem ./authz/ ./server/ ./mcp/
 
+# The soak: its length, and the database (sqlite or postgres).
+SOAK_DURATION ?= 10m
+SOAK_DB ?= sqlite
+
+.PHONY: soak
+soak: ## run keygate for SOAK_DURATION (default 10m; SOAK_DB=postgres on Postgres) under mixed traffic; fails when memory, goroutines or fds keep rising, or on a 5xx or panic; writes docs/soak.md
+	@case "$(SOAK_DB)" in sqlite|postgres) ;; *) echo "soak: SOAK_DB must be sqlite or postgres, got $(SOAK_DB)"; exit 1;; esac
+	$(GO) run ./cmd/keygate-soak -duration $(SOAK_DURATION) $(if $(filter postgres,$(SOAK_DB)),-postgres) $(SOAK_FLAGS)
+
 .PHONY: lint
 lint: ## gofmt, go vet, golangci-lint and opa fmt
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }

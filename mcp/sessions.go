@@ -32,8 +32,15 @@ type sessionLimiter struct {
 	logger              func(msg string, args ...any)
 
 	mu     sync.Mutex
-	perKey map[string]int
+	perKey map[string]int // sessions open per key; a key with none has no entry
 	total  int
+	// deleted counts perKey's deletions since it was last rebuilt. A Go
+	// map's tables never shrink and, under steady delete-and-insert churn,
+	// keep growing while the entries stay few (authz/churnmap.go has the
+	// measurement): perKey is copied into a fresh map once it has deleted
+	// as many entries as it holds, at an amortized cost of one copy per
+	// deletion.
+	deleted int
 
 	lastLog atomic.Int64 // Unix nanoseconds of the last refusal logged
 }
@@ -87,10 +94,21 @@ func (l *sessionLimiter) release(key string) {
 	l.total--
 	if n := l.perKey[key] - 1; n > 0 {
 		l.perKey[key] = n
-	} else {
-		delete(l.perKey, key)
+		return
+	}
+	delete(l.perKey, key)
+	if l.deleted++; l.deleted >= max(len(l.perKey), minRebuildDeletions) {
+		fresh := make(map[string]int, len(l.perKey))
+		for k, n := range l.perKey {
+			fresh[k] = n
+		}
+		l.perKey, l.deleted = fresh, 0
 	}
 }
+
+// minRebuildDeletions is the fewest deletions between two rebuilds of the
+// per-key counts, so that a nearly empty map is not copied at every one.
+const minRebuildDeletions = 64
 
 // OpenSessions returns how many client sessions are open, in all and of
 // the key with keyID.
