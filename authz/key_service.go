@@ -63,6 +63,8 @@ type KeyService struct {
 	// Limiter budgets failed authentications per client address; nil:
 	// no limit.
 	Limiter *FailureLimiter
+	// DecisionLog records every decision Decide makes; nil: none.
+	DecisionLog DecisionLogger
 }
 
 func (s *KeyService) now() time.Time { return clock(s.Now) }

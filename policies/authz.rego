@@ -66,6 +66,7 @@ check(r, action) := scope_decision(r, list) if {
 	is_string(r.id)
 	r.id != ""
 	list := scope_lists[r.type]
+	not denied_by_rule(r, action)
 } else := {"allow": false, "reasons": sort(denials(r, action))}
 
 # scope_decision allows when an entry of the scope list lets the id in,
@@ -90,9 +91,46 @@ scope_match(ids, id) := id if {
 	m := [e | some e in ids; contains(e, "*"); glob.match(e, null, id)]
 }
 
+# --- rules of a policy's own ---
+#
+# A module of its own in package keygate.authz adds rules without editing
+# this file (docs/policies.md has worked examples):
+#
+#   deny contains reason if { … }
+#       denies every check of the request, with reason: rules on
+#       input.principal and input.context (the time, the client's address);
+#   deny_check contains {"check": c, "reason": reason} if { some c in checks; … }
+#       denies the one check c ({"resource", "action"}) of the request.
+#
+# Either denies whatever the key's scope says, its reason beside any other.
+# These empty rules only declare the two sets.
+deny contains reason if {
+	some reason in set()
+}
+
+deny_check contains denial if {
+	some denial in set()
+}
+
+# checks are what the request asks: its single check, or each of a batch.
+checks contains {"resource": input.resource, "action": input.action}
+
+checks contains c if {
+	some c in input.checks
+}
+
+denied_by_rule(_, _) if count(deny) > 0
+
+denied_by_rule(r, action) if {
+	some d in deny_check
+	d.check == {"resource": r, "action": action}
+}
+
+rule_denials(r, action) := deny | {d.reason | some d in deny_check; d.check == {"resource": r, "action": action}}
+
 # denials is every reason check does not allow, each the negation of one of
 # its conditions.
-denials(r, action) := ((principal_denials | resource_denials(r, action)) | tenant_denials(r)) | scope_denials(r)
+denials(r, action) := (((principal_denials | resource_denials(r, action)) | tenant_denials(r)) | scope_denials(r)) | rule_denials(r, action)
 
 principal_denials := {"the request has no principal (an API key is required)"} if {
 	not is_object(principal)

@@ -47,8 +47,12 @@ type App struct {
 	// Retention deletes audit events past Config.AuditRetention; nil when
 	// they are kept forever.
 	Retention *authz.AuditRetention
+	// DecisionLog records every decision; nil when Config.DecisionLog is
+	// off.
+	DecisionLog *authz.DecisionLogWriter
 
 	telemetry *telemetry
+	policy    *policyManager
 	spool     *spool.Audit // nil when off or when Config.AuditRecorder stands in
 	cert      *certificate // nil: plain HTTP
 	ownDB     bool
@@ -90,14 +94,18 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err := a.openDB(ctx); err != nil {
 		return nil, err
 	}
-	modules, err := readPolicies(cfg.PolicyDir)
+	if a.policy, err = newPolicyManager(cfg, logger, a.telemetry.meterProvider); err != nil {
+		return nil, err
+	}
+	set, err := a.policy.initial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	a.Engine, err = authz.NewEngine(ctx, modules, authz.EngineOptions{Observer: a.telemetry.observer, DecisionCacheSize: cfg.DecisionCacheSize})
+	a.Engine, err = authz.NewEngineFromSet(ctx, set, authz.EngineOptions{Observer: a.telemetry.observer, DecisionCacheSize: cfg.DecisionCacheSize})
 	if err != nil {
-		return nil, fmt.Errorf("load policies: %w", err)
+		return nil, fmt.Errorf("load policies from %s: %w", a.policy.source, err)
 	}
+	a.policy.started(a.Engine, set)
 	a.JWT, a.DevSecret, err = cfg.JWT()
 	if err != nil {
 		return nil, err
@@ -142,6 +150,9 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Usage:    a.Usage,
 		Now:      cfg.Now,
 		Limiter:  a.AuthLimiter,
+	}
+	if err := a.openDecisionLog(); err != nil {
+		return nil, err
 	}
 	mcpStore := storage.NewMCPStore(a.DB, keyring)
 	// Headers stored before they were sealed are sealed now.
@@ -189,6 +200,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		MCP:            a.MCP,
 		Mounts:         map[string]http.Handler{"/mcp": a.Gateway.Handler()},
 		AuthLimiter:    a.AuthLimiter,
+		PolicyStatus:   &authz.PolicyStatusService{Policy: a.Engine, Status: a.policy.Status},
 	})
 	if err != nil {
 		return nil, err
@@ -225,7 +237,8 @@ func (a *App) Handler() http.Handler { return a.Server }
 // Start runs the background work until ctx ends or Close: the key change
 // feed on Postgres (so a key changed on another instance leaves this one's
 // cache at once), the scheduler that syncs every enabled upstream MCP
-// catalog now and every MCPSyncInterval, and the audit retention.
+// catalog now and every MCPSyncInterval, the audit retention, and the
+// watch on the policy folder or the polls of the policy bundle.
 func (a *App) Start(ctx context.Context) {
 	ctx, a.bgStop = context.WithCancel(ctx)
 	a.bgDone = make(chan struct{})
@@ -249,9 +262,15 @@ func (a *App) Start(ctx context.Context) {
 				a.Retention.Run(ctx)
 			}
 		}()
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			a.policy.run(ctx)
+		}()
 		a.Gateway.Run(ctx)
 		<-done
 		<-pruned
+		<-watched
 	}()
 }
 
@@ -297,6 +316,12 @@ func (a *App) Close(ctx context.Context) error {
 		if err := a.Refusals.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush refused credentials: %w", err))
 		}
+	}
+	if a.DecisionLog != nil {
+		if err := a.DecisionLog.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush decision logs: %w", err))
+		}
+		a.DecisionLog = nil
 	}
 	if a.Audit != nil {
 		if err := a.Audit.Close(ctx); err != nil {
