@@ -33,10 +33,9 @@ type PolicySet struct {
 	// none.
 	ManifestRevision string
 
-	// parsed holds the modules as the bundle reader parsed them (with the
-	// Rego version its manifest asks for); modules missing here are parsed
-	// as Rego v1.
-	parsed map[string]*ast.Module
+	// versions are the Rego versions a bundle's manifest gives modules
+	// other than v1; every other module is Rego v1.
+	versions map[string]ast.RegoVersion
 }
 
 // MaxPolicyFileBytes bounds one file of a policy folder or bundle.
@@ -101,7 +100,7 @@ func PolicySetFromBundle(b bundle.Bundle) (PolicySet, error) {
 		return PolicySet{}, Errorf(EINVALID, "a %s bundle holds changes, not a policy; serve a snapshot bundle", b.Type())
 	}
 	set := PolicySet{Modules: map[string]string{}, Tests: map[string]string{}, Data: b.Data,
-		ManifestRevision: b.Manifest.Revision, parsed: map[string]*ast.Module{}}
+		ManifestRevision: b.Manifest.Revision, versions: map[string]ast.RegoVersion{}}
 	for _, m := range b.Modules {
 		name := strings.TrimPrefix(m.Path, "/")
 		if strings.HasSuffix(name, "_test.rego") {
@@ -109,8 +108,8 @@ func PolicySetFromBundle(b bundle.Bundle) (PolicySet, error) {
 		} else {
 			set.Modules[name] = string(m.Raw)
 		}
-		if m.Parsed != nil {
-			set.parsed[name] = m.Parsed
+		if v, err := b.RegoVersionForFile(m.Path, ast.RegoV1); err == nil && v != ast.RegoV1 {
+			set.versions[name] = v
 		}
 	}
 	if len(set.Modules) == 0 {
@@ -134,15 +133,15 @@ func ReadPolicies(fsys fs.FS) (map[string]string, error) {
 // is EINVALID.
 func (s PolicySet) Merge(other PolicySet) (PolicySet, error) {
 	out := PolicySet{Modules: maps.Clone(s.Modules), Tests: maps.Clone(s.Tests), Data: map[string]any{},
-		ManifestRevision: s.ManifestRevision, parsed: maps.Clone(s.parsed)}
+		ManifestRevision: s.ManifestRevision, versions: maps.Clone(s.versions)}
 	if out.Modules == nil {
 		out.Modules = map[string]string{}
 	}
 	if out.Tests == nil {
 		out.Tests = map[string]string{}
 	}
-	if out.parsed == nil {
-		out.parsed = map[string]*ast.Module{}
+	if out.versions == nil {
+		out.versions = map[string]ast.RegoVersion{}
 	}
 	for _, pair := range []struct{ dst, src map[string]string }{{out.Modules, other.Modules}, {out.Tests, other.Tests}} {
 		for name, src := range pair.src {
@@ -155,7 +154,7 @@ func (s PolicySet) Merge(other PolicySet) (PolicySet, error) {
 			pair.dst[name] = src
 		}
 	}
-	maps.Copy(out.parsed, other.parsed)
+	maps.Copy(out.versions, other.versions)
 	for _, d := range []map[string]any{s.Data, other.Data} {
 		if err := mergeData(out.Data, d, "data"); err != nil {
 			return PolicySet{}, err
@@ -205,18 +204,18 @@ func (s PolicySet) Revision() string {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
-// parse returns every module and test parsed: as the bundle reader parsed
-// it, else as Rego v1. Returns EINVALID naming the file that does not
-// parse.
+// parse returns every module and test parsed, in the Rego version its
+// bundle gives it (v1 by default). Returns EINVALID naming the file that
+// does not parse.
 func (s PolicySet) parse(withTests bool) (map[string]*ast.Module, error) {
 	out := make(map[string]*ast.Module, len(s.Modules)+len(s.Tests))
 	add := func(srcs map[string]string) error {
 		for _, name := range slices.Sorted(maps.Keys(srcs)) {
-			if m, ok := s.parsed[name]; ok {
-				out[name] = m
-				continue
+			v, ok := s.versions[name]
+			if !ok {
+				v = ast.RegoV1
 			}
-			m, err := ast.ParseModuleWithOpts(name, srcs[name], ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true})
+			m, err := ast.ParseModuleWithOpts(name, srcs[name], ast.ParserOptions{RegoVersion: v, ProcessAnnotation: true})
 			if err != nil {
 				return Errorf(EINVALID, "policy does not compile: %s", err)
 			}

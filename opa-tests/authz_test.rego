@@ -336,14 +336,14 @@ test_a_deny_rule_denies_every_check_with_its_reason if {
 	]
 }
 
-test_a_deny_check_rule_denies_only_its_check if {
+test_a_deny_of_one_check_denies_only_that_check if {
 	f2 := {"resource": {"type": "flow", "id": "f2"}, "action": "execute"}
 	rule := {{"check": f2, "reason": "flow f2 is frozen"}}
 	ds := authz.decisions with input as batch([{"resource": {"type": "flow", "id": "f1"}, "action": "execute"}, f2])
-		with authz.deny_check as rule
+		with authz.deny as rule
 	ds == [allowed(`flow "f1" matches "f1" in the key's flow_ids`), denied(["flow f2 is frozen"])]
 
-	d := authz.decision with input as request("flow", "f2", "execute") with authz.deny_check as rule
+	d := authz.decision with input as request("flow", "f2", "execute") with authz.deny as rule
 	d == denied(["flow f2 is frozen"])
 }
 
@@ -354,6 +354,6 @@ test_checks_are_the_single_check_or_the_batch if {
 }
 
 test_no_rule_of_its_own_denies_nothing if {
-	count(authz.deny) == 0 with input as request("flow", "f1", "read")
-	count(authz.deny_check) == 0 with input as request("flow", "f1", "read")
+	not authz.rules_deny with input as request("flow", "f1", "read")
+	authz.rule_denials({"type": "flow", "id": "f1"}, "read") == set() with input as request("flow", "f1", "read")
 }

@@ -66,7 +66,17 @@ check(r, action) := scope_decision(r, list) if {
 	is_string(r.id)
 	r.id != ""
 	list := scope_lists[r.type]
-	not denied_by_rule(r, action)
+	not rules_deny
+} else := scope_decision(r, list) if {
+	# A rule of the policy's own denies something in this request: not
+	# necessarily this check.
+	input.principal.type == "api_key"
+	action in actions[r.type]
+	object.get(r, "tenant_id", input.principal.tenant_id) == input.principal.tenant_id
+	is_string(r.id)
+	r.id != ""
+	list := scope_lists[r.type]
+	count(rule_denials(r, action)) == 0
 } else := {"allow": false, "reasons": sort(denials(r, action))}
 
 # scope_decision allows when an entry of the scope list lets the id in,
@@ -94,23 +104,18 @@ scope_match(ids, id) := id if {
 # --- rules of a policy's own ---
 #
 # A module of its own in package keygate.authz adds rules without editing
-# this file (docs/policies.md has worked examples):
+# this file (docs/policies.md has worked examples), to one set, deny:
 #
 #   deny contains reason if { … }
-#       denies every check of the request, with reason: rules on
-#       input.principal and input.context (the time, the client's address);
-#   deny_check contains {"check": c, "reason": reason} if { some c in checks; … }
-#       denies the one check c ({"resource", "action"}) of the request.
+#       a string: denies every check of the request, with that reason
+#       (rules on input.principal and input.context: the time, the
+#       client's address);
+#   deny contains {"check": c, "reason": reason} if { some c in checks; … }
+#       denies only the check c ({"resource", "action"}) of the request.
 #
-# Either denies whatever the key's scope says, its reason beside any other.
-# These empty rules only declare the two sets.
-deny contains reason if {
-	some reason in set()
-}
-
-deny_check contains denial if {
-	some denial in set()
-}
+# A denial holds whatever the key's scope says, its reason beside any
+# other. This file reads the set as data.keygate.authz.deny, undefined (and
+# next to free) while no module defines it.
 
 # checks are what the request asks: its single check, or each of a batch.
 checks contains {"resource": input.resource, "action": input.action}
@@ -119,14 +124,17 @@ checks contains c if {
 	some c in input.checks
 }
 
-denied_by_rule(_, _) if count(deny) > 0
-
-denied_by_rule(r, action) if {
-	some d in deny_check
-	d.check == {"resource": r, "action": action}
+# rules_deny holds when a rule of the policy's own denies anything in the
+# request; it is computed once per evaluation.
+rules_deny if {
+	some _ in data.keygate.authz.deny
 }
 
-rule_denials(r, action) := deny | {d.reason | some d in deny_check; d.check == {"resource": r, "action": action}}
+# rule_denials are the reasons the policy's own rules deny one check.
+rule_denials(r, action) := {d | some d in data.keygate.authz.deny; is_string(d)} | {d.reason |
+	some d in data.keygate.authz.deny
+	d.check == {"resource": r, "action": action}
+}
 
 # denials is every reason check does not allow, each the negation of one of
 # its conditions.

@@ -28,6 +28,7 @@ Usage:
   keygate migrate up|down|status [flags]      manage the database schema
   keygate token --tenant T --user U [--role R] print a management JWT
   keygate secrets generate-key|rotate [flags] make a key for sealing secrets; seal them all with the first key
+  keygate policy test|eval|check|fmt|init     test, explain, check and format Rego policies
   keygate version                             print the version
 
 Run "keygate <command> -h" for a command's flags. Every flag has a KEYGATE_* environment twin.
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runToken(rest, stdout, stderr)
 	case "secrets":
 		return runSecrets(ctx, rest, stdout, stderr)
+	case "policy":
+		return runPolicy(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "keygate %s (%s, OPA %s)\n", version, runtime.Version(), opaVersion())
 		return nil
