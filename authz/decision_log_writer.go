@@ -46,13 +46,15 @@ const MaxDecisionLogEventBytes = 1 << 20
 // writes them in batches. A full queue drops the decision and counts it,
 // so logging never slows or blocks a decision.
 type DecisionLogWriter struct {
-	build  DecisionEventBuilder
-	sink   DecisionLogSink
-	opts   DecisionLogWriterOptions
-	queue  chan DecisionLogEntry
-	stop   chan struct{}
-	done   chan struct{}
-	closed sync.Once
+	build    DecisionEventBuilder
+	sink     DecisionLogSink
+	opts     DecisionLogWriterOptions
+	queue    chan DecisionLogEntry
+	stop     chan struct{}
+	done     chan struct{}
+	closed   sync.Once
+	sinkOnce sync.Once
+	sinkErr  error
 
 	written, dropped, failed atomic.Int64
 	lastLog                  atomic.Int64 // when a loss was last logged, Unix nanoseconds
@@ -112,7 +114,8 @@ func (w *DecisionLogWriter) Stats() DecisionLogStats {
 }
 
 // Close writes what is queued, waiting at most until ctx ends, and closes
-// the sink.
+// the sink. Closing again changes nothing; decisions logged after Close
+// are dropped.
 func (w *DecisionLogWriter) Close(ctx context.Context) error {
 	w.closed.Do(func() { close(w.stop) })
 	select {
@@ -120,7 +123,8 @@ func (w *DecisionLogWriter) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return w.sink.Close()
+	w.sinkOnce.Do(func() { w.sinkErr = w.sink.Close() })
+	return w.sinkErr
 }
 
 func (w *DecisionLogWriter) run() {

@@ -131,10 +131,14 @@ rules_deny if {
 }
 
 # rule_denials are the reasons the policy's own rules deny one check.
-rule_denials(r, action) := {d | some d in data.keygate.authz.deny; is_string(d)} | {d.reason |
-	some d in data.keygate.authz.deny
-	d.check == {"resource": r, "action": action}
-}
+rule_denials(r, action) := {reason | some d in data.keygate.authz.deny; reason := denial_reason(d, {"resource": r, "action": action})}
+
+# denial_reason is the reason of an element of deny for check c: a string
+# denies every check, {"check", "reason"} its own. (A function, so that a
+# set of strings alone still type-checks.)
+denial_reason(d, _) := d if is_string(d)
+
+denial_reason(d, c) := d.reason if d.check == c
 
 # denials is every reason check does not allow, each the negation of one of
 # its conditions.

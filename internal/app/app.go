@@ -244,6 +244,7 @@ func (a *App) Start(ctx context.Context) {
 	a.bgDone = make(chan struct{})
 	a.started.Store(true)
 	feed := a.Feed
+	watch := a.policy.watch()
 	go func() {
 		defer close(a.bgDone)
 		done := make(chan struct{})
@@ -265,7 +266,9 @@ func (a *App) Start(ctx context.Context) {
 		watched := make(chan struct{})
 		go func() {
 			defer close(watched)
-			a.policy.run(ctx)
+			if watch != nil {
+				watch(ctx)
+			}
 		}()
 		a.Gateway.Run(ctx)
 		<-done

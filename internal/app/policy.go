@@ -139,16 +139,11 @@ func (m *policyManager) apply(ctx context.Context, set authz.PolicySet) error {
 	defer m.reload.Unlock()
 	digest := digestOf(set)
 	m.mu.Lock()
-	same, hadError := digest == m.digest, m.status.LastError != ""
+	same := digest == m.digest
 	m.mu.Unlock()
 	if same {
 		m.count(ctx, reloadUnchanged)
-		if hadError {
-			m.mu.Lock()
-			m.status.LastError, m.status.LastErrorAt = "", time.Time{}
-			m.mu.Unlock()
-			m.logger.Info("the policy source holds the live policy again", "source", m.source, "revision", set.Revision())
-		}
+		m.sourceIsLive()
 		return nil
 	}
 	if err := m.engine.LoadSet(ctx, set); err != nil {
@@ -165,6 +160,19 @@ func (m *policyManager) apply(ctx context.Context, set authz.PolicySet) error {
 		"modules", len(set.Modules), "tests", len(set.Tests))
 	logDecisionCaching(m.engine, m.logger)
 	return nil
+}
+
+// sourceIsLive clears the last error: the source holds the live policy
+// again (a broken file was reverted, the bundle server is back to it).
+func (m *policyManager) sourceIsLive() {
+	m.mu.Lock()
+	had := m.status.LastError != ""
+	m.status.LastError, m.status.LastErrorAt = "", time.Time{}
+	revision := m.status.Revision
+	m.mu.Unlock()
+	if had {
+		m.logger.Info("the policy source holds the live policy again", "source", m.source, "revision", revision)
+	}
 }
 
 // refused records a reload that did not go live. The same cause is logged
@@ -223,14 +231,19 @@ func logDecisionCaching(engine *authz.Engine, logger *slog.Logger) {
 	}
 }
 
-// run watches the policy folder, or polls the bundle, until ctx ends.
-func (m *policyManager) run(ctx context.Context) {
+// watch starts watching the policy folder, or readies the bundle's polls,
+// and returns what runs them until ctx ends; nil for the embedded policy.
+func (m *policyManager) watch() func(ctx context.Context) {
 	switch {
 	case m.dir != "":
-		if err := m.watchPolicyDir(ctx); err != nil {
+		run, err := m.watchPolicyDir()
+		if err != nil {
 			m.logger.Error("cannot watch the policy folder; SIGHUP still reloads it", "dir", m.dir, "err", err)
+			return nil
 		}
+		return run
 	case m.bundle != nil:
-		m.bundle.run(ctx)
+		return m.bundle.run
 	}
+	return nil
 }

@@ -135,13 +135,19 @@ func (p *bundlePoller) run(ctx context.Context) {
 // download, a 304 (no bundle) or a new bundle, already verified and read.
 func (p *bundlePoller) update(ctx context.Context, u download.Update) error {
 	if u.Error != nil {
+		// The downloader forgot its ETag; the live bundle's is the one to
+		// ask with (its client would otherwise go on sending a stale one).
+		p.d.SetCache(p.good)
 		if p.m.engine != nil {
 			p.m.refused(authz.Errorf(authz.EUNAVAILABLE, "policy bundle download failed: %s", p.redact(u.Error)))
 		}
 		return nil // Trigger returns the download's error too
 	}
-	if u.Bundle == nil {
-		return nil // not modified
+	if u.Bundle == nil { // not modified
+		if p.m.engine != nil && u.ETag == p.good {
+			p.m.sourceIsLive()
+		}
+		return nil
 	}
 	set, err := authz.PolicySetFromBundle(*u.Bundle)
 	if err == nil && p.m.engine == nil {

@@ -15,48 +15,53 @@ import (
 // events, read once when it is over.
 const policyWatchQuiet = 100 * time.Millisecond
 
-// watchPolicyDir reloads the policy folder after each burst of changes to
-// its policy files, until ctx ends. It watches every folder of the tree
-// (fsnotify is not recursive), and picks up new ones after each reload; a
-// Kubernetes ConfigMap's swap of its ..data link shows as a change in the
-// folder itself.
-func (m *policyManager) watchPolicyDir(ctx context.Context) error {
+// watchPolicyDir starts watching the policy folder and returns the loop
+// that reloads it after each burst of changes to its policy files, until
+// ctx ends. It watches every folder of the tree (fsnotify is not
+// recursive), and picks up new ones after each reload; a Kubernetes
+// ConfigMap's swap of its ..data link shows as a change in the folder
+// itself. The watch is in place when it returns, so no change made after
+// Start is missed.
+func (m *policyManager) watchPolicyDir() (func(ctx context.Context), error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer w.Close()
 	if err := watchTree(w, m.dir); err != nil {
-		return err
+		_ = w.Close()
+		return nil, err
 	}
-	timer := time.NewTimer(policyWatchQuiet)
-	timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if policyEvent(ev) {
-				timer.Reset(policyWatchQuiet)
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			// An overflow loses events: read the folder to be sure.
-			m.logger.Warn("watching the policy folder", "dir", m.dir, "err", err)
-			timer.Reset(policyWatchQuiet)
-		case <-timer.C:
-			_ = m.Reload(ctx)
-			if err := watchTree(w, m.dir); err != nil {
+	return func(ctx context.Context) {
+		defer w.Close()
+		timer := time.NewTimer(policyWatchQuiet)
+		timer.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if policyEvent(ev) {
+					timer.Reset(policyWatchQuiet)
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				// An overflow loses events: read the folder to be sure.
 				m.logger.Warn("watching the policy folder", "dir", m.dir, "err", err)
+				timer.Reset(policyWatchQuiet)
+			case <-timer.C:
+				_ = m.Reload(ctx)
+				if err := watchTree(w, m.dir); err != nil {
+					m.logger.Warn("watching the policy folder", "dir", m.dir, "err", err)
+				}
 			}
 		}
-	}
+	}, nil
 }
 
 // policyEvent reports whether an event may change the policy: a Rego or

@@ -55,13 +55,13 @@ func Parse(s string) (Config, error) {
 func parseHTTP(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Config{}, fmt.Errorf("KEYGATE_DECISION_LOG=http:URL needs an absolute http or https URL, got %q", authzRedact(raw))
+		return Config{}, fmt.Errorf("KEYGATE_DECISION_LOG=http:URL needs an absolute http or https URL, got %q", redactURL(raw))
 	}
 	return Config{Kind: "http", URL: u.String()}, nil
 }
 
-// authzRedact drops credentials and the query from a URL for a message.
-func authzRedact(raw string) string {
+// redactURL drops credentials and the query from a URL for a message.
+func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"
@@ -219,14 +219,14 @@ func (s *httpSink) post(ctx context.Context, body []byte) error {
 		// The error may quote the URL, which may carry a credential.
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
-			return fmt.Errorf("post decision logs to %s: %w", authzRedact(s.url), uerr.Err)
+			return fmt.Errorf("post decision logs to %s: %w", redactURL(s.url), uerr.Err)
 		}
 		return err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
 	_ = res.Body.Close()
 	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("post decision logs to %s: HTTP %d", authzRedact(s.url), res.StatusCode)
+		return fmt.Errorf("post decision logs to %s: HTTP %d", redactURL(s.url), res.StatusCode)
 	}
 	return nil
 }
