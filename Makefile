@@ -67,12 +67,12 @@ lint: ## gofmt, go vet, golangci-lint and opa fmt
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
 	$(GO) vet ./...
 	$(LINT) run ./...
-	@test -z "$$($(OPA) fmt --list policies opa-tests)" || { echo "run make fmt"; exit 1; }
+	@test -z "$$($(OPA) fmt --list policies opa-tests docs/examples)" || { echo "run make fmt"; exit 1; }
 
 .PHONY: fmt
 fmt: ## format Go and Rego sources
 	gofmt -w $$(git ls-files '*.go')
-	$(OPA) fmt -w policies opa-tests
+	$(OPA) fmt -w policies opa-tests docs/examples
 
 .PHONY: clean
 clean: ## remove build output (keeps ./data)

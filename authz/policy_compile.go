@@ -42,7 +42,7 @@ type compileOptions struct {
 // EINVALID with the compiler's messages (file, line and error).
 func compilePolicy(ctx context.Context, set PolicySet, opts compileOptions) (*compiledPolicy, error) {
 	if len(set.Modules) == 0 {
-		return nil, Errorf(EINVALID, "policy does not compile: no policy modules")
+		return nil, Errorf(EINVALID, "policy does not compile: no policy files (*.rego, not *_test.rego)")
 	}
 	if err := checkReserved(set.Data); err != nil {
 		return nil, err

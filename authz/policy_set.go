@@ -94,7 +94,7 @@ func ReadPolicyBundle(r io.Reader, opts BundleOptions) (PolicySet, error) {
 
 // PolicySetFromBundle takes the modules, tests and data of a bundle OPA
 // has read. Only snapshot bundles hold a whole policy; a delta bundle is
-// EINVALID.
+// EINVALID. A set without modules is read, and refused when compiled.
 func PolicySetFromBundle(b bundle.Bundle) (PolicySet, error) {
 	if b.Type() != bundle.SnapshotBundleType {
 		return PolicySet{}, Errorf(EINVALID, "a %s bundle holds changes, not a policy; serve a snapshot bundle", b.Type())
@@ -112,9 +112,6 @@ func PolicySetFromBundle(b bundle.Bundle) (PolicySet, error) {
 			set.versions[name] = v
 		}
 	}
-	if len(set.Modules) == 0 {
-		return PolicySet{}, Errorf(EINVALID, "no policy files (*.rego, not *_test.rego) found")
-	}
 	return set, nil
 }
 
@@ -124,6 +121,9 @@ func ReadPolicies(fsys fs.FS) (map[string]string, error) {
 	set, err := ReadPolicyFS(fsys)
 	if err != nil {
 		return nil, err
+	}
+	if len(set.Modules) == 0 {
+		return nil, Errorf(EINVALID, "no policy files (*.rego, not *_test.rego) found")
 	}
 	return set.Modules, nil
 }

@@ -43,7 +43,14 @@ PATH defaults to the current folder (eval: see above).
 
 // runPolicy is `keygate policy`: the policy author's tools, needing nothing
 // but this binary.
-func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	defer func() {
+		// keygate's errors read as their message here, with no code.
+		var kerr *authz.Error
+		if errors.As(err, &kerr) {
+			err = errors.New(strings.Replace(err.Error(), kerr.Error(), kerr.Message, 1))
+		}
+	}()
 	verbs, rest := leadingVerb(args)
 	if len(verbs) == 0 {
 		if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help") {
