@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -37,6 +38,9 @@ type DecisionLogEntry struct {
 	Eval       time.Duration
 	RequestID  string
 	TraceID    string
+	// Labels are the instance's (OPA's id and version); the writer sets
+	// them.
+	Labels map[string]string
 }
 
 // Decision-log event paths: the rule that decided, as OPA names it.
@@ -92,7 +96,7 @@ func (e *Engine) DecisionLogEvent(ctx context.Context, en DecisionLogEntry) (*De
 	case len(en.Checks) == 1:
 		input = e.singleInput(en.Principal, en.Checks[0].Resource, en.Checks[0].Action, en.Context)
 	}
-	ev := &DecisionLogEvent{DecisionID: en.DecisionID, TraceID: en.TraceID, Timestamp: en.Time.UTC(),
+	ev := &DecisionLogEvent{Labels: en.Labels, DecisionID: en.DecisionID, TraceID: en.TraceID, Timestamp: en.Time.UTC(),
 		Custom: map[string]any{"source": en.Source}}
 	if en.Code != "" {
 		ev.Custom["code"] = en.Code
@@ -112,10 +116,11 @@ func (e *Engine) DecisionLogEvent(ctx context.Context, en DecisionLogEntry) (*De
 		ev.Metrics = map[string]any{"timer_rego_query_eval_ns": en.Eval.Nanoseconds()}
 	}
 	if input != nil {
-		v, err := ast.JSON(input)
+		raw, err := appendJSON(make([]byte, 0, 1024), input)
 		if err != nil {
 			return nil, err
 		}
+		v := any(json.RawMessage(raw))
 		ev.Input = &v
 	}
 	if en.Err != nil {
@@ -172,26 +177,46 @@ func maskEvent(ctx context.Context, pq rego.PreparedEvalQuery, ev *DecisionLogEv
 	return applyMask(ev, list)
 }
 
-// maskInput is the event as the mask rule sees it: its JSON, with the
-// input as the policy saw it.
+// maskInput is the event as the mask rule sees it, as OPA gives it (the
+// event's JSON), built as terms directly: input is the input as the policy
+// saw it.
 func maskInput(ev *DecisionLogEvent, input ast.Value) (ast.Value, error) {
-	saved := ev.Input
-	ev.Input = nil
-	data, err := json.Marshal(ev)
-	ev.Input = saved
-	if err != nil {
-		return nil, err
+	obj := ast.NewObject()
+	put := func(k string, v ast.Value) { obj.Insert(ast.StringTerm(k), ast.NewTerm(v)) }
+	strs := func(m map[string]string) ast.Value {
+		o := ast.NewObject()
+		for k, v := range m {
+			o.Insert(ast.StringTerm(k), ast.StringTerm(v))
+		}
+		return o
 	}
-	v, err := ast.ValueFromReader(bytesReader(data))
-	if err != nil {
-		return nil, err
+	put("labels", strs(ev.Labels))
+	put("decision_id", ast.String(ev.DecisionID))
+	if ev.TraceID != "" {
+		put("trace_id", ast.String(ev.TraceID))
 	}
-	obj, ok := v.(ast.Object)
-	if !ok {
-		return nil, Errorf(EINTERNAL, "a decision-log event is not an object")
+	if ev.Path != "" {
+		put("path", ast.String(ev.Path))
+	}
+	for name, b := range ev.Bundles {
+		put("bundles", ast.NewObject([2]*ast.Term{ast.StringTerm(name), ast.ObjectTerm([2]*ast.Term{ast.StringTerm("revision"), ast.StringTerm(b.Revision)})}))
 	}
 	if input != nil {
-		obj.Insert(ast.StringTerm("input"), ast.NewTerm(input))
+		put("input", input)
 	}
+	for name, v := range map[string]any{"result": ev.Result, "error": ev.Error, "metrics": ev.Metrics, "custom": ev.Custom} {
+		if v == nil || reflect.ValueOf(v).IsNil() {
+			continue
+		}
+		if p, ok := v.(*any); ok {
+			v = *p
+		}
+		val, err := ast.InterfaceToValue(v)
+		if err != nil {
+			return nil, err
+		}
+		put(name, val)
+	}
+	put("timestamp", ast.String(ev.Timestamp.Format(time.RFC3339Nano)))
 	return obj, nil
 }

@@ -2,10 +2,13 @@ package authz
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/open-policy-agent/opa/ast"
 )
 
 // applyMask applies the answer of data.system.log.mask to an event, as
@@ -49,6 +52,9 @@ func applyMask(ev *DecisionLogEvent, rules []any) error {
 		switch parts[0] {
 		case "input":
 			root = &ev.Input
+			if err := decodeRaw(ev.Input); err != nil {
+				return err
+			}
 		case "result":
 			root = &ev.Result
 		default:
@@ -163,4 +169,91 @@ func upsertAt(node any, path []string, value any) bool {
 	return true
 }
 
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+// decodeRaw turns an input encoded ahead (json.RawMessage) into values a
+// mask rule can change.
+func decodeRaw(v *any) error {
+	if v == nil {
+		return nil
+	}
+	raw, ok := (*v).(json.RawMessage)
+	if !ok {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var out any
+	if err := dec.Decode(&out); err != nil {
+		return err
+	}
+	*v = out
+	return nil
+}
+
+// appendJSON appends the JSON of a value of JSON data (what an input
+// document holds: null, booleans, numbers, strings, arrays, objects with
+// string keys; a set is written as an array) without going through Go
+// maps, whose encoding sorts keys.
+func appendJSON(buf []byte, v ast.Value) ([]byte, error) {
+	switch x := v.(type) {
+	case ast.Null:
+		return append(buf, "null"...), nil
+	case ast.Boolean:
+		return strconv.AppendBool(buf, bool(x)), nil
+	case ast.Number:
+		return append(buf, x...), nil
+	case ast.String:
+		return appendJSONString(buf, string(x)), nil
+	case *ast.Array:
+		buf = append(buf, '[')
+		for i := range x.Len() {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var err error
+			if buf, err = appendJSON(buf, x.Elem(i).Value); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, ']'), nil
+	case ast.Set:
+		return appendJSON(buf, ast.NewArray(x.Slice()...))
+	case ast.Object:
+		buf = append(buf, '{')
+		for i, k := range x.Keys() {
+			key, ok := k.Value.(ast.String)
+			if !ok {
+				return nil, Errorf(EINTERNAL, "an input object has a key that is not a string: %v", k)
+			}
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, string(key))
+			buf = append(buf, ':')
+			var err error
+			if buf, err = appendJSON(buf, x.Get(k).Value); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, '}'), nil
+	}
+	return nil, Errorf(EINTERNAL, "an input holds %T, which is not JSON", v)
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it
+// (invalid UTF-8 as U+FFFD, <, > and & escaped).
+func appendJSONString(buf []byte, s string) []byte {
+	simple := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' || c >= 0x80 {
+			simple = false
+			break
+		}
+	}
+	if simple {
+		buf = append(buf, '"')
+		buf = append(buf, s...)
+		return append(buf, '"')
+	}
+	out, _ := json.Marshal(s) // a string always encodes
+	return append(buf, out...)
+}

@@ -175,13 +175,13 @@ func (w *DecisionLogWriter) run() {
 
 // encode builds and encodes one event; nil when it cannot be, counted.
 func (w *DecisionLogWriter) encode(ctx context.Context, en DecisionLogEntry) json.RawMessage {
+	en.Labels = w.opts.Labels
 	ev, err := w.build.DecisionLogEvent(ctx, en)
 	if err != nil {
 		w.failed.Add(1)
 		w.logLoss("decision log event not written: it could not be built or masked", "err", err)
 		return nil
 	}
-	ev.Labels = w.opts.Labels
 	data, err := json.Marshal(ev)
 	if err == nil && len(data) > MaxDecisionLogEventBytes {
 		ev.Input = nil

@@ -193,7 +193,7 @@ func (s PolicySet) Revision() string {
 	h := sha256.New()
 	for _, name := range slices.Sorted(maps.Keys(s.Modules)) {
 		fmt.Fprintf(h, "module %d %s\n%d\n", len(name), name, len(s.Modules[name]))
-		io.WriteString(h, s.Modules[name])
+		h.Write([]byte(s.Modules[name]))
 	}
 	data, err := json.Marshal(s.Data) // map keys sorted: canonical
 	if err != nil {

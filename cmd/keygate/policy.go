@@ -129,7 +129,7 @@ func readPolicyPath(p string) (authz.PolicySet, error) {
 		if err != nil {
 			return authz.PolicySet{}, err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		return authz.ReadPolicyBundle(f, authz.BundleOptions{})
 	case strings.HasSuffix(p, ".rego"):
 		src, err := os.ReadFile(p)

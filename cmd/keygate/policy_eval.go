@@ -103,7 +103,7 @@ func readEvalInput(name string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		r = f
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxEvalInputBytes+1))

@@ -324,6 +324,9 @@ func (a *App) Close(ctx context.Context) error {
 		if err := a.DecisionLog.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush decision logs: %w", err))
 		}
+		if st := a.DecisionLog.Stats(); st.Dropped+st.Failed > 0 {
+			a.Config.logger().Warn("decision log events were lost during this run", "dropped", st.Dropped, "failed", st.Failed)
+		}
 		a.DecisionLog = nil
 	}
 	if a.Audit != nil {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -202,10 +201,10 @@ func (m *policyManager) count(ctx context.Context, outcome string) {
 // digestOf tells one policy and its tests from another.
 func digestOf(set authz.PolicySet) string {
 	h := sha256.New()
-	io.WriteString(h, set.Revision())
+	h.Write([]byte(set.Revision()))
 	for _, name := range slices.Sorted(maps.Keys(set.Tests)) {
 		fmt.Fprintf(h, "\n%d %s %d\n", len(name), name, len(set.Tests[name]))
-		io.WriteString(h, set.Tests[name])
+		h.Write([]byte(set.Tests[name]))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

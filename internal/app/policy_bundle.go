@@ -239,7 +239,7 @@ func checkUnpacked(body []byte, max int64) error {
 	if err != nil {
 		return nil // not gzip: OPA's reader says what is wrong
 	}
-	defer zr.Close()
+	defer func() { _ = zr.Close() }()
 	tr := tar.NewReader(zr)
 	var total int64
 	for {

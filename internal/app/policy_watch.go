@@ -32,7 +32,7 @@ func (m *policyManager) watchPolicyDir() (func(ctx context.Context), error) {
 		return nil, err
 	}
 	return func(ctx context.Context) {
-		defer w.Close()
+		defer func() { _ = w.Close() }()
 		timer := time.NewTimer(policyWatchQuiet)
 		timer.Stop()
 		for {

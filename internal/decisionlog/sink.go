@@ -120,14 +120,15 @@ var consoleType = []byte(`{"type":"openpolicyagent.org/decision_logs",`)
 func (s *lineSink) WriteDecisions(_ context.Context, events []json.RawMessage) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A bufio.Writer keeps its first error and returns it from Flush.
 	bw := bufio.NewWriterSize(s.w, 64<<10)
 	for _, ev := range events {
 		if s.typ && len(ev) > 1 && ev[0] == '{' {
-			bw.Write(consoleType)
+			_, _ = bw.Write(consoleType)
 			ev = ev[1:]
 		}
-		bw.Write(ev)
-		bw.WriteByte('\n')
+		_, _ = bw.Write(ev)
+		_ = bw.WriteByte('\n')
 	}
 	return bw.Flush()
 }
@@ -167,27 +168,10 @@ func newHTTPSink(u string, opts Options) *httpSink {
 }
 
 func (s *httpSink) WriteDecisions(ctx context.Context, events []json.RawMessage) error {
-	var body bytes.Buffer
-	var w io.Writer = &body
-	var zw *gzip.Writer
-	if s.gzip {
-		zw = gzip.NewWriter(&body)
-		w = zw
+	body, err := jsonArray(events, s.gzip)
+	if err != nil {
+		return err
 	}
-	io.WriteString(w, "[")
-	for i, ev := range events {
-		if i > 0 {
-			io.WriteString(w, ",")
-		}
-		w.Write(ev)
-	}
-	io.WriteString(w, "]")
-	if zw != nil {
-		if err := zw.Close(); err != nil {
-			return err
-		}
-	}
-	var err error
 	for attempt := 0; attempt <= s.retries; attempt++ {
 		if attempt > 0 {
 			select {
@@ -196,11 +180,40 @@ func (s *httpSink) WriteDecisions(ctx context.Context, events []json.RawMessage)
 				return ctx.Err()
 			}
 		}
-		if err = s.post(ctx, body.Bytes()); err == nil {
+		if err = s.post(ctx, body); err == nil {
 			return nil
 		}
 	}
 	return err
+}
+
+// jsonArray is events as one JSON array, gzip-compressed when asked.
+func jsonArray(events []json.RawMessage, compress bool) ([]byte, error) {
+	size := 2
+	for _, ev := range events {
+		size += len(ev) + 1
+	}
+	raw := make([]byte, 0, size)
+	raw = append(raw, '[')
+	for i, ev := range events {
+		if i > 0 {
+			raw = append(raw, ',')
+		}
+		raw = append(raw, ev...)
+	}
+	raw = append(raw, ']')
+	if !compress {
+		return raw, nil
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func (s *httpSink) post(ctx context.Context, body []byte) error {
