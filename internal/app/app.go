@@ -208,6 +208,9 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err := a.registerOutageMetrics(a.telemetry.meterProvider); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
+	if err := a.registerDecisionLogMetrics(a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	logDecisionCaching(a.Engine, logger)
 	return a, nil
 }

@@ -223,3 +223,21 @@ func TestPolicySettingsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestDecisionLogMetrics(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "decisions.log")
+	a := newOutageApp(t, "", func(c *Config) { c.DecisionLog = "file:" + path })
+	a.DecisionLog.LogDecision(authz.DecisionLogEntry{DecisionID: "d1", Source: authz.SourceAuthorize})
+	if err := a.DecisionLog.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	if err := a.registerDecisionLogMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))); err != nil {
+		t.Fatal(err)
+	}
+	got := metricValues(t, reader)
+	if got["keygate.decision_log.written"] != 1 || got["keygate.decision_log.queued"] != 0 || got["keygate.decision_log.dropped"] != 0 {
+		t.Errorf("metrics %v", got)
+	}
+}
