@@ -85,10 +85,11 @@ func applyMask(ev *DecisionLogEvent, rules []any) error {
 	return nil
 }
 
-// removeAt removes the member or element at path below *root; false when
-// the path leads nowhere. An array loses the element, so the shorter array
-// is written back where the old one was.
-func removeAt(root *any, path []string) bool {
+// walk follows path, but its last segment, below *root: it returns the
+// object or array that holds the last segment and how to put another in
+// its place; false when the path leads nowhere. With mkdir it makes the
+// objects missing on the way.
+func walk(root *any, path []string, mkdir bool) (any, func(any), bool) {
 	node := *root
 	replace := func(v any) { *root = v }
 	for _, p := range path[:len(path)-1] {
@@ -96,20 +97,41 @@ func removeAt(root *any, path []string) bool {
 		case map[string]any:
 			c, ok := v[p]
 			if !ok {
-				return false
+				if !mkdir {
+					return nil, nil, false
+				}
+				c = map[string]any{}
+				v[p] = c
 			}
 			replace = func(x any) { v[p] = x }
 			node = c
 		case []any:
 			i, err := strconv.Atoi(p)
 			if err != nil || i < 0 || i >= len(v) {
-				return false
+				return nil, nil, false
 			}
 			replace = func(x any) { v[i] = x }
 			node = v[i]
 		default:
-			return false
+			return nil, nil, false
 		}
+	}
+	return node, replace, true
+}
+
+// index is p as an index of arr, false when it is not one.
+func index(arr []any, p string) (int, bool) {
+	i, err := strconv.Atoi(p)
+	return i, err == nil && i >= 0 && i < len(arr)
+}
+
+// removeAt removes the member or element at path below *root; false when
+// the path leads nowhere. An array loses the element, so the shorter array
+// is written back where the old one was.
+func removeAt(root *any, path []string) bool {
+	node, replace, ok := walk(root, path, false)
+	if !ok {
+		return false
 	}
 	last := path[len(path)-1]
 	switch v := node.(type) {
@@ -119,8 +141,8 @@ func removeAt(root *any, path []string) bool {
 		}
 		delete(v, last)
 	case []any:
-		i, err := strconv.Atoi(last)
-		if err != nil || i < 0 || i >= len(v) {
+		i, ok := index(v, last)
+		if !ok {
 			return false
 		}
 		replace(slices.Delete(v, i, i+1))
@@ -134,32 +156,17 @@ func removeAt(root *any, path []string) bool {
 // the way; false when something other than an object or array is in the
 // way.
 func upsertAt(node any, path []string, value any) bool {
-	for _, p := range path[:len(path)-1] {
-		switch v := node.(type) {
-		case map[string]any:
-			c, ok := v[p]
-			if !ok {
-				c = map[string]any{}
-				v[p] = c
-			}
-			node = c
-		case []any:
-			i, err := strconv.Atoi(p)
-			if err != nil || i < 0 || i >= len(v) {
-				return false
-			}
-			node = v[i]
-		default:
-			return false
-		}
+	holder, _, ok := walk(&node, path, true)
+	if !ok {
+		return false
 	}
 	last := path[len(path)-1]
-	switch v := node.(type) {
+	switch v := holder.(type) {
 	case map[string]any:
 		v[last] = value
 	case []any:
-		i, err := strconv.Atoi(last)
-		if err != nil || i < 0 || i >= len(v) {
+		i, ok := index(v, last)
+		if !ok {
 			return false
 		}
 		v[i] = value

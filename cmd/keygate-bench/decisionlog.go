@@ -108,10 +108,7 @@ func (r *report) decisionLogMarkdown() string {
 		return ""
 	}
 	var b strings.Builder
-	m := r.machine
-	fmt.Fprintf(&b, "%s\n\n", decisionLogHeading)
-	fmt.Fprintf(&b, "Measured on %s by `%s` (keygate %s) on %s, %d cores, Go %s, OPA %s. Load average (1, 5, 15 min) when it started: %s; when it ended: %s.\n\n",
-		r.date.UTC().Format("2006-01-02 15:04 MST"), r.command, m.commit, m.cpu, m.cores, m.goVer, m.opaVer, d.load, d.loadEnd)
+	fmt.Fprintf(&b, "%s\n\n%s", decisionLogHeading, r.provenance("this part", d.load, d.loadEnd))
 	fmt.Fprintf(&b, "keygate on SQLite, as in the results above (the same mix, %d connections, %s of warm-up, %s measured, decision cache on), three times one after the other: ", r.conns, r.warmup, r.duration)
 	b.WriteString("with the decision log off; with `KEYGATE_DECISION_LOG=console`, its standard output read by the harness; and with `KEYGATE_DECISION_LOG=http:URL` posting gzip-compressed batches to a collector in the harness, which reads each post and answers 204. ")
 	b.WriteString("Every decision is logged (`KEYGATE_DECISION_LOG_SAMPLE=1`), each event built, masked by the embedded `data.system.log.mask` and encoded off the request path.\n\n")

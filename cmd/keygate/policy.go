@@ -97,6 +97,20 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// policyArgs parses the flags and reads the policies the paths name, the
+// current folder when none is.
+func policyArgs(flags *flag.FlagSet, args []string) (authz.PolicySet, []string, error) {
+	paths, err := parseInterspersed(flags, args)
+	if err != nil {
+		return authz.PolicySet{}, nil, err
+	}
+	if len(paths) == 0 {
+		paths = []string{"."}
+	}
+	set, err := readPolicyPaths(paths)
+	return set, paths, err
+}
+
 // readPolicyPaths reads and merges the policies at paths.
 func readPolicyPaths(paths []string) (authz.PolicySet, error) {
 	var set authz.PolicySet
@@ -148,14 +162,7 @@ func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer)
 	verbose := flags.Bool("v", false, "show every test and what it printed")
 	run := flags.String("run", "", "run only the tests whose name matches this regular expression")
 	timeout := flags.Duration("timeout", 5*time.Second, "time one test may take")
-	paths, err := parseInterspersed(flags, args)
-	if err != nil {
-		return err
-	}
-	if len(paths) == 0 {
-		paths = []string{"."}
-	}
-	set, err := readPolicyPaths(paths)
+	set, paths, err := policyArgs(flags, args)
 	if err != nil {
 		return err
 	}
@@ -211,15 +218,7 @@ func runPolicyTest(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 func runPolicyCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := newFlagSet("policy check", stderr)
-	paths, err := parseInterspersed(flags, args)
-	if err != nil {
-		return err
-	}
-	if len(paths) == 0 {
-		paths = []string{"."}
-	}
-	set, err := readPolicyPaths(paths)
+	set, _, err := policyArgs(newFlagSet("policy check", stderr), args)
 	if err != nil {
 		return err
 	}
