@@ -110,10 +110,14 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 	} else {
 		res.Decisions, err = s.Policy.DecideBatch(ctx, p, req.Checks, dc)
 	}
+	var eval time.Duration
 	if logged {
-		s.logDecision(ctx, req, res, dc, batch, time.Since(start), err)
+		eval = time.Since(start)
 	}
 	if err != nil {
+		if logged {
+			s.logDecision(ctx, req, res, dc, batch, eval, err)
+		}
 		return nil, err
 	}
 	allowed := true
@@ -127,11 +131,15 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 	if !req.Listing {
 		s.authzDenied(ctx, now, decisionID, p, req, res.Decisions)
 	}
+	if logged {
+		s.logDecision(ctx, req, res, dc, batch, eval, nil)
+	}
 	return res, nil
 }
 
-// logDecision hands a decision to the decision log. The slices are copied:
-// the caller owns the request and the result.
+// logDecision hands a decision, as answered (its code final), to the
+// decision log. The slices are copied: the caller owns the request and the
+// result.
 func (s *KeyService) logDecision(ctx context.Context, req DecisionRequest, res *DecisionResult, dc DecisionContext, batch bool, eval time.Duration, err error) {
 	info := RequestInfoFromContext(ctx)
 	en := DecisionLogEntry{
@@ -143,14 +151,6 @@ func (s *KeyService) logDecision(ctx context.Context, req DecisionRequest, res *
 		en.Err, en.Code = err, ""
 	} else {
 		en.Decisions = slices.Clone(res.Decisions)
-		if res.Principal != nil {
-			en.Code = CodeAllowed
-			for _, d := range res.Decisions {
-				if !d.Allow {
-					en.Code = CodeDenied
-				}
-			}
-		}
 	}
 	if r, ok := s.Policy.(interface{ Revision() string }); ok && res.Principal != nil {
 		en.Revision = r.Revision()
