@@ -256,3 +256,18 @@ func TestEvalPolicyExplainsAsTheEngineDecides(t *testing.T) {
 		t.Errorf("an unknown explain mode: %v", err)
 	}
 }
+
+// TestARuleOnTheContextTurnsTheCacheOff: a rule of its own reading the
+// request's time makes answers time-dependent; the engine stops caching
+// them and says why.
+func TestARuleOnTheContextTurnsTheCacheOff(t *testing.T) {
+	t.Parallel()
+	set := with(embeddedSet(t), map[string]string{"closed.rego": "package keygate.authz\n\ndeny contains \"closed\" if input.context.time > \"2026\"\n"})
+	e, err := authz.NewEngineFromSet(context.Background(), set, authz.EngineOptions{DecisionCacheSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if on, why := e.DecisionCaching(); on || !strings.Contains(why, "input.context (closed.rego)") {
+		t.Errorf("caching %v: %s", on, why)
+	}
+}
