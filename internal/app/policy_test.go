@@ -241,3 +241,45 @@ func TestDecisionLogMetrics(t *testing.T) {
 		t.Errorf("metrics %v", got)
 	}
 }
+
+// TestPolicyFolderAsAConfigMap: Kubernetes mounts a ConfigMap as links to
+// a ..data link to a dated folder, and updates it by swapping ..data; the
+// swap reloads the policy.
+func TestPolicyFolderAsAConfigMap(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	version := func(name string, files map[string]string) {
+		src := policyFolder(t, files)
+		if err := os.Rename(src, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_01_01_a", nil)
+	if err := os.Symlink("..2026_01_01_a", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"authz.rego", "management.rego", "log.rego", "closed.rego"} {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "..2026_01_01_a", "closed.rego"), []byte("package keygate.authz\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := newOutageApp(t, "", func(c *Config) { c.PolicyDir = dir })
+	a.Start(context.Background())
+	if !readF1(t, a.Engine).Allow {
+		t.Fatal("the first version allows")
+	}
+	version("..2026_01_02_b", map[string]string{"closed.rego": closedRule})
+	if err := os.Symlink("..2026_01_02_b", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the swapped ConfigMap to be served", func() bool { return !readF1(t, a.Engine).Allow })
+	if st := a.PolicyStatus(); st.LastError != "" {
+		t.Errorf("status %+v", st)
+	}
+}
