@@ -3,7 +3,6 @@ package authz
 import (
 	"context"
 	"encoding/json"
-	"reflect"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -204,14 +203,22 @@ func maskInput(ev *DecisionLogEvent, input ast.Value) (ast.Value, error) {
 	if input != nil {
 		put("input", input)
 	}
-	for name, v := range map[string]any{"result": ev.Result, "error": ev.Error, "metrics": ev.Metrics, "custom": ev.Custom} {
-		if v == nil || reflect.ValueOf(v).IsNil() {
+	if ev.Result != nil {
+		val, err := termOf(*ev.Result)
+		if err != nil {
+			return nil, err
+		}
+		put("result", val)
+	}
+	if ev.Error != nil {
+		put("error", ast.NewObject([2]*ast.Term{ast.StringTerm("code"), ast.StringTerm(ev.Error.Code)},
+			[2]*ast.Term{ast.StringTerm("message"), ast.StringTerm(ev.Error.Message)}))
+	}
+	for name, m := range map[string]map[string]any{"metrics": ev.Metrics, "custom": ev.Custom} {
+		if m == nil {
 			continue
 		}
-		if p, ok := v.(*any); ok {
-			v = *p
-		}
-		val, err := ast.InterfaceToValue(v)
+		val, err := termOf(m)
 		if err != nil {
 			return nil, err
 		}

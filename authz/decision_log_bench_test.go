@@ -2,7 +2,6 @@ package authz_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 
 	"github.com/keygate/keygate/authz"
@@ -31,7 +30,7 @@ func BenchmarkDecisionLogEvent(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		data, err := json.Marshal(ev)
+		data, err := ev.MarshalJSON() // as the writer encodes it
 		if err != nil {
 			b.Fatal(err)
 		}

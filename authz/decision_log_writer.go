@@ -182,11 +182,11 @@ func (w *DecisionLogWriter) encode(ctx context.Context, en DecisionLogEntry) jso
 		w.logLoss("decision log event not written: it could not be built or masked", "err", err)
 		return nil
 	}
-	data, err := json.Marshal(ev)
+	data, err := ev.MarshalJSON()
 	if err == nil && len(data) > MaxDecisionLogEventBytes {
 		ev.Input = nil
 		ev.Erased = append(ev.Erased, "/input")
-		data, err = json.Marshal(ev)
+		data, err = ev.MarshalJSON()
 	}
 	if err != nil || len(data) > MaxDecisionLogEventBytes {
 		w.failed.Add(1)
