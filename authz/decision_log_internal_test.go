@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -46,5 +47,37 @@ func TestAppendJSON(t *testing.T) {
 	}
 	if got := appendJSONString(nil, "a\xffb"); string(got) != `"a\ufffdb"` {
 		t.Errorf("invalid UTF-8: %s", got)
+	}
+}
+
+// TestEventMarshalJSON: the hand-written encoding says what encoding/json
+// says of the same event.
+func TestEventMarshalJSON(t *testing.T) {
+	t.Parallel()
+	input := any(json.RawMessage(`{"action":"read","principal":{"key_id":"k1"}}`))
+	result := any([]any{map[string]any{"allow": false, "reasons": []any{"a \"b\" <c>"}}, json.Number("1.5"), nil, true})
+	ev := &DecisionLogEvent{
+		Labels: map[string]string{"id": "i1", "version": "v", "app": "keygate"}, DecisionID: "d1", TraceID: "t1",
+		Bundles: map[string]BundleRevision{"keygate": {Revision: "sha256:x"}}, Path: DecisionLogBatchPath,
+		Input: &input, Result: &result, Erased: []string{"/input/a"}, Masked: []string{"/input/b"},
+		Error: &DecisionLogError{Code: EINTERNAL, Message: "policy evaluation failed"}, Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
+		Metrics: map[string]any{"timer_rego_query_eval_ns": int64(42)}, Custom: map[string]any{"source": "mcp", "listing": true},
+	}
+	got, err := ev.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type plain DecisionLogEvent // without the method
+	want, err := json.Marshal((*plain)(ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatalf("%s: %v", got, err)
+	}
+	_ = json.Unmarshal(want, &w)
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("hand-written:\n%s\nencoding/json:\n%s", got, want)
 	}
 }
