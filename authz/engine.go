@@ -60,7 +60,6 @@ type preparedPolicy struct {
 	pure       bool                    // answers depend on principal, resource and action only
 	impurity   string                  // why not, when not
 	revision   string                  // PolicySet.Revision
-	native     bool                    // scope_match is evaluated natively
 }
 
 // NewEngine returns an engine serving modules (file name → Rego source).
@@ -112,14 +111,14 @@ func (e *Engine) LoadSet(ctx context.Context, set PolicySet) error {
 
 	p := &preparedPolicy{revision: set.Revision()}
 	p.pure, p.impurity = policyPurity(c.modules)
-	p.native = e.nativeScopeMatch && definesScopeMatch(c.compiler)
+	native := e.nativeScopeMatch && definesScopeMatch(c.compiler)
 	queries := []struct {
 		query  string
 		dst    *rego.PreparedEvalQuery
 		native bool
 	}{
-		{QueryDecision, &p.decision, p.native},
-		{QueryDecisions, &p.decisions, p.native},
+		{QueryDecision, &p.decision, native},
+		{QueryDecisions, &p.decisions, native},
 		{QueryManagementDecision, &p.management, false},
 	}
 	if c.definesMask() {

@@ -48,7 +48,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		// keygate's errors read as their message here, with no code.
 		var kerr *authz.Error
 		if errors.As(err, &kerr) {
-			err = errors.New(strings.Replace(err.Error(), kerr.Error(), kerr.Message, 1))
+			err = errors.New(authz.Describe(err))
 		}
 	}()
 	verbs, rest := leadingVerb(args)

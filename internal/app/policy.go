@@ -177,10 +177,7 @@ func (m *policyManager) sourceIsLive() {
 // refused records a reload that did not go live. The same cause is logged
 // once; the metric counts every attempt.
 func (m *policyManager) refused(err error) {
-	msg := authz.ErrorMessage(err)
-	if authz.ErrorCode(err) == authz.EINTERNAL {
-		msg = err.Error()
-	}
+	msg := authz.Describe(err)
 	m.mu.Lock()
 	repeat := m.status.LastError == msg
 	m.status.LastError, m.status.LastErrorAt = msg, m.now().UTC()
