@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -90,6 +91,9 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 	if err != nil {
 		return nil, err
 	}
+	logged := s.DecisionLog != nil && s.DecisionLog.Sampled()
+	dc := DecisionContext{Time: now, IP: RequestInfoFromContext(ctx).IP}
+	batch := len(req.Checks) != 1 || req.Listing
 	p := req.Principal
 	if p == nil {
 		p, err = s.authenticate(ctx, now, req.Token)
@@ -98,7 +102,11 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 			if !IsKeyRefusal(code) {
 				return nil, err
 			}
-			return refusedResult(decisionID, code, ErrorMessage(err), len(req.Checks)), nil
+			res := refusedResult(decisionID, code, ErrorMessage(err), len(req.Checks))
+			if logged {
+				s.logDecision(ctx, req, res, dc, batch, 0, nil)
+			}
+			return res, nil
 		}
 	}
 	res := &DecisionResult{DecisionID: decisionID, Principal: p, Code: CodeDenied}
@@ -108,20 +116,31 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 	}
 	if !req.Listing && s.overRateLimit(ctx, now, p, res, len(req.Checks)) {
 		s.countUsage(p.KeyID, p.TenantID, now, res.Code)
+		if logged {
+			s.logDecision(ctx, req, res, dc, batch, 0, nil)
+		}
 		return res, nil
 	}
-	dc := DecisionContext{Time: now, IP: RequestInfoFromContext(ctx).IP}
-	if len(req.Checks) == 1 && !req.Listing {
-		d, err := s.Policy.Decide(ctx, p, req.Checks[0].Resource, req.Checks[0].Action, dc)
-		if err != nil {
-			return nil, err
-		}
+	var start time.Time
+	if logged {
+		start = time.Now()
+	}
+	if !batch {
+		var d Decision
+		d, err = s.Policy.Decide(ctx, p, req.Checks[0].Resource, req.Checks[0].Action, dc)
 		res.Decisions = []Decision{d}
 	} else {
 		res.Decisions, err = s.Policy.DecideBatch(ctx, p, req.Checks, dc)
-		if err != nil {
-			return nil, err
+	}
+	var eval time.Duration
+	if logged {
+		eval = time.Since(start)
+	}
+	if err != nil {
+		if logged {
+			s.logDecision(ctx, req, res, dc, batch, eval, err)
 		}
+		return nil, err
 	}
 	allowed := 0
 	for i := range res.Decisions {
@@ -132,6 +151,10 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 		res.Code = CodeAllowed
 	}
 	if req.Listing {
+		// Not an attempt: neither recorded, charged nor counted.
+		if logged {
+			s.logDecision(ctx, req, res, dc, batch, eval, nil)
+		}
 		return res, nil
 	}
 	s.authzDenied(ctx, now, decisionID, p, req, res.Decisions)
@@ -141,7 +164,31 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 		}
 	}
 	s.countUsage(p.KeyID, p.TenantID, now, res.Code)
+	if logged {
+		s.logDecision(ctx, req, res, dc, batch, eval, nil)
+	}
 	return res, nil
+}
+
+// logDecision hands a decision, as answered (its code final), to the
+// decision log. The slices are copied: the caller owns the request and the
+// result.
+func (s *KeyService) logDecision(ctx context.Context, req DecisionRequest, res *DecisionResult, dc DecisionContext, batch bool, eval time.Duration, err error) {
+	info := RequestInfoFromContext(ctx)
+	en := DecisionLogEntry{
+		DecisionID: res.DecisionID, Time: dc.Time, Source: req.Source, Listing: req.Listing, Batch: batch,
+		Principal: res.Principal, Checks: slices.Clone(req.Checks), Context: dc, Code: res.Code,
+		Eval: eval, RequestID: info.RequestID, TraceID: info.TraceID,
+	}
+	if err != nil {
+		en.Err, en.Code = err, ""
+	} else {
+		en.Decisions = slices.Clone(res.Decisions)
+	}
+	if r, ok := s.Policy.(interface{ Revision() string }); ok && res.Principal != nil {
+		en.Revision = r.Revision()
+	}
+	s.DecisionLog.LogDecision(en)
 }
 
 // IsKeyRefusal reports whether code refuses the key itself: KeyInvalid,

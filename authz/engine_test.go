@@ -722,19 +722,24 @@ func TestReadPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(slices.Sorted(maps.Keys(modules)), " "); got != "authz.rego management.rego" {
+	if got := strings.Join(slices.Sorted(maps.Keys(modules)), " "); got != "authz.rego log.rego management.rego" {
 		t.Errorf("embedded policies: %s", got)
 	}
 
+	// A folder is read as `opa build -b` reads one: every .rego of the
+	// tree, tests apart, dot names skipped.
 	fsys := fstest.MapFS{
 		"a.rego":          {Data: []byte("package a")},
 		"a_test.rego":     {Data: []byte("package a_test")},
 		"notes.md":        {Data: []byte("#")},
 		"sub/b.rego":      {Data: []byte("package b")},
 		"dir.rego/c.rego": {Data: []byte("package c")},
+		".git/d.rego":     {Data: []byte("package d")},
+		".e.rego":         {Data: []byte("package e")},
 	}
 	modules, err = authz.ReadPolicies(fsys)
-	if err != nil || !reflect.DeepEqual(modules, map[string]string{"a.rego": "package a"}) {
+	want := map[string]string{"a.rego": "package a", "sub/b.rego": "package b", "dir.rego/c.rego": "package c"}
+	if err != nil || !reflect.DeepEqual(modules, want) {
 		t.Errorf("ReadPolicies: %v, %v", modules, err)
 	}
 

@@ -3,6 +3,7 @@ package authz
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Error codes. Each maps to exactly one HTTP status in server.ErrorStatus; the
@@ -103,4 +104,18 @@ func ErrorFields(err error) []FieldError {
 		return e.Fields
 	}
 	return nil
+}
+
+// Describe is err as an operator reads it (a log line, a command's
+// error): what wraps keygate's error, and its message without the code.
+// Unlike ErrorMessage it hides nothing, so it is never for a caller.
+func Describe(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return strings.Replace(err.Error(), e.Error(), e.Message, 1)
+	}
+	return err.Error()
 }

@@ -78,6 +78,9 @@ type KeyService struct {
 	// OnLimited hears of every request refused with CodeRateLimited or
 	// CodeUsageExceeded (a metric).
 	OnLimited func(ctx context.Context, code string)
+
+	// DecisionLog records every decision Decide makes; nil: none.
+	DecisionLog DecisionLogger
 }
 
 func (s *KeyService) now() time.Time { return clock(s.Now) }

@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -176,3 +177,22 @@ func TestErrorHelpers(t *testing.T) {
 func fmtWrap(err error) error { return errors.Join(errors.New("context"), err) }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestDescribe(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		note string
+		err  error
+		want string
+	}{
+		{"nil", nil, ""},
+		{"keygate's error: its message", authz.Errorf(authz.EINVALID, "policy does not compile"), "policy does not compile"},
+		{"wrapped: with what wraps it", fmt.Errorf("read policies from p (KEYGATE_POLICY_DIR): %w", authz.Errorf(authz.EINVALID, "no policy files")),
+			"read policies from p (KEYGATE_POLICY_DIR): no policy files"},
+		{"any other error: all of it", errors.New("open p: permission denied"), "open p: permission denied"},
+	} {
+		if got := authz.Describe(tc.err); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.note, got, tc.want)
+		}
+	}
+}

@@ -318,3 +318,42 @@ test_scope_match_prefers_the_id_then_the_first_glob if {
 	not authz.scope_match(["a.b"], "axb")
 	authz.scope_match(["a*b*c"], "a-b-x-c") == "a*b*c"
 }
+
+# --- rules of a policy's own: deny and deny_check ---
+
+test_a_deny_rule_denies_every_check_with_its_reason if {
+	d := authz.decision with input as request("flow", "f1", "read") with authz.deny as {"closed for maintenance"}
+	d == denied(["closed for maintenance"])
+
+	ds := authz.decisions with input as batch([
+		{"resource": {"type": "flow", "id": "f1"}, "action": "read"},
+		{"resource": {"type": "flow", "id": "f9"}, "action": "read"},
+	])
+		with authz.deny as {"closed for maintenance"}
+	ds == [
+		denied(["closed for maintenance"]),
+		denied(["closed for maintenance", `flow "f9" is not in the key's flow_ids`]),
+	]
+}
+
+test_a_deny_of_one_check_denies_only_that_check if {
+	f2 := {"resource": {"type": "flow", "id": "f2"}, "action": "execute"}
+	rule := {{"check": f2, "reason": "flow f2 is frozen"}}
+	ds := authz.decisions with input as batch([{"resource": {"type": "flow", "id": "f1"}, "action": "execute"}, f2])
+		with authz.deny as rule
+	ds == [allowed(`flow "f1" matches "f1" in the key's flow_ids`), denied(["flow f2 is frozen"])]
+
+	d := authz.decision with input as request("flow", "f2", "execute") with authz.deny as rule
+	d == denied(["flow f2 is frozen"])
+}
+
+test_checks_are_the_single_check_or_the_batch if {
+	authz.checks == {{"resource": {"type": "flow", "id": "f1"}, "action": "read"}} with input as request("flow", "f1", "read")
+	c := {"resource": {"type": "agent", "id": "a1"}, "action": "read"}
+	authz.checks == {c} with input as batch([c, c])
+}
+
+test_no_rule_of_its_own_denies_nothing if {
+	not authz.rules_deny with input as request("flow", "f1", "read")
+	authz.rule_denials({"type": "flow", "id": "f1"}, "read") == set() with input as request("flow", "f1", "read")
+}

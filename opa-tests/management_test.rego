@@ -167,6 +167,25 @@ test_audit_events_are_read_only if {
 	d == denied([`action "delete" is not supported on audit_events (supported: list, read)`])
 }
 
+# --- the policy keygate serves ---
+
+test_admins_and_platform_admins_read_which_policy_is_served if {
+	d := management.decision with input as request(admin, "read", {"type": "policy", "tenant_id": "t1"})
+	d == allowed(`an admin of tenant "t1" may read which policy keygate serves`)
+	e := management.decision with input as request(platform_admin, "read", {"type": "policy", "tenant_id": "ops"})
+	e == allowed("a platform_admin may read which policy keygate serves")
+}
+
+test_members_may_not_read_which_policy_is_served if {
+	d := management.decision with input as request(member, "read", {"type": "policy", "tenant_id": "t1"})
+	d == denied([`only an admin of tenant "t1" or a platform_admin may read which policy keygate serves`])
+}
+
+test_the_policy_is_read_only if {
+	d := management.decision with input as request(platform_admin, "update", {"type": "policy", "tenant_id": "ops"})
+	d == denied([`action "update" is not supported on policy (supported: read)`])
+}
+
 # --- MCP servers: an admin's decision ---
 
 test_admin_manages_every_mcp_server_of_the_tenant if {
@@ -445,9 +464,9 @@ test_missing_target_is_denied if {
 
 test_unknown_target_type_is_denied if {
 	d := management.decision with input as request(admin, "read", {"type": "role", "tenant_id": "t1"})
-	d == denied([`target type "role" is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, scope_ceiling, tenant, user)`])
+	d == denied([`target type "role" is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, policy, scope_ceiling, tenant, user)`])
 	e := management.decision with input as request(admin, "read", {"tenant_id": "t1"})
-	e == denied([`target type null is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, scope_ceiling, tenant, user)`])
+	e == denied([`target type null is not supported (supported: api_key, audit_events, mcp_server, platform_audit_events, policy, scope_ceiling, tenant, user)`])
 }
 
 test_unknown_action_is_denied if {

@@ -66,6 +66,17 @@ check(r, action) := scope_decision(r, list) if {
 	is_string(r.id)
 	r.id != ""
 	list := scope_lists[r.type]
+	not rules_deny
+} else := scope_decision(r, list) if {
+	# A rule of the policy's own denies something in this request: not
+	# necessarily this check.
+	input.principal.type == "api_key"
+	action in actions[r.type]
+	object.get(r, "tenant_id", input.principal.tenant_id) == input.principal.tenant_id
+	is_string(r.id)
+	r.id != ""
+	list := scope_lists[r.type]
+	count(rule_denials(r, action)) == 0
 } else := {"allow": false, "reasons": sort(denials(r, action))}
 
 # scope_decision allows when an entry of the scope list lets the id in,
@@ -90,9 +101,48 @@ scope_match(ids, id) := id if {
 	m := [e | some e in ids; contains(e, "*"); glob.match(e, null, id)]
 }
 
+# --- rules of a policy's own ---
+#
+# A module of its own in package keygate.authz adds rules without editing
+# this file (docs/policies.md has worked examples), to one set, deny:
+#
+#   deny contains reason if { … }
+#       a string: denies every check of the request, with that reason
+#       (rules on input.principal and input.context: the time, the
+#       client's address);
+#   deny contains {"check": c, "reason": reason} if { some c in checks; … }
+#       denies only the check c ({"resource", "action"}) of the request.
+#
+# A denial holds whatever the key's scope says, its reason beside any
+# other. This file reads the set as data.keygate.authz.deny, undefined (and
+# next to free) while no module defines it.
+
+# checks are what the request asks: its single check, or each of a batch.
+checks contains {"resource": input.resource, "action": input.action}
+
+checks contains c if {
+	some c in input.checks
+}
+
+# rules_deny holds when a rule of the policy's own denies anything in the
+# request; it is computed once per evaluation.
+rules_deny if {
+	some _ in data.keygate.authz.deny
+}
+
+# rule_denials are the reasons the policy's own rules deny one check.
+rule_denials(r, action) := {reason | some d in data.keygate.authz.deny; reason := denial_reason(d, {"resource": r, "action": action})}
+
+# denial_reason is the reason of an element of deny for check c: a string
+# denies every check, {"check", "reason"} its own. (A function, so that a
+# set of strings alone still type-checks.)
+denial_reason(d, _) := d if is_string(d)
+
+denial_reason(d, c) := d.reason if d.check == c
+
 # denials is every reason check does not allow, each the negation of one of
 # its conditions.
-denials(r, action) := ((principal_denials | resource_denials(r, action)) | tenant_denials(r)) | scope_denials(r)
+denials(r, action) := (((principal_denials | resource_denials(r, action)) | tenant_denials(r)) | scope_denials(r)) | rule_denials(r, action)
 
 principal_denials := {"the request has no principal (an API key is required)"} if {
 	not is_object(principal)

@@ -13,6 +13,7 @@ target_actions := {
 	"api_key": {"create", "delete", "list", "read", "rotate", "update"},
 	"audit_events": {"list", "read"},
 	"platform_audit_events": {"list", "read"},
+	"policy": {"read"},
 	"mcp_server": {"create", "delete", "list", "read", "update"},
 	"scope_ceiling": {"delete", "read", "update"},
 	"tenant": {"delete"},
@@ -90,6 +91,12 @@ permit("platform_audit_events", actor, _, _) := "a platform_admin may read the a
 	"platform_admin" in actor.roles
 }
 
+permit("policy", actor, _, target) := sprintf("an admin of tenant %q may read which policy keygate serves", [actor.tenant_id]) if {
+	admin_of(actor, target)
+} else := "a platform_admin may read which policy keygate serves" if {
+	"platform_admin" in actor.roles
+}
+
 admin_of(actor, target) if {
 	"admin" in actor.roles
 	same_tenant(actor, target)
@@ -158,6 +165,8 @@ refusal("user", actor, _, _) := sprintf("only an admin of tenant %q may delete u
 refusal("tenant", _, _, _) := "only a platform_admin may delete tenants"
 
 refusal("platform_audit_events", _, _, _) := "only a platform_admin may read the audit events of no tenant"
+
+refusal("policy", actor, _, _) := sprintf("only an admin of tenant %q or a platform_admin may read which policy keygate serves", [actor.tenant_id])
 
 refusal("audit_events", actor, _, _) := sprintf("only an admin of tenant %q may read the audit trail", [actor.tenant_id])
 

@@ -36,12 +36,15 @@ type Config struct {
 	// ReadyDetails adds members to /readyz's body, ready or not: the state
 	// of what the instance depends on beyond the database.
 	ReadyDetails func(ctx context.Context) map[string]any
+	// PolicyStatus answers GET /api/v1/policy; nil leaves the route out.
+	PolicyStatus *authz.PolicyStatusService
 }
 
 // Server holds the router and what the handlers need.
 type Server struct {
 	keys   *authz.KeyService
 	mcp    *authz.MCPServerService
+	policy *authz.PolicyStatusService
 	jwt    *JWTVerifier
 	ready  func(ctx context.Context) error
 	detail func(ctx context.Context) map[string]any
@@ -56,7 +59,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &Server{keys: cfg.Keys, mcp: cfg.MCP, jwt: cfg.JWT, ready: cfg.Ready, detail: cfg.ReadyDetails}
+	s := &Server{keys: cfg.Keys, mcp: cfg.MCP, policy: cfg.PolicyStatus, jwt: cfg.JWT, ready: cfg.Ready, detail: cfg.ReadyDetails}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
@@ -96,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	s.ceilingRoutes(api)
 	if cfg.MCP != nil {
 		s.mcpRoutes(api)
+	}
+	if cfg.PolicyStatus != nil {
+		s.policyRoutes(api)
 	}
 
 	for path, h := range cfg.Mounts {

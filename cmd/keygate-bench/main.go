@@ -89,6 +89,8 @@ type options struct {
 
 	realistic      bool
 	realisticOnly  bool
+	decisionLogs   bool
+	decisionOnly   bool
 	realKeys       int
 	realQuestions  int
 	realSeed       uint64
@@ -129,6 +131,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.redisURL, "redis-url", redisURL, "Redis for the limited key's shared rate limit (KEYGATE_BENCH_REDIS_URL); empty: skip that measurement")
 	fs.BoolVar(&o.realistic, "realistic", true, "also measure the realistic workload: many keys with scopes of their own, distinct questions, half denied, few answered from a cache")
 	fs.BoolVar(&o.realisticOnly, "realistic-only", false, "measure the realistic workload alone and replace only its section of -out")
+	fs.BoolVar(&o.decisionLogs, "decision-logs", true, "also measure keygate with its decision log off, on the console and posted over HTTP")
+	fs.BoolVar(&o.decisionOnly, "decision-logs-only", false, "measure the decision logs alone and replace only their section of -out")
 	fs.IntVar(&o.realKeys, "realistic-keys", 500, "keys of the realistic workload, each with a scope of its own (20 entries per list, 3 globs)")
 	fs.IntVar(&o.realQuestions, "realistic-questions", 20_000, "distinct questions of the realistic workload, half denied, cycled by the load generator")
 	fs.Uint64Var(&o.realSeed, "realistic-seed", 1, "seed of the realistic workload's scopes and questions")
@@ -136,8 +140,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	o.realistic = o.realistic || o.realisticOnly
+	o.realistic = (o.realistic || o.realisticOnly) && !o.decisionOnly
+	o.decisionLogs = (o.decisionLogs || o.decisionOnly) && !o.realisticOnly
 	switch {
+	case o.realisticOnly && o.decisionOnly:
+		return nil, errors.New("-realistic-only and -decision-logs-only each measure one part; give one")
 	case fs.NArg() > 0:
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case o.conns < 1 || o.scaleConns < 1:
@@ -203,8 +210,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if b.bins, err = buildBinaries(ctx, repo, tmp); err != nil {
 		return err
 	}
-	if !opts.realisticOnly {
+	if !opts.realisticOnly && !opts.decisionOnly {
 		if err := b.runMain(ctx, rep); err != nil {
+			return err
+		}
+	}
+	if opts.decisionLogs {
+		if rep.decisionLogs, err = b.runDecisionLogs(ctx, rep.mix); err != nil {
 			return err
 		}
 	}

@@ -31,14 +31,7 @@ func (r *report) realisticMarkdown() string {
 		return ""
 	}
 	var b strings.Builder
-	m := r.machine
-	fmt.Fprintf(&b, "%s\n\n", realisticHeading)
-	fmt.Fprintf(&b, "Measured on %s by `%s` (keygate %s) on %s, %d cores, %s, %s, Go %s, OPA %s",
-		r.date.UTC().Format("2006-01-02 15:04 MST"), r.command, m.commit, m.cpu, m.cores, m.memory, m.kernel, m.goVer, m.opaVer)
-	if m.postgres != "" {
-		fmt.Fprintf(&b, ", PostgreSQL %s", m.postgres)
-	}
-	fmt.Fprintf(&b, ". Load average (1, 5, 15 min) when this workload started: %s; when it ended: %s.\n\n", rr.load, rr.loadEnd)
+	fmt.Fprintf(&b, "%s\n\n%s", realisticHeading, r.provenance("this workload", rr.load, rr.loadEnd))
 
 	ex := rr.example.AgentIDs
 	fmt.Fprintf(&b, "- **Keys**: %s, created through `POST /api/v1/api-keys` on each keygate, each with a scope of its own: %d entries in each of the 4 lists, the last %d globs, drawn from %s ids and %d glob prefixes per resource type (such as `%s` and `%s`); %s bytes of JSON on average.\n",
@@ -121,7 +114,7 @@ func (r *report) realisticMarkdown() string {
 	b.WriteString(mdTable([]string{"target", "wanted", "measured", "result"}, rows, "lrrl"))
 	if rr.floor != nil {
 		fmt.Fprintf(&b, "\nThe load generator shares the %d cores with the server it measures: the floor's figures from the same run, %s req/s and %s at p99, are what this machine allows.\n",
-			m.cores, thousands(rr.floor.rps()), fmtLatency(rr.floor.hist.quantile(0.99)))
+			r.machine.cores, thousands(rr.floor.rps()), fmtLatency(rr.floor.hist.quantile(0.99)))
 	}
 	return b.String()
 }
@@ -191,6 +184,20 @@ func ratio(a, b time.Duration) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+// provenance says when, how and where a section was measured, as a
+// section a run of its own writes into a page made by another run must.
+func (r *report) provenance(what, load, loadEnd string) string {
+	m := r.machine
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured on %s by `%s` (keygate %s) on %s, %d cores, %s, %s, Go %s, OPA %s",
+		r.date.UTC().Format("2006-01-02 15:04 MST"), r.command, m.commit, m.cpu, m.cores, m.memory, m.kernel, m.goVer, m.opaVer)
+	if m.postgres != "" {
+		fmt.Fprintf(&b, ", PostgreSQL %s", m.postgres)
+	}
+	fmt.Fprintf(&b, ". Load average (1, 5, 15 min) when %s started: %s; when it ended: %s.\n\n", what, load, loadEnd)
+	return b.String()
 }
 
 // spliceSection puts section (which starts with heading) in page in place

@@ -39,6 +39,7 @@ type report struct {
 	redisSkipped                        string  // why redisLimited was not measured
 	scale                               *scaleResult
 	realistic                           *realisticResult
+	decisionLogs                        *decisionLogResult
 }
 
 // scaleResult is what the scale part measured, on Postgres.
@@ -107,8 +108,12 @@ func readMachine(ctx context.Context, repo string) machineInfo {
 // stands.
 func (b *bench) writeReport(rep *report, stdout io.Writer) error {
 	md := rep.markdown()
-	if b.opts.realisticOnly {
-		md = rep.realisticMarkdown()
+	heading := ""
+	switch {
+	case b.opts.realisticOnly:
+		md, heading = rep.realisticMarkdown(), realisticHeading
+	case b.opts.decisionOnly:
+		md, heading = rep.decisionLogMarkdown(), decisionLogHeading
 	}
 	fmt.Fprintln(stdout, md)
 	if b.opts.out == "" {
@@ -118,12 +123,12 @@ func (b *bench) writeReport(rep *report, stdout io.Writer) error {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(b.repo, path)
 	}
-	if b.opts.realisticOnly {
+	if heading != "" {
 		page, err := os.ReadFile(path)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-		md = spliceSection(string(page), realisticHeading, md)
+		md = spliceSection(string(page), heading, md)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -354,6 +359,9 @@ func (r *report) markdown() string {
 	if r.floor != nil {
 		fmt.Fprintf(&b, "\nFor the p99 targets: the floor, which only decodes the request, answered in %s at p99 in this run. At a fixed %d requests in flight, the mean latency is %d divided by the throughput (Little's law), so a target's p99 follows its req/s.\n",
 			fmtLatency(r.floor.hist.quantile(0.99)), r.conns, r.conns)
+	}
+	if r.decisionLogs != nil {
+		b.WriteString("\n" + r.decisionLogMarkdown())
 	}
 	if r.realistic != nil {
 		b.WriteString("\n" + r.realisticMarkdown())

@@ -69,7 +69,7 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	c.bindEncryption(fs)
 	fs.StringVar(&c.Addr, "addr", env("KEYGATE_ADDR", d.Addr), "listen address (KEYGATE_ADDR)")
 	fs.BoolVar(&c.Migrate, "migrate", c.envBool("KEYGATE_MIGRATE", d.Migrate), "apply database migrations at start (KEYGATE_MIGRATE)")
-	fs.StringVar(&c.PolicyDir, "policy-dir", env("KEYGATE_POLICY_DIR", ""), "load Rego policies from this folder instead of the embedded ones; SIGHUP reloads (KEYGATE_POLICY_DIR)")
+	fs.StringVar(&c.PolicyDir, "policy-dir", env("KEYGATE_POLICY_DIR", ""), "load Rego policies (and data.json/data.yaml) from this folder instead of the embedded ones; a change to it, or SIGHUP, reloads it once it compiles and its tests pass (KEYGATE_POLICY_DIR)")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", env("KEYGATE_TRUSTED_PROXIES", ""), "comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed (KEYGATE_TRUSTED_PROXIES)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.envDuration("KEYGATE_SHUTDOWN_TIMEOUT", d.ShutdownTimeout), "how long shutdown waits for requests in flight (KEYGATE_SHUTDOWN_TIMEOUT)")
 	fs.IntVar(&c.AuditBuffer, "audit-buffer", c.envInt("KEYGATE_AUDIT_BUFFER", d.AuditBuffer), "audit events queued in memory before new ones go to the spool (KEYGATE_AUDIT_BUFFER)")
@@ -86,6 +86,25 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", d.FlushInterval), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 	c.bindLimits(fs)
+	c.bindPolicy(fs)
+}
+
+// bindPolicy registers the policy bundle and the decision log
+// (docs/policies.md).
+func (c *config) bindPolicy(fs *flag.FlagSet) {
+	d := app.Defaults()
+	fs.StringVar(&c.PolicyBundleURL, "policy-bundle-url", env("KEYGATE_POLICY_BUNDLE_URL", ""), "load policies and data from the OPA bundle (.tar.gz) at this URL, polled with its ETag; instead of --policy-dir (KEYGATE_POLICY_BUNDLE_URL)")
+	fs.DurationVar(&c.PolicyBundleInterval, "policy-bundle-interval", c.envDuration("KEYGATE_POLICY_BUNDLE_INTERVAL", d.PolicyBundleInterval), "how often the bundle is polled (KEYGATE_POLICY_BUNDLE_INTERVAL)")
+	fs.StringVar(&c.PolicyBundlePublicKey, "policy-bundle-public-key", env("KEYGATE_POLICY_BUNDLE_PUBLIC_KEY", ""), "PEM public key bundles must be signed with (opa build --signing-key); unset: bundles are read unsigned (KEYGATE_POLICY_BUNDLE_PUBLIC_KEY)")
+	fs.StringVar(&c.PolicyBundlePublicKeyFile, "policy-bundle-public-key-file", env("KEYGATE_POLICY_BUNDLE_PUBLIC_KEY_FILE", ""), "file holding that public key (KEYGATE_POLICY_BUNDLE_PUBLIC_KEY_FILE)")
+	fs.StringVar(&c.PolicyBundleSigningAlg, "policy-bundle-signing-alg", env("KEYGATE_POLICY_BUNDLE_SIGNING_ALG", d.PolicyBundleSigningAlg), "algorithm of the bundle's signature: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or ES512 (KEYGATE_POLICY_BUNDLE_SIGNING_ALG)")
+	fs.StringVar(&c.PolicyBundleToken, "policy-bundle-token", env("KEYGATE_POLICY_BUNDLE_TOKEN", ""), "bearer token sent to the bundle server (KEYGATE_POLICY_BUNDLE_TOKEN)")
+	fs.StringVar(&c.PolicyBundleTokenFile, "policy-bundle-token-file", env("KEYGATE_POLICY_BUNDLE_TOKEN_FILE", ""), "file holding that token (KEYGATE_POLICY_BUNDLE_TOKEN_FILE)")
+	fs.Int64Var(&c.PolicyBundleMaxBytes, "policy-bundle-max-bytes", c.envInt64("KEYGATE_POLICY_BUNDLE_MAX_BYTES", d.PolicyBundleMaxBytes), "largest bundle downloaded, and largest once unpacked (KEYGATE_POLICY_BUNDLE_MAX_BYTES)")
+	fs.StringVar(&c.DecisionLog, "decision-log", env("KEYGATE_DECISION_LOG", ""), "log every decision in OPA's decision-log shape: console, file:PATH or http:URL; unset: off (KEYGATE_DECISION_LOG)")
+	fs.Float64Var(&c.DecisionLogSample, "decision-log-sample", c.envFloat("KEYGATE_DECISION_LOG_SAMPLE", d.DecisionLogSample), "share of decisions logged, above 0 and at most 1 (KEYGATE_DECISION_LOG_SAMPLE)")
+	fs.IntVar(&c.DecisionLogBuffer, "decision-log-buffer", c.envInt("KEYGATE_DECISION_LOG_BUFFER", d.DecisionLogBuffer), "decisions queued for the decision log; past it they are dropped and counted, never slowing a decision (KEYGATE_DECISION_LOG_BUFFER)")
+	fs.BoolVar(&c.DecisionLogGzip, "decision-log-gzip", c.envBool("KEYGATE_DECISION_LOG_GZIP", d.DecisionLogGzip), "compress the posts of the http decision log (KEYGATE_DECISION_LOG_GZIP)")
 }
 
 // bindLimits registers the limits against abuse (docs/operations.md,

@@ -29,6 +29,7 @@ Usage:
   keygate migrate up|down|status [flags]      manage the database schema
   keygate token --tenant T --user U [--role R] print a management JWT
   keygate secrets generate-key|rotate [flags] make a key for sealing secrets; seal them all with the first key
+  keygate policy test|eval|check|fmt|init     test, explain, check and format Rego policies
   keygate openapi [--yaml]                    print the OpenAPI 3.1 document of the HTTP API
   keygate version                             print the version
 
@@ -97,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMCP(ctx, rest, stdout, stderr)
 	case "authorize":
 		return runAuthorize(ctx, rest, stdout, stderr)
+	case "policy":
+		return runPolicy(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "keygate %s (%s, OPA %s)\n", version, runtime.Version(), opaVersion())
 		return nil

@@ -15,7 +15,7 @@ import (
 
 // runServe builds keygate from its settings (internal/app), serves until
 // SIGINT or SIGTERM, then finishes requests in flight and writes what is
-// queued. SIGHUP reloads a policy folder.
+// queued. SIGHUP reloads a policy folder or polls the policy bundle.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	cfg := newConfig()
 	fs := newFlagSet("serve", stderr)
@@ -67,15 +67,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		fmt.Fprintf(stdout, "\nkeygate is listening on http://%s\n\nDevelopment admin JWT for tenant \"default\" (valid %s, signed with %s):\n\n    export KEYGATE_TOKEN=%s\n\nMore tokens: keygate token --tenant T --user U [--role admin]\n\n",
 			addr, cfg.TokenTTL, "the development secret in "+cfg.DataDir, token)
 	}
-	if cfg.PolicyDir != "" || cfg.TLSCertFile != "" {
-		go reloadOnSIGHUP(ctx, a, cfg.PolicyDir != "")
+	if cfg.PolicyDir != "" || cfg.PolicyBundleURL != "" || cfg.TLSCertFile != "" {
+		go reloadOnSIGHUP(ctx, a, cfg.PolicyDir != "" || cfg.PolicyBundleURL != "")
 	}
 	return a.Serve(ctx, ln)
 }
 
-// reloadOnSIGHUP reloads the policy folder and the TLS certificate on
-// SIGHUP; a policy that does not compile or a certificate that does not load
-// is logged and the running one stays.
+// reloadOnSIGHUP reloads the policy folder (or polls the policy bundle)
+// and the TLS certificate on SIGHUP; a policy that is refused or a
+// certificate that does not load is logged and the running one stays.
 func reloadOnSIGHUP(ctx context.Context, a *app.App, policies bool) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

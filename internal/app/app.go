@@ -51,8 +51,12 @@ type App struct {
 	Rollups *authz.UsageRollupWriter
 
 	limits *keyLimits // keys' rate limits, credits and usage history
+	// DecisionLog records every decision; nil when Config.DecisionLog is
+	// off.
+	DecisionLog *authz.DecisionLogWriter
 
 	telemetry *telemetry
+	policy    *policyManager
 	spool     *spool.Audit // nil when off or when Config.AuditRecorder stands in
 	cert      *certificate // nil: plain HTTP
 	ownDB     bool
@@ -94,14 +98,18 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err := a.openDB(ctx); err != nil {
 		return nil, err
 	}
-	modules, err := readPolicies(cfg.PolicyDir)
+	if a.policy, err = newPolicyManager(cfg, logger, a.telemetry.meterProvider); err != nil {
+		return nil, err
+	}
+	set, err := a.policy.initial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	a.Engine, err = authz.NewEngine(ctx, modules, authz.EngineOptions{Observer: a.telemetry.observer, DecisionCacheSize: cfg.DecisionCacheSize})
+	a.Engine, err = authz.NewEngineFromSet(ctx, set, authz.EngineOptions{Observer: a.telemetry.observer, DecisionCacheSize: cfg.DecisionCacheSize})
 	if err != nil {
-		return nil, fmt.Errorf("load policies: %w", err)
+		return nil, fmt.Errorf("load policies from %s: %w", a.policy.source, err)
 	}
+	a.policy.started(a.Engine, set)
 	a.JWT, a.DevSecret, err = cfg.JWT()
 	if err != nil {
 		return nil, err
@@ -152,6 +160,9 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	a.limits.wire(a.Keys, storage.NewUsageStore(a.DB))
 	a.Rollups = a.limits.rollups
+	if err := a.openDecisionLog(); err != nil {
+		return nil, err
+	}
 	mcpStore := storage.NewMCPStore(a.DB, keyring)
 	// Headers stored before they were sealed are sealed now.
 	if n, err := mcpStore.SealHeaders(ctx, true); err != nil {
@@ -198,11 +209,15 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		MCP:            a.MCP,
 		Mounts:         map[string]http.Handler{"/mcp": a.Gateway.Handler()},
 		AuthLimiter:    a.AuthLimiter,
+		PolicyStatus:   &authz.PolicyStatusService{Policy: a.Engine, Status: a.policy.Status},
 	})
 	if err != nil {
 		return nil, err
 	}
 	if err := a.registerOutageMetrics(a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if err := a.registerDecisionLogMetrics(a.telemetry.meterProvider); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	logDecisionCaching(a.Engine, logger)
@@ -234,13 +249,14 @@ func (a *App) Handler() http.Handler { return a.Server }
 // Start runs the background work until ctx ends or Close: the key change
 // feed on Postgres (so a key changed on another instance leaves this one's
 // cache at once), the scheduler that syncs every enabled upstream MCP
-// catalog now and every MCPSyncInterval, and the audit and usage
-// retentions.
+// catalog now and every MCPSyncInterval, the audit and usage retentions,
+// and the watch on the policy folder or the polls of the policy bundle.
 func (a *App) Start(ctx context.Context) {
 	ctx, a.bgStop = context.WithCancel(ctx)
 	a.bgDone = make(chan struct{})
 	a.started.Store(true)
 	feed := a.Feed
+	watch := a.policy.watch()
 	go func() {
 		defer close(a.bgDone)
 		done := make(chan struct{})
@@ -266,10 +282,18 @@ func (a *App) Start(ctx context.Context) {
 				a.limits.retention.Run(ctx)
 			}
 		}()
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			if watch != nil {
+				watch(ctx)
+			}
+		}()
 		a.Gateway.Run(ctx)
 		<-done
 		<-pruned
 		<-usagePruned
+		<-watched
 	}()
 }
 
@@ -315,6 +339,15 @@ func (a *App) Close(ctx context.Context) error {
 		if err := a.Refusals.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush refused credentials: %w", err))
 		}
+	}
+	if a.DecisionLog != nil {
+		if err := a.DecisionLog.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush decision logs: %w", err))
+		}
+		if st := a.DecisionLog.Stats(); st.Dropped+st.Failed > 0 {
+			a.Config.logger().Warn("decision log events were lost during this run", "dropped", st.Dropped, "failed", st.Failed)
+		}
+		a.DecisionLog = nil
 	}
 	if a.Audit != nil {
 		if err := a.Audit.Close(ctx); err != nil {

@@ -3,13 +3,17 @@ package app
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/decisionlog"
 	"github.com/keygate/keygate/storage"
 )
 
@@ -21,7 +25,7 @@ type Config struct {
 	DataDir     string // SQLite database and development secrets
 	DatabaseURL string // postgres://… or sqlite:PATH; "" is sqlite:<DataDir>/keygate.db
 	Migrate     bool   // apply migrations at start
-	PolicyDir   string // Rego policies; "" serves the embedded ones
+	PolicyDir   string // Rego policies; "" serves the embedded ones (or the bundle's)
 
 	JWTSecret      string // HS256 secret of management JWTs; "" with no JWKSURL: a development secret
 	JWKSURL        string // the identity provider's JWKS, for RS256/ES256
@@ -44,6 +48,27 @@ type Config struct {
 	DecisionCacheSize int // 0: off
 	MCPSyncInterval   time.Duration
 	DebugAddr         string // profiler listener; "": off
+
+	// Policies from an OPA bundle server, instead of PolicyDir: polled
+	// every PolicyBundleInterval with the last ETag, each bundle bounded
+	// by PolicyBundleMaxBytes and, with a public key, verified.
+	PolicyBundleURL           string
+	PolicyBundleInterval      time.Duration
+	PolicyBundlePublicKey     string // PEM; "": bundles are read unsigned
+	PolicyBundlePublicKeyFile string
+	PolicyBundleSigningAlg    string // of the bundle's signature: RS256, ES256, …
+	PolicyBundleToken         string // bearer token for the bundle server; "": none
+	PolicyBundleTokenFile     string
+	PolicyBundleMaxBytes      int64
+
+	// Decision logs (docs/policies.md, "Decision logs"): "" is off,
+	// "console", "file:PATH" or "http:URL".
+	DecisionLog       string
+	DecisionLogSample float64 // share of decisions logged, (0, 1]
+	DecisionLogBuffer int     // decisions queued before new ones are dropped
+	DecisionLogGzip   bool    // the http sink compresses its posts
+	// DecisionLogStdout is where the console sink writes; nil: os.Stdout.
+	DecisionLogStdout io.Writer
 
 	// TLSCertFile and TLSKeyFile serve HTTPS (both or neither); SIGHUP
 	// reloads them.
@@ -130,6 +155,13 @@ func Defaults() Config {
 		MCPSyncInterval:   5 * time.Minute,
 		Version:           "dev",
 
+		PolicyBundleInterval:   30 * time.Second,
+		PolicyBundleSigningAlg: "RS256",
+		PolicyBundleMaxBytes:   16 << 20,
+		DecisionLogSample:      1,
+		DecisionLogBuffer:      10_000,
+		DecisionLogGzip:        true,
+
 		AuthFailureBurst:        20,
 		AuthFailureRate:         1,
 		AuthFailureMaxAddresses: 100_000,
@@ -190,8 +222,36 @@ func (c *Config) Validate() error {
 	if c.JWKSURL != "" && c.JWTAudience == "" {
 		errs = append(errs, errors.New("KEYGATE_JWT_AUDIENCE is required with KEYGATE_JWKS_URL: without it a token the identity provider issued for another service would do"))
 	}
+	errs = append(errs, c.validatePolicy()...)
 	return errors.Join(errs...)
 }
+
+// validatePolicy checks where policies come from and where decisions are
+// logged.
+func (c *Config) validatePolicy() []error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.PolicyDir == "" || c.PolicyBundleURL == "", "KEYGATE_POLICY_DIR and KEYGATE_POLICY_BUNDLE_URL are both set; set one")
+	check(c.PolicyBundleInterval >= time.Second, "KEYGATE_POLICY_BUNDLE_INTERVAL must be at least 1s, got %s", c.PolicyBundleInterval)
+	check(c.PolicyBundleMaxBytes >= 64<<10, "KEYGATE_POLICY_BUNDLE_MAX_BYTES must be at least 65536, got %d", c.PolicyBundleMaxBytes)
+	check(c.PolicyBundleURL != "" || (c.PolicyBundlePublicKey == "" && c.PolicyBundleToken == ""),
+		"KEYGATE_POLICY_BUNDLE_PUBLIC_KEY and KEYGATE_POLICY_BUNDLE_TOKEN need KEYGATE_POLICY_BUNDLE_URL")
+	check(slices.Contains(bundleSigningAlgs, c.PolicyBundleSigningAlg),
+		"KEYGATE_POLICY_BUNDLE_SIGNING_ALG must be one of %s, got %q", strings.Join(bundleSigningAlgs, ", "), c.PolicyBundleSigningAlg)
+	if _, err := decisionlog.Parse(c.DecisionLog); err != nil {
+		errs = append(errs, err)
+	}
+	check(c.DecisionLogSample > 0 && c.DecisionLogSample <= 1, "KEYGATE_DECISION_LOG_SAMPLE must be above 0 and at most 1, got %g", c.DecisionLogSample)
+	check(c.DecisionLogBuffer >= 1, "KEYGATE_DECISION_LOG_BUFFER must be at least 1, got %d", c.DecisionLogBuffer)
+	return errs
+}
+
+// bundleSigningAlgs are the signatures a bundle may carry with a public key.
+var bundleSigningAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
 
 // minSpoolBytes is the smallest audit spool: a few segments.
 const minSpoolBytes = 1 << 20

@@ -18,7 +18,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-func newOutageApp(t *testing.T, dbURL string, opts ...func(*Config)) *App {
+func newOutageApp(t testing.TB, dbURL string, opts ...func(*Config)) *App {
 	t.Helper()
 	cfg := Defaults()
 	cfg.DataDir, cfg.DatabaseURL = t.TempDir(), dbURL

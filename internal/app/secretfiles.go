@@ -14,7 +14,8 @@ const devKeyringFile = "encryption-key"
 
 // ReadSecretFiles fills each secret setting from its _FILE twin
 // (KEYGATE_JWT_SECRET_FILE, KEYGATE_ENCRYPTION_KEY_FILE,
-// KEYGATE_DATABASE_URL_FILE), so a secret need not sit in the environment
+// KEYGATE_DATABASE_URL_FILE, KEYGATE_POLICY_BUNDLE_TOKEN_FILE, and the
+// bundle's public key, KEYGATE_POLICY_BUNDLE_PUBLIC_KEY_FILE), so a secret need not sit in the environment
 // or on the command line. Setting both a secret and its file is an error.
 // A file read is forgotten, so calling it again changes nothing.
 func (c *Config) ReadSecretFiles() error {
@@ -27,6 +28,8 @@ func (c *Config) ReadSecretFiles() error {
 		{"KEYGATE_ENCRYPTION_KEY", &c.EncryptionKey, &c.EncryptionKeyFile},
 		{"KEYGATE_DATABASE_URL", &c.DatabaseURL, &c.DatabaseURLFile},
 		{"KEYGATE_REDIS_URL", &c.RedisURL, &c.RedisURLFile},
+		{"KEYGATE_POLICY_BUNDLE_TOKEN", &c.PolicyBundleToken, &c.PolicyBundleTokenFile},
+		{"KEYGATE_POLICY_BUNDLE_PUBLIC_KEY", &c.PolicyBundlePublicKey, &c.PolicyBundlePublicKeyFile},
 	} {
 		if *s.file == "" {
 			continue
