@@ -14,7 +14,20 @@ const (
 	SourceForwardAuth = "forward_auth" // gateways asking before they forward a request
 	SourceMCP         = "mcp"          // the MCP gateway's tools/list and tools/call
 	SourceMiddleware  = "middleware"   // RequirePermission in a Go service
+	SourceGRPC        = "grpc"         // Envoy's ext_authz over gRPC
 )
+
+// TargetHTTPRequest is the target type of a denial event for a forwarded
+// request that maps to no check; its id is the method and path.
+const TargetHTTPRequest = "http_request"
+
+// DecisionMetrics counts the decision requests Decide answers, so telemetry
+// can live outside the domain.
+type DecisionMetrics interface {
+	// Decided is called once per request with its Source, the answer's
+	// Code or, when Decide failed, the error's code, and the time taken.
+	Decided(ctx context.Context, source, code string, elapsed time.Duration)
+}
 
 // DecisionRequest asks what a key may do: the key (a token, or a principal
 // authenticated earlier in the same request) and the checks.
@@ -35,6 +48,10 @@ type DecisionRequest struct {
 	Listing bool
 	// Source is the surface the request came through (Source*).
 	Source string
+	// HTTP is a request a gateway forwards (forward auth, Envoy
+	// ext_authz), in place of Checks: the policy's HTTP mapping turns it
+	// into the one check it means, or denies it with reasons.
+	HTTP *HTTPRequest
 }
 
 // DecisionResult answers a DecisionRequest. DecisionID names it in the
@@ -66,7 +83,10 @@ func (r *DecisionResult) Refused() bool { return r.Principal == nil }
 // error. Returns EINVALID for bad checks, EUNAVAILABLE when the key cannot
 // be looked up, ERATELIMIT when the address is over its failed
 // authentication budget and EINTERNAL when the policy fails (callers deny).
-func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*DecisionResult, error) {
+func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (res *DecisionResult, err error) {
+	if s.Metrics != nil {
+		defer s.countDecision(ctx, req.Source, time.Now(), &res, &err)
+	}
 	if err := validateRequest(req); err != nil {
 		return nil, err
 	}
@@ -83,10 +103,22 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 			if !IsKeyRefusal(code) {
 				return nil, err
 			}
-			return refusedResult(decisionID, code, ErrorMessage(err), len(req.Checks)), nil
+			return refusedResult(decisionID, code, ErrorMessage(err), max(len(req.Checks), boolCount(req.HTTP != nil))), nil
 		}
 	}
-	res := &DecisionResult{DecisionID: decisionID, Principal: p, Code: CodeDenied}
+	res = &DecisionResult{DecisionID: decisionID, Principal: p, Code: CodeDenied}
+	if req.HTTP != nil {
+		check, reasons, err := s.mapHTTP(ctx, *req.HTTP)
+		if err != nil {
+			return nil, err
+		}
+		if check == nil {
+			res.Decisions = []Decision{{Allow: false, Reasons: reasons}}
+			s.httpDenied(ctx, now, decisionID, p, req, reasons)
+			return res, nil
+		}
+		req.Checks = []Check{*check}
+	}
 	if len(req.Checks) == 0 {
 		res.Decisions = []Decision{}
 		return res, nil
@@ -134,6 +166,12 @@ func refusedResult(decisionID, code, reason string, checks int) *DecisionResult 
 
 func validateRequest(req DecisionRequest) error {
 	var fields []FieldError
+	if req.HTTP != nil {
+		if len(req.Checks) > 0 || req.Batch || req.Listing {
+			return Errorf(EINVALID, "a forwarded HTTP request is decided alone, without checks")
+		}
+		return nil
+	}
 	if req.Listing {
 		for i, c := range req.Checks {
 			fields = append(fields, c.Validate(fmt.Sprintf("checks[%d]", i))...)
@@ -263,19 +301,7 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 	if len(denied) == 0 {
 		return
 	}
-	info := RequestInfoFromContext(ctx)
-	ev := AuditEvent{
-		OccurredAt: now,
-		TenantID:   p.TenantID,
-		ActorType:  ActorTypeAPIKey,
-		ActorID:    p.KeyID,
-		Action:     AuditAuthzDenied,
-		Outcome:    OutcomeDenied,
-		IP:         info.IP,
-		UserAgent:  info.UserAgent,
-		RequestID:  info.RequestID,
-		TraceID:    info.TraceID,
-	}
+	ev := deniedEvent(ctx, now, p)
 	checks := req.Checks
 	if len(checks) == 1 {
 		c := checks[0]
@@ -298,4 +324,22 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 		}
 	}
 	s.Events.Record(ev)
+}
+
+// deniedEvent is the start of the event of a decision that denied
+// something: who asked, and from where.
+func deniedEvent(ctx context.Context, now time.Time, p *Principal) AuditEvent {
+	info := RequestInfoFromContext(ctx)
+	return AuditEvent{
+		OccurredAt: now,
+		TenantID:   p.TenantID,
+		ActorType:  ActorTypeAPIKey,
+		ActorID:    p.KeyID,
+		Action:     AuditAuthzDenied,
+		Outcome:    OutcomeDenied,
+		IP:         info.IP,
+		UserAgent:  info.UserAgent,
+		RequestID:  info.RequestID,
+		TraceID:    info.TraceID,
+	}
 }

@@ -142,11 +142,11 @@ func policyPurity(modules map[string]*ast.Module) (bool, string) {
 		}
 		return false
 	}
-	management := ast.MustParseRef("data.keygate.management")
+	management, http := ast.MustParseRef("data.keygate.management"), ast.MustParseRef("data.keygate.http")
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
 		m := modules[name]
-		if m.Package.Path.HasPrefix(management) {
-			continue // the management policy is never cached
+		if m.Package.Path.HasPrefix(management) || m.Package.Path.HasPrefix(http) {
+			continue // policies of other inputs, whose answers are not cached
 		}
 		ast.NewGenericVisitor(visit).Walk(m)
 		if reason != "" {

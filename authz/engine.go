@@ -66,6 +66,10 @@ type preparedPolicy struct {
 	gen        uint64 // tells this load's cached answers from older ones'
 	pure       bool   // answers depend on principal, resource and action only
 	impurity   string // why not, when not
+
+	// http maps forwarded requests, when the policy defines it (mapsHTTP).
+	http     rego.PreparedEvalQuery
+	mapsHTTP bool
 }
 
 // NewEngine returns an engine serving modules (file name → Rego source).
@@ -132,6 +136,9 @@ func (e *Engine) Load(ctx context.Context, modules map[string]string) error {
 			return Errorf(EINVALID, "policy does not compile: %s", err)
 		}
 		*pq.dst = prepared
+	}
+	if err := prepareHTTP(ctx, compiler, store, p); err != nil {
+		return err
 	}
 	e.policy.Store(p)
 	return nil
