@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -28,6 +29,8 @@ const decisionShards = 16
 type decisionShard struct {
 	mu sync.RWMutex
 	m  churnMap[decisionKey, Decision]
+
+	hits, misses, evictions atomic.Int64
 }
 
 // decisionKey names one question. The principal is named by its identity
@@ -62,17 +65,43 @@ func (c *decisionCache) get(k decisionKey) (Decision, bool) {
 	s.mu.RLock()
 	d, ok := s.m.get(k)
 	s.mu.RUnlock()
+	if ok {
+		s.hits.Add(1)
+	} else {
+		s.misses.Add(1)
+	}
 	return d, ok
 }
 
 func (c *decisionCache) put(k decisionKey, d Decision) {
 	s := c.shard(k)
 	s.mu.Lock()
-	if _, ok := s.m.get(k); !ok && s.m.len() >= c.per {
-		s.m.evictOne()
+	if _, ok := s.m.get(k); !ok && s.m.len() >= c.per && s.m.evictOne() {
+		s.evictions.Add(1)
 	}
 	s.m.put(k, d)
 	s.mu.Unlock()
+}
+
+// DecisionCacheStats are the decision cache's counters since the engine
+// was made, and its size.
+type DecisionCacheStats struct {
+	Entries                 int
+	Hits, Misses, Evictions int64
+}
+
+func (c *decisionCache) stats() DecisionCacheStats {
+	var st DecisionCacheStats
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		st.Entries += s.m.len()
+		s.mu.RUnlock()
+		st.Hits += s.hits.Load()
+		st.Misses += s.misses.Load()
+		st.Evictions += s.evictions.Load()
+	}
+	return st
 }
 
 // pureInputFields are the parts of the input a cacheable policy may read.

@@ -158,6 +158,15 @@ func (e *Engine) DecisionCaching() (bool, string) {
 	return true, ""
 }
 
+// DecisionCacheStats reports the decision cache's counters and size; zero
+// when the cache is off.
+func (e *Engine) DecisionCacheStats() DecisionCacheStats {
+	if e.decisions == nil {
+		return DecisionCacheStats{}
+	}
+	return e.decisions.stats()
+}
+
 // keepTerm hands results back as AST terms, skipping OPA's conversion to
 // JSON-like Go values; toDecision reads them directly.
 func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
