@@ -20,6 +20,10 @@ type HTTPRequest struct {
 	// URI is the request target as the gateway saw it: the path, with its
 	// query (ignored) or in absolute form (http://host/path).
 	URI string
+	// Refused, when set, is why the surface could not tell which request
+	// the gateway forwards (two headers naming different ones, say): the
+	// request is denied with it once the key is known.
+	Refused string
 }
 
 // HTTPMapping is what the http policy made of a request: the check it
@@ -44,6 +48,9 @@ type httpInput struct {
 // escapes never reach the policy, so "/agents/a1/..%2Fb2" cannot be allowed
 // as agent a1 and served as agent b2.
 func parseHTTPRequest(r HTTPRequest) (httpInput, string) {
+	if r.Refused != "" {
+		return httpInput{}, r.Refused
+	}
 	if msg := validMethod(r.Method); msg != "" {
 		return httpInput{}, msg
 	}

@@ -29,10 +29,7 @@ type Decider interface {
 // on gin can use it as is.
 func RequireAPIKey(auth Authenticator) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		token := bearerToken(c.Request)
-		if token == "" {
-			token = strings.TrimSpace(c.GetHeader(APIKeyHeader))
-		}
+		token := apiKey(c.Request.Header)
 		if token == "" {
 			writeError(c, authz.Errorf(authz.EUNAUTHORIZED, "an API key is required (Authorization: Bearer pk_… or %s)", APIKeyHeader))
 			return

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -50,6 +51,11 @@ type App struct {
 
 	telemetry *telemetry
 	spool     *spool.Audit // nil when off or when Config.AuditRecorder stands in
+
+	// The listeners beside the main one (listeners.go), opened by Listen
+	// or Serve.
+	metricsLn, grpcLn net.Listener
+	extraServed       bool
 	cert      *certificate // nil: plain HTTP
 	ownDB     bool
 	started   atomic.Bool
@@ -132,6 +138,10 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.KeyCache = authz.NewKeyCache(keyStore, authz.KeyCacheOptions{MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL,
 		Staleness: cfg.KeyCacheStaleness, NegativeTTL: cfg.NegativeCacheTTL, Now: cfg.Now})
 	a.newFeed()
+	decisions, err := newDecisionMetrics(a.telemetry.meterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	a.Keys = &authz.KeyService{
 		Store:    keyStore,
 		AuditLog: auditStore,
@@ -142,6 +152,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Usage:    a.Usage,
 		Now:      cfg.Now,
 		Limiter:  a.AuthLimiter,
+		Metrics:  decisions,
 	}
 	mcpStore := storage.NewMCPStore(a.DB, keyring)
 	// Headers stored before they were sealed are sealed now.
@@ -177,6 +188,11 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	// catalogs and records syncs through the service.
 	a.MCP.Upstreams, a.MCP.Notifier, a.MCP.Addresses = a.Gateway, a.Gateway, a.Gateway
 
+	var metricsRoute http.Handler
+	if cfg.metricsOnMain() {
+		metricsRoute = a.telemetry.metrics
+	}
+	cfg.logMetricsPlacement(logger)
 	a.Server, err = server.New(server.Config{
 		Keys:           a.Keys,
 		JWT:            verifier,
@@ -189,12 +205,19 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		MCP:            a.MCP,
 		Mounts:         map[string]http.Handler{"/mcp": a.Gateway.Handler()},
 		AuthLimiter:    a.AuthLimiter,
+		Metrics:        metricsRoute,
 	})
 	if err != nil {
 		return nil, err
 	}
 	if err := a.registerOutageMetrics(a.telemetry.meterProvider); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if err := a.registerCacheMetrics(a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if !a.Engine.MapsHTTP() {
+		logger.Warn("the policy does not define data.keygate.http.decision: forward auth and ext_authz deny every request")
 	}
 	logDecisionCaching(a.Engine, logger)
 	return a, nil
@@ -280,6 +303,7 @@ func (a *App) DevAdminToken() (string, error) {
 // until ctx ends. Stop serving HTTP first (Serve returns when it has).
 func (a *App) Close(ctx context.Context) error {
 	var errs []error
+	a.closeExtra()
 	if a.bgStop != nil {
 		a.bgStop()
 		a.bgStop = nil
