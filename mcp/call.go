@@ -14,7 +14,6 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -116,6 +115,7 @@ type callRecord struct {
 	reasons    []string
 	tool       *authz.MCPTool
 	server     *authz.MCPServer
+	upstream   string // the name of the tool's server, when the catalog has the tool
 	result     string
 	reason     string // why it failed, scrubbed of secrets
 }
@@ -157,6 +157,9 @@ func (g *Gateway) callTool(ctx context.Context, t *tenant, next sdk.MethodHandle
 		return nil, internalError("the call cannot be decided right now")
 	}
 	rec.decisionID, rec.reasons = decided.DecisionID, decided.Decisions[0].Reasons
+	if tool := v.tools[params.Name]; tool != nil {
+		rec.upstream = v.servers[tool.ServerID].Name
+	}
 	if !decided.Allowed() {
 		rec.result, rec.reason = resultDenied, strings.Join(rec.reasons, "; ")
 		return nil, deniedError(params.Name, decided)
@@ -263,9 +266,9 @@ func (g *Gateway) finishCall(ctx context.Context, span trace.Span, ra *requestAu
 		outcome = authz.OutcomeDenied
 	}
 	name := authz.Truncate(rec.name, authz.MaxResourceIDLen)
-	attrs := []attribute.KeyValue{attribute.String("outcome", rec.result)}
-	g.calls.Add(ctx, 1, metric.WithAttributes(attrs...))
-	g.latency.Record(ctx, elapsed.Seconds(), metric.WithAttributes(attrs...))
+	attrs := callAttrs(rec, ra.principal.TenantID)
+	g.calls.Add(ctx, 1, attrs)
+	g.latency.Record(ctx, elapsed.Seconds(), attrs)
 	span.SetAttributes(attribute.String("mcp.call.result", rec.result), attribute.Bool("keygate.allowed", rec.allowed),
 		attribute.String("keygate.decision_id", rec.decisionID))
 	if outcome == authz.OutcomeFailure {
