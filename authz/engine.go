@@ -43,6 +43,10 @@ type Engine struct {
 	decisions *decisionCache // nil: no decision cache
 	inputs    principalTerms
 
+	// mappings caches forward auth's HTTP mappings; nil with no decision
+	// cache.
+	mappings *shardedCache[httpKey, HTTPMapping]
+
 	nativeScopeMatch bool // see scope_match.go
 }
 
@@ -67,14 +71,19 @@ type preparedPolicy struct {
 	pure       bool   // answers depend on principal, resource and action only
 	impurity   string // why not, when not
 
-	// http maps forwarded requests, when the policy defines it (mapsHTTP).
+	// http maps forwarded requests, when the policy defines it (mapsHTTP);
+	// its mappings are cached while they depend on the request alone.
 	http     rego.PreparedEvalQuery
 	mapsHTTP bool
+	httpPure bool
 }
 
 // NewEngine returns an engine serving modules (file name → Rego source).
 func NewEngine(ctx context.Context, modules map[string]string, opts EngineOptions) (*Engine, error) {
 	e := &Engine{observer: opts.Observer, terms: newInputTerms(), decisions: newDecisionCache(opts.DecisionCacheSize)}
+	if e.decisions != nil {
+		e.mappings = newShardedCache[httpKey, HTTPMapping](maxHTTPMappings)
+	}
 	e.inputs.m = newChurnMap[any, *ast.Term](maxPrincipalTerms)
 	if e.observer == nil {
 		e.observer = NopObserver{}
@@ -137,7 +146,7 @@ func (e *Engine) Load(ctx context.Context, modules map[string]string) error {
 		}
 		*pq.dst = prepared
 	}
-	if err := prepareHTTP(ctx, compiler, store, p); err != nil {
+	if err := prepareHTTP(ctx, compiler, store, parsed, p); err != nil {
 		return err
 	}
 	e.policy.Store(p)
@@ -158,13 +167,18 @@ func (e *Engine) DecisionCaching() (bool, string) {
 	return true, ""
 }
 
-// DecisionCacheStats reports the decision cache's counters and size; zero
-// when the cache is off.
+// DecisionCacheStats reports the counters and size of the decision cache
+// and of forward auth's mappings with it; zero when the cache is off.
 func (e *Engine) DecisionCacheStats() DecisionCacheStats {
 	if e.decisions == nil {
 		return DecisionCacheStats{}
 	}
-	return e.decisions.stats()
+	st, m := e.decisions.stats(), e.mappings.stats()
+	st.Entries += m.Entries
+	st.Hits += m.Hits
+	st.Misses += m.Misses
+	st.Evictions += m.Evictions
+	return st
 }
 
 // keepTerm hands results back as AST terms, skipping OPA's conversion to

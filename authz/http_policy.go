@@ -17,10 +17,23 @@ const ReasonNoHTTPMapping = "the policy does not map HTTP requests (data.keygate
 
 var httpDecisionRef = ast.MustParseRef(QueryHTTPDecision)
 
+// Bounds of the cache of mappings: entries, and the longest path cached
+// (a longer one is mapped each time).
+const (
+	maxHTTPMappings      = 4096
+	maxCachedHTTPPathLen = 256
+)
+
+// httpKey names one forwarded request under one policy load.
+type httpKey struct {
+	gen          uint64
+	method, path string
+}
+
 // prepareHTTP prepares data.keygate.http.decision when the policy defines
 // it. It is optional, so a policy folder written before forward auth still
 // loads; forward auth then denies every request, saying why.
-func prepareHTTP(ctx context.Context, compiler *ast.Compiler, store storage.Store, p *preparedPolicy) error {
+func prepareHTTP(ctx context.Context, compiler *ast.Compiler, store storage.Store, parsed map[string]*ast.Module, p *preparedPolicy) error {
 	if len(compiler.GetRulesExact(httpDecisionRef)) == 0 {
 		return nil
 	}
@@ -30,6 +43,7 @@ func prepareHTTP(ctx context.Context, compiler *ast.Compiler, store storage.Stor
 		return Errorf(EINVALID, "policy does not compile: %s", err)
 	}
 	p.http, p.mapsHTTP = prepared, true
+	p.httpPure, _ = httpPurity.check(parsed)
 	return nil
 }
 
@@ -41,6 +55,7 @@ func (e *Engine) MapsHTTP() bool { return e.policy.Load().mapsHTTP }
 // forwards: the check it means, or the reasons it means none. A request
 // keygate cannot read safely (see parseHTTPRequest) is refused before the
 // policy sees it. Errors are EINTERNAL (a broken policy); callers deny.
+// The mapping may come from a cache: callers never change it.
 func (e *Engine) MapHTTP(ctx context.Context, r HTTPRequest) (HTTPMapping, error) {
 	in, reason := parseHTTPRequest(r)
 	if reason != "" {
@@ -49,6 +64,19 @@ func (e *Engine) MapHTTP(ctx context.Context, r HTTPRequest) (HTTPMapping, error
 	pol := e.policy.Load()
 	if !pol.mapsHTTP {
 		return HTTPMapping{Reasons: []string{ReasonNoHTTPMapping}}, nil
+	}
+	// A mapping of a pure policy depends on the request alone: the cache
+	// answers a path seen before, as the decision cache answers a check.
+	cache := e.mappings
+	if !pol.httpPure || len(in.path) > maxCachedHTTPPathLen {
+		cache = nil
+	}
+	key := httpKey{gen: pol.gen, method: in.method, path: in.path}
+	if cache != nil {
+		if m, ok := cache.get(key); ok {
+			e.observer.CachedDecisions(ctx, QueryHTTPDecision, 1, boolCount(m.Check != nil))
+			return m, nil
+		}
 	}
 	ctx, done := e.observer.StartEvaluation(ctx, QueryHTTPDecision, 1)
 	v, err := eval(ctx, pol.http, e.terms.httpInputTerm(in))
@@ -61,6 +89,9 @@ func (e *Engine) MapHTTP(ctx context.Context, r HTTPRequest) (HTTPMapping, error
 		m, err = e.terms.toHTTPMapping(v)
 	}
 	done(boolCount(m.Check != nil), err)
+	if err == nil && cache != nil {
+		cache.put(key, m)
+	}
 	return m, err
 }
 

@@ -210,3 +210,72 @@ func TestDecideHTTP(t *testing.T) {
 		t.Fatalf("a failed Decide counted as %+v, want its error code", last)
 	}
 }
+
+// TestMapHTTPCache: with the decision cache on, a request mapped before is
+// answered from memory while the mapping depends on the request alone; a
+// new policy load, a long path or a mapping that reads the clock is
+// evaluated each time.
+func TestMapHTTPCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	obs := &recordingObserver{}
+	e, err := authz.NewEngine(ctx, embeddedModules(t), authz.EngineOptions{Observer: obs, DecisionCacheSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped := func(method, uri string) authz.HTTPMapping {
+		t.Helper()
+		m, err := e.MapHTTP(ctx, authz.HTTPRequest{Method: method, URI: uri})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	queries := func() []string {
+		var q []string
+		for _, o := range obs.seen() {
+			q = append(q, o.Query)
+		}
+		obs.mu.Lock()
+		obs.obs = nil
+		obs.mu.Unlock()
+		return q
+	}
+	const eval, cached = authz.QueryHTTPDecision, "cached " + authz.QueryHTTPDecision
+	first, again := mapped("POST", "/agents/a1/run?x=1"), mapped("POST", "/agents/a1/run?x=2")
+	mapped("DELETE", "/agents/a1")
+	mapped("DELETE", "/agents/a1")
+	long := "/agents/a1/" + strings.Repeat("x", 300)
+	mapped("GET", long)
+	mapped("GET", long)
+	if got := strings.Join(queries(), ","); got != strings.Join([]string{eval, cached, eval, cached, eval, eval}, ",") ||
+		first.Check == nil || *first.Check != *again.Check {
+		t.Fatalf("evaluations %s; mappings %+v %+v", got, first, again)
+	}
+	if st := e.DecisionCacheStats(); st.Hits != 2 || st.Entries != 2 {
+		t.Fatalf("cache stats %+v, want the 2 mappings hit once each", st)
+	}
+
+	modules := embeddedModules(t)
+	modules["http.rego"] = strings.Replace(modules["http.rego"], `"POST": "execute"},`, `"POST": "read"},`, 1)
+	if err := e.Load(ctx, modules); err != nil {
+		t.Fatal(err)
+	}
+	if m := mapped("POST", "/agents/a1/run"); m.Check == nil || m.Check.Action != "read" {
+		t.Fatalf("after a reload: %+v, want the new policy's read", m)
+	}
+	modules["http.rego"] = strings.Replace(modules["http.rego"], `method := object.get(input, "method", "")`,
+		`method := object.get(input, "method", "") if time.now_ns() > 0`, 1)
+	if err := e.Load(ctx, modules); err != nil {
+		t.Fatal(err)
+	}
+	queries()
+	mapped("POST", "/agents/a1/run")
+	mapped("POST", "/agents/a1/run")
+	if got := queries(); len(got) != 2 || got[1] != eval {
+		t.Fatalf("a mapping reading the clock: %v, want two evaluations", got)
+	}
+	if on, why := e.DecisionCaching(); !on {
+		t.Fatalf("the clock in http.rego turned the decision cache off: %s", why)
+	}
+}

@@ -107,12 +107,16 @@ func (s *Server) decideForwarded(ctx context.Context, logger *slog.Logger, token
 // when the key may make the forwarded request; otherwise 401, 403 or 429
 // with a problem, which gateways pass on to the client.
 func (s *Server) forwardAuth(c *gin.Context) {
-	a := s.decideForwarded(c.Request.Context(), loggerFrom(c), apiKey(c.Request.Header), forwardedRequest(c.Request),
+	token, from := apiKeyFrom(c.Request.Header)
+	a := s.decideForwarded(c.Request.Context(), loggerFrom(c), token, forwardedRequest(c.Request),
 		authz.SourceForwardAuth, requestID(c))
 	if a.status == http.StatusOK {
 		for _, h := range a.upstream {
 			c.Header(h[0], h[1])
 		}
+		// Envoy's HTTP ext_authz removes the key from the request it
+		// forwards; nginx and Traefik are configured to (README.md).
+		c.Header(envoyHeadersToRemove, from)
 		c.Status(http.StatusOK)
 		return
 	}
@@ -123,13 +127,23 @@ func (s *Server) forwardAuth(c *gin.Context) {
 	c.Render(a.status, problemRender{*a.problem})
 }
 
+// envoyHeadersToRemove names, in an answer to Envoy's HTTP ext_authz, the
+// request headers Envoy drops before forwarding the request.
+const envoyHeadersToRemove = "X-Envoy-Auth-Headers-To-Remove"
+
 // apiKey is the credential of `Authorization: Bearer` or, without one,
 // X-API-Key.
 func apiKey(h http.Header) string {
+	token, _ := apiKeyFrom(h)
+	return token
+}
+
+// apiKeyFrom is apiKey and the header it came in.
+func apiKeyFrom(h http.Header) (token, header string) {
 	if token := bearerCredential(h.Get("Authorization")); token != "" {
-		return token
+		return token, "authorization"
 	}
-	return strings.TrimSpace(h.Get(APIKeyHeader))
+	return strings.TrimSpace(h.Get(APIKeyHeader)), "x-api-key"
 }
 
 // forwardedRequest is the request a gateway asks about: its method and URI

@@ -66,13 +66,19 @@ func TestForwardAuth(t *testing.T) {
 
 	wantAllowed(t, "nginx", h.forward("GET", "", "Authorization", bearer,
 		"X-Original-Method", "POST", "X-Original-URI", "/agents/a1/run?verbose=1"), keyID, "t1", "alice")
-	wantAllowed(t, "Traefik, X-API-Key", h.forward("GET", "", "X-API-Key", token,
-		"X-Forwarded-Method", "PUT", "X-Forwarded-Uri", "/vector-stores/docs/items/7"), keyID, "t1", "alice")
+	res := h.forward("GET", "", "X-API-Key", token, "X-Forwarded-Method", "PUT", "X-Forwarded-Uri", "/vector-stores/docs/items/7")
+	wantAllowed(t, "Traefik, X-API-Key", res, keyID, "t1", "alice")
+	if got := res.header.Get("X-Envoy-Auth-Headers-To-Remove"); got != "x-api-key" {
+		t.Fatalf("Envoy is told to remove %q, want the key's header", got)
+	}
 	wantAllowed(t, "Envoy: the request itself", h.forward("POST", "/flows/report-daily/run", "Authorization", bearer), keyID, "t1", "alice")
 	wantAllowed(t, "both gateways' headers, agreeing", h.forward("GET", "", "Authorization", bearer,
 		"X-Original-URI", "/agents/a1", "X-Forwarded-Uri", "/agents/a1"), keyID, "t1", "alice")
-	res := h.forward("GET", "/agents/a1", "Authorization", "Bearer "+other)
+	res = h.forward("GET", "/agents/a1", "Authorization", "Bearer "+other)
 	wantStatus(t, "another tenant's key", res, http.StatusOK)
+	if got := res.header.Get("X-Envoy-Auth-Headers-To-Remove"); got != "authorization" {
+		t.Fatalf("Envoy is told to remove %q, want the key's header", got)
+	}
 	if res.header.Get(server.HeaderTenantID) != "t2" {
 		t.Fatalf("another tenant's key answered for tenant %q", res.header.Get(server.HeaderTenantID))
 	}

@@ -141,7 +141,7 @@ func TestMetrics(t *testing.T) {
 		`keygate_decision_requests_total{code="ALLOWED",source="mcp"}`,
 		`keygate_decision_request_duration_seconds_count{source="authorize"} 7`,
 		`keygate_decisions_total{cached="true",outcome="allowed",query="data.keygate.authz.decision"} 2`,
-		`keygate_decision_cache_hits_total 2`,
+		`keygate_decision_cache_hits_total 3`, // and ext_authz's mapping of GET /agents/a1
 		`keygate_auth_rate_limited_total{credential="api_key"} 1`,
 		`keygate_mcp_tool_calls_total{outcome="ok",tenant_id="t1",upstream="github"} 1`,
 		`keygate_mcp_tool_calls_total{outcome="denied",tenant_id="t1",upstream="github"} 1`,
@@ -251,5 +251,3 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Errorf("the dashboard queries %d metrics: %v", len(queried), queried)
 	}
 }
-
-

@@ -18,7 +18,8 @@ var latencyBuckets = []float64{0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.00
 
 // decisionObserver counts policy evaluations by query and outcome, and
 // their latency; with a tracer it also gives each evaluation a span.
-// Attribute sets are made once, not per evaluation.
+// Attribute sets, and the option slices that carry them, are made once:
+// the hot path allocates nothing for its metrics.
 type decisionObserver struct {
 	tracer    trace.Tracer // nil: no spans
 	decisions metric.Int64Counter
@@ -27,14 +28,14 @@ type decisionObserver struct {
 }
 
 type queryAttrs struct {
-	allowed, denied, errored, cachedAllowed, cachedDenied metric.AddOption
-	latency                                               metric.RecordOption
+	allowed, denied, errored, cachedAllowed, cachedDenied []metric.AddOption
+	latency                                               []metric.RecordOption
 }
 
 func newQueryAttrs(query string) *queryAttrs {
 	q := attribute.String("query", query)
-	add := func(kv ...attribute.KeyValue) metric.AddOption {
-		return metric.WithAttributeSet(attribute.NewSet(append(kv, q)...))
+	add := func(kv ...attribute.KeyValue) []metric.AddOption {
+		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(append(kv, q)...))}
 	}
 	cached := attribute.Bool("cached", true)
 	return &queryAttrs{
@@ -43,7 +44,7 @@ func newQueryAttrs(query string) *queryAttrs {
 		errored:       add(attribute.String("outcome", "error")),
 		cachedAllowed: add(attribute.String("outcome", "allowed"), cached),
 		cachedDenied:  add(attribute.String("outcome", "denied"), cached),
-		latency:       metric.WithAttributeSet(attribute.NewSet(q)),
+		latency:       []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(q))},
 	}
 }
 
@@ -77,10 +78,10 @@ func (o *decisionObserver) attrs(query string) *queryAttrs {
 func (o *decisionObserver) CachedDecisions(ctx context.Context, query string, checks, allowed int) {
 	a := o.attrs(query)
 	if allowed > 0 {
-		o.decisions.Add(ctx, int64(allowed), a.cachedAllowed)
+		o.decisions.Add(ctx, int64(allowed), a.cachedAllowed...)
 	}
 	if checks > allowed {
-		o.decisions.Add(ctx, int64(checks-allowed), a.cachedDenied)
+		o.decisions.Add(ctx, int64(checks-allowed), a.cachedDenied...)
 	}
 }
 
@@ -94,16 +95,16 @@ func (o *decisionObserver) StartEvaluation(ctx context.Context, query string, ch
 	return ctx, func(allowed int, err error) {
 		a := o.attrs(query)
 		if err != nil {
-			o.decisions.Add(ctx, int64(checks), a.errored)
+			o.decisions.Add(ctx, int64(checks), a.errored...)
 		} else {
 			if allowed > 0 {
-				o.decisions.Add(ctx, int64(allowed), a.allowed)
+				o.decisions.Add(ctx, int64(allowed), a.allowed...)
 			}
 			if checks > allowed {
-				o.decisions.Add(ctx, int64(checks-allowed), a.denied)
+				o.decisions.Add(ctx, int64(checks-allowed), a.denied...)
 			}
 		}
-		o.latency.Record(ctx, time.Since(start).Seconds(), a.latency)
+		o.latency.Record(ctx, time.Since(start).Seconds(), a.latency...)
 		if span != nil {
 			if err != nil {
 				span.RecordError(err)
@@ -120,8 +121,8 @@ func (o *decisionObserver) StartEvaluation(ctx context.Context, query string, ch
 type decisionMetrics struct {
 	requests metric.Int64Counter
 	duration metric.Float64Histogram
-	counted  map[[2]string]metric.AddOption // by source and code
-	timed    map[string]metric.RecordOption // by source
+	counted  map[[2]string][]metric.AddOption // by source and code
+	timed    map[string][]metric.RecordOption // by source
 }
 
 var _ authz.DecisionMetrics = (*decisionMetrics)(nil)
@@ -148,9 +149,9 @@ func newDecisionMetrics(mp metric.MeterProvider) (*decisionMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &decisionMetrics{requests: requests, duration: duration, counted: map[[2]string]metric.AddOption{}, timed: map[string]metric.RecordOption{}}
+	m := &decisionMetrics{requests: requests, duration: duration, counted: map[[2]string][]metric.AddOption{}, timed: map[string][]metric.RecordOption{}}
 	for _, s := range decisionSources {
-		m.timed[s] = metric.WithAttributeSet(attribute.NewSet(attribute.String("source", s)))
+		m.timed[s] = sourceAttrs(s)
 		for _, c := range decisionCodes {
 			m.counted[[2]string{s, c}] = decisionAttrs(s, c)
 		}
@@ -158,8 +159,12 @@ func newDecisionMetrics(mp metric.MeterProvider) (*decisionMetrics, error) {
 	return m, nil
 }
 
-func decisionAttrs(source, code string) metric.AddOption {
-	return metric.WithAttributeSet(attribute.NewSet(attribute.String("source", source), attribute.String("code", code)))
+func decisionAttrs(source, code string) []metric.AddOption {
+	return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("source", source), attribute.String("code", code)))}
+}
+
+func sourceAttrs(source string) []metric.RecordOption {
+	return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("source", source)))}
 }
 
 func (m *decisionMetrics) Decided(ctx context.Context, source, code string, elapsed time.Duration) {
@@ -167,12 +172,12 @@ func (m *decisionMetrics) Decided(ctx context.Context, source, code string, elap
 	if !ok {
 		add = decisionAttrs(source, code)
 	}
-	m.requests.Add(ctx, 1, add)
+	m.requests.Add(ctx, 1, add...)
 	rec, ok := m.timed[source]
 	if !ok {
-		rec = metric.WithAttributeSet(attribute.NewSet(attribute.String("source", source)))
+		rec = sourceAttrs(source)
 	}
-	m.duration.Record(ctx, elapsed.Seconds(), rec)
+	m.duration.Record(ctx, elapsed.Seconds(), rec...)
 }
 
 // registerCacheMetrics reports the key cache's and the decision cache's
