@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
@@ -64,7 +63,8 @@ func PrincipalFrom(c *gin.Context) *authz.Principal {
 // RequirePermission lets the request through only when the policy allows the
 // authenticated key to do action on the resource of type rt whose id id
 // returns (Param reads it from the route). It must follow RequireAPIKey. A
-// denial is a 403 problem carrying the policy's reasons.
+// denial is a 403 problem carrying the policy's reasons; a per-key limit a
+// 429 with Retry-After.
 func RequirePermission(d Decider, rt authz.ResourceType, action string, id func(*gin.Context) string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p := PrincipalFrom(c)
@@ -80,7 +80,7 @@ func RequirePermission(d Decider, rt authz.ResourceType, action string, id func(
 			return
 		}
 		if !res.Allowed() {
-			writeError(c, authz.Errorf(authz.EFORBIDDEN, "%s", strings.Join(res.Decisions[0].Reasons, "; ")))
+			writeError(c, decisionRefusal(res))
 			return
 		}
 		c.Next()

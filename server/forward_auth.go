@@ -89,18 +89,29 @@ func (s *Server) decideForwarded(ctx context.Context, logger *slog.Logger, token
 			{HeaderKeyID, p.KeyID}, {HeaderTenantID, p.TenantID}, {HeaderUserID, p.UserID}, {HeaderDecisionID, res.DecisionID},
 		}}
 	}
-	reasons := res.Decisions[0].Reasons
-	status := ErrorStatus(res.Code)
+	err = decisionRefusal(res)
+	code := authz.ErrorCode(err)
+	a := refuse(ErrorStatus(code), code, authz.ErrorMessage(err))
+	a.problem.Reasons, a.problem.DecisionID = res.Decisions[0].Reasons, res.DecisionID
+	if wait := authz.ErrorRetryAfter(err); wait > 0 {
+		a.header = append(a.header, [2]string{"Retry-After", RetryAfterSeconds(wait)})
+	}
+	return a
+}
+
+// decisionRefusal is the error a decision that is not an allow answers
+// with: a denial is EFORBIDDEN with the policy's reasons; a refused key its
+// code; a per-key limit its code, which says 429, and when to try again.
+func decisionRefusal(res *authz.DecisionResult) error {
 	code := res.Code
 	if code == authz.CodeDenied {
 		code = authz.EFORBIDDEN
 	}
-	a := refuse(status, code, strings.Join(reasons, "; "))
-	a.problem.Reasons, a.problem.DecisionID = reasons, res.DecisionID
-	if status == http.StatusTooManyRequests {
-		a.header = append(a.header, [2]string{"Retry-After", RetryAfterSeconds(limitRetryAfter)})
+	err := &authz.Error{Code: code, Message: strings.Join(res.Decisions[0].Reasons, "; ")}
+	if ErrorStatus(code) == http.StatusTooManyRequests {
+		return &authz.RetryLater{Err: err, After: limitRetryAfter}
 	}
-	return a
+	return err
 }
 
 // forwardAuth answers /v1/forward-auth: 200 with the X-Keygate-* headers

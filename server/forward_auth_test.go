@@ -1,11 +1,14 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/server"
@@ -152,4 +155,37 @@ func TestForwardAuthOverBudget(t *testing.T) {
 	bad, _ := authz.NewToken(nil)
 	wantRateLimited(t, "over budget", h.forward("GET", "/agents/a1", "X-API-Key", bad))
 	wantAllowed(t, "the live key from the same address", h.forward("GET", "/agents/a1", "X-API-Key", token), keyID, "t1", "alice")
+}
+
+// fixedDecider answers every decision request with code, as the per-key
+// limits answer over a key's rate or credits.
+type fixedDecider struct{ code string }
+
+func (d fixedDecider) Decide(_ context.Context, req authz.DecisionRequest) (*authz.DecisionResult, error) {
+	return &authz.DecisionResult{DecisionID: "d1", Code: d.code, Principal: req.Principal,
+		Decisions: []authz.Decision{{Reasons: []string{"the key's limit says " + d.code}}}}, nil
+}
+
+// TestPerKeyLimitCodesAre429: a decision answered RATE_LIMITED or
+// USAGE_EXCEEDED is a 429 with Retry-After on the surfaces that answer with
+// HTTP statuses; DENIED stays a 403.
+func TestPerKeyLimitCodesAre429(t *testing.T) {
+	t.Parallel()
+	p := &authz.Principal{KeyID: "k1", TenantID: "t1", UserID: "u1"}
+	for _, tc := range []struct {
+		code   string
+		status int
+	}{{"RATE_LIMITED", http.StatusTooManyRequests}, {"USAGE_EXCEEDED", http.StatusTooManyRequests}, {authz.CodeDenied, http.StatusForbidden}} {
+		r := gin.New()
+		r.GET("/stores/:id", func(c *gin.Context) {
+			c.Request = c.Request.WithContext(authz.NewContextWithPrincipal(c.Request.Context(), p))
+		}, server.RequirePermission(fixedDecider{tc.code}, authz.ResourceVectorStore, "query", server.Param("id")),
+			func(c *gin.Context) { c.Status(http.StatusNoContent) })
+		rec := httptest.NewRecorder()
+		r.ServeHTTP(rec, httptest.NewRequest("GET", "/stores/s1", nil))
+		if rec.Code != tc.status || (tc.status == http.StatusTooManyRequests) != (rec.Header().Get("Retry-After") != "") ||
+			!strings.Contains(rec.Body.String(), "the key's limit says "+tc.code) {
+			t.Errorf("%s: %d, Retry-After %q: %s", tc.code, rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+		}
+	}
 }

@@ -131,10 +131,13 @@ func startNginx(t *testing.T, keygateAddr, backendAddr string) string {
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGQUIT) // a graceful stop
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil && !t.Failed() {
+				t.Logf("nginx exited: %v", err)
+			}
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("nginx killed after 10s: %v", <-exited)
 		}
 		if t.Failed() {
 			t.Logf("nginx said:\n%s", stderr.String())

@@ -51,16 +51,16 @@ type App struct {
 
 	telemetry *telemetry
 	spool     *spool.Audit // nil when off or when Config.AuditRecorder stands in
-
-	// The listeners beside the main one (listeners.go), opened by Listen
-	// or Serve.
-	metricsLn, grpcLn net.Listener
-	extraServed       bool
 	cert      *certificate // nil: plain HTTP
 	ownDB     bool
 	started   atomic.Bool
 	bgStop    context.CancelFunc
 	bgDone    chan struct{}
+
+	// The listeners beside the main one (listeners.go), opened by Listen
+	// or Serve.
+	metricsLn, grpcLn net.Listener
+	extraServed       bool
 }
 
 // New builds an instance from cfg: it opens and migrates the database,

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/keygate/keygate/storage/storagetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
@@ -136,5 +138,54 @@ func TestExtraListeners(t *testing.T) {
 	}
 	if _, err := check(nil); status.Code(err) != codes.Unavailable {
 		t.Errorf("Check after Serve returned: %v, want Unavailable", err)
+	}
+}
+
+// TestGRPCOverTLS: with a certificate, ext_authz speaks TLS with it.
+func TestGRPCOverTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := Defaults()
+	cfg.DB, cfg.Migrate = storagetest.MustOpenSQLite(t), false
+	cfg.JWTSecret = "listeners-test-secret-of-32-bytes!"
+	cfg.EncryptionKey = storagetest.KeyringText
+	cfg.DataDir = dir
+	cfg.TLSCertFile, cfg.TLSKeyFile = writeCert(t, dir, "keygate")
+	cfg.Addr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	ln, err := a.Listen(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	check := func(creds grpc.DialOption) (*authv3.CheckResponse, error) {
+		conn, err := grpc.NewClient(a.GRPCAddr(), creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		return authv3.NewAuthorizationClient(conn).Check(cctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/agents/a1"}}}})
+	}
+	tlsCreds := grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})) //nolint:gosec // the test's own certificate
+	if res, err := check(tlsCreds); err != nil || res.GetDeniedResponse().GetStatus().GetCode() != typev3.StatusCode_Unauthorized {
+		t.Fatalf("Check over TLS: %v, %v", res, err)
+	}
+	if _, err := check(grpc.WithTransportCredentials(insecure.NewCredentials())); err == nil {
+		t.Fatal("a plaintext Check was answered by a TLS listener")
 	}
 }

@@ -63,8 +63,8 @@ func openFDs() (int64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	defer d.Close()
 	names, err := d.Readdirnames(-1)
+	_ = d.Close()
 	if err != nil {
 		return 0, false
 	}
