@@ -34,13 +34,18 @@ func BenchmarkAuthorizeHandler(b *testing.B) {
 	b.Run("no-decision-cache", func(b *testing.B) { benchmarkAuthorizeHandler(b, 0) })
 }
 
-func benchmarkAuthorizeHandler(b *testing.B, decisionCache int) {
-	db := storagetest.MustOpenSQLite(b)
-	h := newHarness(b, db, func(c *app.Config) {
+// benchHarness is a harness on the real clock with a key of benchScope.
+func benchHarness(b *testing.B, decisionCache int) (*harness, string) {
+	h := newHarness(b, storagetest.MustOpenSQLite(b), func(c *app.Config) {
 		c.DecisionCacheSize = decisionCache
 		c.Now = time.Now
 	})
 	_, token := h.createKey(h.jwt("t1", "alice"), "bench", benchScope())
+	return h, token
+}
+
+func benchmarkAuthorizeHandler(b *testing.B, decisionCache int) {
+	h, token := benchHarness(b, decisionCache)
 	bodies := []string{
 		`{"api_key":"` + token + `","resource":{"type":"agent","id":"agent-05"},"action":"execute"}`,
 		`{"api_key":"` + token + `","resource":{"type":"mcp_tool","id":"github__create_issue"},"action":"call"}`,
@@ -73,12 +78,7 @@ func BenchmarkForwardAuthHandler(b *testing.B) {
 }
 
 func benchmarkForwardAuthHandler(b *testing.B, decisionCache int) {
-	db := storagetest.MustOpenSQLite(b)
-	h := newHarness(b, db, func(c *app.Config) {
-		c.DecisionCacheSize = decisionCache
-		c.Now = time.Now
-	})
-	_, token := h.createKey(h.jwt("t1", "alice"), "bench", benchScope())
+	h, token := benchHarness(b, decisionCache)
 	requests := [][2]string{
 		{"POST", "/agents/agent-05/run"},
 		{"POST", "/mcp-tools/github__create_issue/call"},

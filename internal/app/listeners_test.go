@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -54,28 +55,44 @@ func TestMetricsPlacement(t *testing.T) {
 	}
 }
 
+// listenersConfig is an instance on SQLite in dir with its main and gRPC
+// listeners on free loopback ports.
+func listenersConfig(t *testing.T, dir string) Config {
+	cfg := Defaults()
+	cfg.DB, cfg.Migrate = storagetest.MustOpenSQLite(t), false
+	cfg.JWTSecret = "listeners-test-secret-of-32-bytes!"
+	cfg.EncryptionKey = storagetest.KeyringText
+	cfg.DataDir = dir
+	cfg.Addr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	return cfg
+}
+
+// listen builds the instance and opens its listeners; it is closed when
+// the test ends.
+func listen(ctx context.Context, t *testing.T, cfg Config) (*App, net.Listener) {
+	t.Helper()
+	a, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close(context.Background()) })
+	ln, err := a.Listen(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, ln
+}
+
 // TestExtraListeners: metrics on a listener of their own (and then not on
 // the main one), ext_authz over gRPC with its message bound, both closed
 // when Serve returns.
 func TestExtraListeners(t *testing.T) {
 	t.Parallel()
-	cfg := Defaults()
-	cfg.DB, cfg.Migrate = storagetest.MustOpenSQLite(t), false
-	cfg.JWTSecret = "listeners-test-secret-of-32-bytes!"
-	cfg.EncryptionKey = storagetest.KeyringText
-	cfg.DataDir = t.TempDir()
-	cfg.Addr, cfg.MetricsAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg := listenersConfig(t, t.TempDir())
+	cfg.MetricsAddr = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	ln, err := a.Listen(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ln := listen(ctx, t, cfg)
 	metricsAddr, grpcAddr := a.MetricsAddr(), a.GRPCAddr()
 	if metricsAddr == "" || grpcAddr == "" {
 		t.Fatalf("listeners %q %q", metricsAddr, grpcAddr)
@@ -145,23 +162,10 @@ func TestExtraListeners(t *testing.T) {
 func TestGRPCOverTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cfg := Defaults()
-	cfg.DB, cfg.Migrate = storagetest.MustOpenSQLite(t), false
-	cfg.JWTSecret = "listeners-test-secret-of-32-bytes!"
-	cfg.EncryptionKey = storagetest.KeyringText
-	cfg.DataDir = dir
+	cfg := listenersConfig(t, dir)
 	cfg.TLSCertFile, cfg.TLSKeyFile = writeCert(t, dir, "keygate")
-	cfg.Addr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close(context.Background())
-	ln, err := a.Listen(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ln := listen(ctx, t, cfg)
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx, ln) }()
 	defer func() {
