@@ -72,29 +72,24 @@ func (s *Server) decideForwarded(ctx context.Context, logger *slog.Logger, token
 			"an API key is required (Authorization: Bearer pk_… or "+APIKeyHeader+")")
 	}
 	res, err := s.keys.Decide(ctx, authz.DecisionRequest{Token: token, HTTP: &r, Source: source})
-	if err != nil {
-		code := authz.ErrorCode(err)
-		if code == authz.EINTERNAL {
-			logger.LogAttrs(ctx, slog.LevelError, "forward auth failed", slog.String("err", err.Error()))
-		}
-		a := refuse(ErrorStatus(code), code, authz.ErrorMessage(err))
-		if wait := authz.ErrorRetryAfter(err); wait > 0 {
-			a.header = append(a.header, [2]string{"Retry-After", RetryAfterSeconds(wait)})
-		}
-		return a
-	}
-	if res.Allowed() {
+	if err == nil && res.Allowed() {
 		p := res.Principal
 		return gatewayAnswer{status: http.StatusOK, upstream: [][2]string{
 			{HeaderKeyID, p.KeyID}, {HeaderTenantID, p.TenantID}, {HeaderUserID, p.UserID}, {HeaderDecisionID, res.DecisionID},
 		}}
 	}
-	err = decisionRefusal(res)
+	if err == nil {
+		err = decisionRefusal(res)
+	} else if authz.ErrorCode(err) == authz.EINTERNAL {
+		logger.LogAttrs(ctx, slog.LevelError, "forward auth failed", slog.String("err", err.Error()))
+	}
 	code := authz.ErrorCode(err)
 	a := refuse(ErrorStatus(code), code, authz.ErrorMessage(err))
-	a.problem.Reasons, a.problem.DecisionID = res.Decisions[0].Reasons, res.DecisionID
 	if wait := authz.ErrorRetryAfter(err); wait > 0 {
 		a.header = append(a.header, [2]string{"Retry-After", RetryAfterSeconds(wait)})
+	}
+	if res != nil {
+		a.problem.Reasons, a.problem.DecisionID = res.Decisions[0].Reasons, res.DecisionID
 	}
 	return a
 }
