@@ -18,9 +18,9 @@ import (
 	"github.com/keygate/keygate/authz/authztest"
 )
 
-// nginxConf is the configuration README.md shows for nginx, in a test's
-// own folder: %[1]s the folder, %[2]d nginx's port, %[3]s keygate's
-// address, %[4]s the backend's.
+// nginxConf wraps the nginx configuration README.md shows (readmeNginx)
+// for a test's own folder: %[1]s the folder, %[2]s the backend's address,
+// %[3]s README's server block, listening on a free loopback port.
 const nginxConf = `daemon off;
 worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -33,59 +33,26 @@ http {
     fastcgi_temp_path %[1]s/fastcgi;
     uwsgi_temp_path %[1]s/uwsgi;
     scgi_temp_path %[1]s/scgi;
-
-    upstream keygate { server %[3]s; }
-    upstream backend { server %[4]s; }
-
-    server {
-        listen 127.0.0.1:%[2]d;
-
-        location / {
-            auth_request /_keygate;
-            # Who keygate says is asking, for the backend; a client's own
-            # X-Keygate-* headers are overwritten, and its key goes no further.
-            auth_request_set $keygate_key_id $upstream_http_x_keygate_key_id;
-            auth_request_set $keygate_tenant_id $upstream_http_x_keygate_tenant_id;
-            auth_request_set $keygate_user_id $upstream_http_x_keygate_user_id;
-            auth_request_set $keygate_decision_id $upstream_http_x_keygate_decision_id;
-            proxy_set_header X-Keygate-Key-Id $keygate_key_id;
-            proxy_set_header X-Keygate-Tenant-Id $keygate_tenant_id;
-            proxy_set_header X-Keygate-User-Id $keygate_user_id;
-            proxy_set_header X-Keygate-Decision-Id $keygate_decision_id;
-            proxy_set_header X-API-Key "";
-            proxy_set_header Authorization "";
-            proxy_pass http://backend;
-
-            # auth_request passes 401 and 403 on and turns any other
-            # refusal into 500: give 429 (with Retry-After) and 503 back.
-            auth_request_set $keygate_status $upstream_status;
-            auth_request_set $keygate_retry_after $upstream_http_retry_after;
-            error_page 500 = @keygate_refused;
-        }
-
-        location = /_keygate {
-            internal;
-            proxy_pass http://keygate/v1/forward-auth;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header X-Forwarded-For $remote_addr;
-        }
-
-        location @keygate_refused {
-            if ($keygate_status = 429) {
-                add_header Retry-After $keygate_retry_after always;
-                return 429;
-            }
-            if ($keygate_status = 503) {
-                return 503;
-            }
-            return 500;
-        }
-    }
+    upstream backend { server %[2]s; }
+%[3]s
 }
 `
+
+// readmeNginx is README.md's nginx configuration, pointed at keygate's
+// address and listening on port: the test runs what the README shows.
+func readmeNginx(t *testing.T, keygateAddr string, port int) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "```nginx\n")
+	if block, _, ok = strings.Cut(block, "\n```"); !ok || !strings.Contains(block, "keygate.internal:8080") || !strings.Contains(block, "server {\n") {
+		t.Fatal("README.md has no nginx configuration pointing at keygate.internal:8080")
+	}
+	block = strings.Replace(block, "keygate.internal:8080", keygateAddr, 1)
+	return strings.Replace(block, "server {\n", fmt.Sprintf("server {\n    listen 127.0.0.1:%d;\n", port), 1)
+}
 
 // nginxBinary finds Debian's nginx; without it the test is skipped, except
 // under CI=true (.ci/run installs it).
@@ -117,7 +84,7 @@ func startNginx(t *testing.T, keygateAddr, backendAddr string) string {
 	dir := t.TempDir()
 	port := freePort(t)
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port, keygateAddr, backendAddr), 0o600); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, backendAddr, readmeNginx(t, keygateAddr, port)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	stderr := &authztest.SyncBuffer{}
@@ -161,7 +128,8 @@ func startNginx(t *testing.T, keygateAddr, backendAddr string) string {
 	}
 }
 
-// TestNginxForwardAuth puts Debian's nginx, configured as README.md shows,
+// TestNginxForwardAuth puts Debian's nginx, configured as README.md shows
+// (the test reads its configuration there),
 // in front of a backend, asking keygate with auth_request: allowed requests
 // reach the backend with the key's identity and without the key; denied,
 // unmapped, keyless and spoofed ones do not; over the failed-authentication
