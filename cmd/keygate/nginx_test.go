@@ -46,8 +46,9 @@ func readmeNginx(t *testing.T, keygateAddr string, port int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, block, ok := strings.Cut(string(readme), "```nginx\n")
-	if block, _, ok = strings.Cut(block, "\n```"); !ok || !strings.Contains(block, "keygate.internal:8080") || !strings.Contains(block, "server {\n") {
+	_, block, found := strings.Cut(string(readme), "```nginx\n")
+	block, _, closed := strings.Cut(block, "\n```")
+	if !found || !closed || !strings.Contains(block, "keygate.internal:8080") || !strings.Contains(block, "server {\n") {
 		t.Fatal("README.md has no nginx configuration pointing at keygate.internal:8080")
 	}
 	block = strings.Replace(block, "keygate.internal:8080", keygateAddr, 1)

@@ -18,7 +18,7 @@ func BenchmarkDecisionMetrics(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer tel.shutdown(ctx)
+	defer func() { _ = tel.shutdown(ctx) }()
 	m, err := newDecisionMetrics(tel.meterProvider)
 	if err != nil {
 		b.Fatal(err)
