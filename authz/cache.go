@@ -57,7 +57,7 @@ type KeyCache struct {
 	feedDown  atomic.Bool
 	feedHeard atomic.Int64
 
-	hits, misses, negativeHits, loads, stale atomic.Int64
+	hits, misses, negativeHits, loads, stale, evictions atomic.Int64
 }
 
 const cacheShards = 16
@@ -275,6 +275,7 @@ func (c *KeyCache) add(s *cacheShard, e *cacheEntry) {
 	s.size++
 	for capacity := c.opts.MaxEntries/cacheShards + 1; s.size > capacity; {
 		s.remove(c, s.lru.prev)
+		c.evictions.Add(1)
 	}
 }
 
@@ -411,16 +412,18 @@ func (c *KeyCache) Purge() {
 }
 
 // KeyCacheStats are counters since the cache was made. Stale counts keys
-// looked up again because the change feed was down past Staleness.
+// looked up again because the change feed was down past Staleness;
+// Evictions, keys dropped to stay within MaxEntries.
 type KeyCacheStats struct {
 	Entries, NegativeEntries                      int
 	Hits, Misses, NegativeHits, StoreLoads, Stale int64
+	Evictions                                     int64
 }
 
 // Stats returns the cache's counters and sizes.
 func (c *KeyCache) Stats() KeyCacheStats {
 	st := KeyCacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), NegativeHits: c.negativeHits.Load(),
-		StoreLoads: c.loads.Load(), Stale: c.stale.Load()}
+		StoreLoads: c.loads.Load(), Stale: c.stale.Load(), Evictions: c.evictions.Load()}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()

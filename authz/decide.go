@@ -15,7 +15,20 @@ const (
 	SourceForwardAuth = "forward_auth" // gateways asking before they forward a request
 	SourceMCP         = "mcp"          // the MCP gateway's tools/list and tools/call
 	SourceMiddleware  = "middleware"   // RequirePermission in a Go service
+	SourceGRPC        = "grpc"         // Envoy's ext_authz over gRPC
 )
+
+// TargetHTTPRequest is the target type of a denial event for a forwarded
+// request that maps to no check; its id is the method and path.
+const TargetHTTPRequest = "http_request"
+
+// DecisionMetrics counts the decision requests Decide answers, so telemetry
+// can live outside the domain.
+type DecisionMetrics interface {
+	// Decided is called once per request with its Source, the answer's
+	// Code or, when Decide failed, the error's code, and the time taken.
+	Decided(ctx context.Context, source, code string, elapsed time.Duration)
+}
 
 // DecisionRequest asks what a key may do: the key (a token, or a principal
 // authenticated earlier in the same request) and the checks.
@@ -36,6 +49,10 @@ type DecisionRequest struct {
 	Listing bool
 	// Source is the surface the request came through (Source*).
 	Source string
+	// HTTP is a request a gateway forwards (forward auth, Envoy
+	// ext_authz), in place of Checks: the policy's HTTP mapping turns it
+	// into the one check it means, or denies it with reasons.
+	HTTP *HTTPRequest
 }
 
 // DecisionResult answers a DecisionRequest. DecisionID names it in the
@@ -73,7 +90,7 @@ func (r *DecisionResult) Refused() bool { return r.Principal == nil }
 
 // Decide is keygate's one decision path, behind every surface: it
 // validates the checks, authenticates the key (unless the request carries
-// a principal), takes the request from the key's rate limit, evaluates the
+// a principal), maps a forwarded HTTP request to its check, takes the request from the key's rate limit, evaluates the
 // policy once for all checks, spends a credit per allowed check of a key
 // with credits, and records what was denied and counts the outcome, off
 // the request path. A refused key and a key over its limits are answers,
@@ -82,7 +99,10 @@ func (r *DecisionResult) Refused() bool { return r.Principal == nil }
 // EUNAVAILABLE when the key cannot be looked up or its credits cannot be
 // spent, ERATELIMIT when the address is over its failed authentication
 // budget and EINTERNAL when the policy fails (callers deny).
-func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*DecisionResult, error) {
+func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (res *DecisionResult, err error) {
+	if s.Metrics != nil {
+		defer s.countDecision(ctx, req.Source, time.Now(), &res, &err)
+	}
 	if err := validateRequest(req); err != nil {
 		return nil, err
 	}
@@ -93,7 +113,6 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 	}
 	logged := s.DecisionLog != nil && s.DecisionLog.Sampled()
 	dc := DecisionContext{Time: now, IP: RequestInfoFromContext(ctx).IP}
-	batch := len(req.Checks) != 1 || req.Listing
 	p := req.Principal
 	if p == nil {
 		p, err = s.authenticate(ctx, now, req.Token)
@@ -102,14 +121,31 @@ func (s *KeyService) Decide(ctx context.Context, req DecisionRequest) (*Decision
 			if !IsKeyRefusal(code) {
 				return nil, err
 			}
-			res := refusedResult(decisionID, code, ErrorMessage(err), len(req.Checks))
+			refused := refusedResult(decisionID, code, ErrorMessage(err), max(len(req.Checks), boolCount(req.HTTP != nil)))
 			if logged {
-				s.logDecision(ctx, req, res, dc, batch, 0, nil)
+				s.logDecision(ctx, req, refused, dc, len(req.Checks) != 1, 0, nil)
+			}
+			return refused, nil
+		}
+	}
+	res = &DecisionResult{DecisionID: decisionID, Principal: p, Code: CodeDenied}
+	if req.HTTP != nil {
+		check, reasons, err := s.mapHTTP(ctx, *req.HTTP)
+		if err != nil {
+			return nil, err
+		}
+		if check == nil {
+			res.Decisions = []Decision{{Allow: false, Reasons: reasons}}
+			s.httpDenied(ctx, now, decisionID, p, req, reasons)
+			s.countUsage(p.KeyID, p.TenantID, now, res.Code)
+			if logged {
+				s.logDecision(ctx, req, res, dc, false, 0, nil)
 			}
 			return res, nil
 		}
+		req.Checks = []Check{*check}
 	}
-	res := &DecisionResult{DecisionID: decisionID, Principal: p, Code: CodeDenied}
+	batch := len(req.Checks) != 1 || req.Listing
 	if len(req.Checks) == 0 {
 		res.Decisions = []Decision{}
 		return res, nil
@@ -207,6 +243,12 @@ func refusedResult(decisionID, code, reason string, checks int) *DecisionResult 
 
 func validateRequest(req DecisionRequest) error {
 	var fields []FieldError
+	if req.HTTP != nil {
+		if len(req.Checks) > 0 || req.Batch || req.Listing {
+			return Errorf(EINVALID, "a forwarded HTTP request is decided alone, without checks")
+		}
+		return nil
+	}
 	if req.Listing {
 		for i, c := range req.Checks {
 			fields = append(fields, c.Validate(fmt.Sprintf("checks[%d]", i))...)
@@ -351,19 +393,7 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 	if len(denied) == 0 {
 		return
 	}
-	info := RequestInfoFromContext(ctx)
-	ev := AuditEvent{
-		OccurredAt: now,
-		TenantID:   p.TenantID,
-		ActorType:  ActorTypeAPIKey,
-		ActorID:    p.KeyID,
-		Action:     AuditAuthzDenied,
-		Outcome:    OutcomeDenied,
-		IP:         info.IP,
-		UserAgent:  info.UserAgent,
-		RequestID:  info.RequestID,
-		TraceID:    info.TraceID,
-	}
+	ev := deniedEvent(ctx, now, p)
 	checks := req.Checks
 	if len(checks) == 1 {
 		c := checks[0]
@@ -386,4 +416,22 @@ func (s *KeyService) authzDenied(ctx context.Context, now time.Time, decisionID 
 		}
 	}
 	s.Events.Record(ev)
+}
+
+// deniedEvent is the start of the event of a decision that denied
+// something: who asked, and from where.
+func deniedEvent(ctx context.Context, now time.Time, p *Principal) AuditEvent {
+	info := RequestInfoFromContext(ctx)
+	return AuditEvent{
+		OccurredAt: now,
+		TenantID:   p.TenantID,
+		ActorType:  ActorTypeAPIKey,
+		ActorID:    p.KeyID,
+		Action:     AuditAuthzDenied,
+		Outcome:    OutcomeDenied,
+		IP:         info.IP,
+		UserAgent:  info.UserAgent,
+		RequestID:  info.RequestID,
+		TraceID:    info.TraceID,
+	}
 }

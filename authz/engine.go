@@ -35,6 +35,10 @@ type Engine struct {
 	decisions *decisionCache // nil: no decision cache
 	inputs    principalTerms
 
+	// mappings caches forward auth's HTTP mappings; nil with no decision
+	// cache.
+	mappings *shardedCache[httpKey, HTTPMapping]
+
 	nativeScopeMatch bool // see scope_match.go
 }
 
@@ -60,6 +64,12 @@ type preparedPolicy struct {
 	pure       bool                    // answers depend on principal, resource and action only
 	impurity   string                  // why not, when not
 	revision   string                  // PolicySet.Revision
+
+	// http maps forwarded requests, when the policy defines it (mapsHTTP);
+	// its mappings are cached while they depend on the request alone.
+	http     rego.PreparedEvalQuery
+	mapsHTTP bool
+	httpPure bool
 }
 
 // NewEngine returns an engine serving modules (file name → Rego source).
@@ -71,6 +81,9 @@ func NewEngine(ctx context.Context, modules map[string]string, opts EngineOption
 // LoadSet).
 func NewEngineFromSet(ctx context.Context, set PolicySet, opts EngineOptions) (*Engine, error) {
 	e := &Engine{observer: opts.Observer, terms: newInputTerms(), decisions: newDecisionCache(opts.DecisionCacheSize)}
+	if e.decisions != nil {
+		e.mappings = newShardedCache[httpKey, HTTPMapping](maxHTTPMappings)
+	}
 	e.inputs.m = newChurnMap[any, *ast.Term](maxPrincipalTerms)
 	if e.observer == nil {
 		e.observer = NopObserver{}
@@ -136,6 +149,9 @@ func (e *Engine) LoadSet(ctx context.Context, set PolicySet) error {
 		}
 		*q.dst = prepared
 	}
+	if err := prepareHTTP(ctx, c, p); err != nil {
+		return err
+	}
 	p.gen = e.loads.Add(1)
 	e.policy.Store(p)
 	return nil
@@ -175,6 +191,20 @@ func (e *Engine) DecisionCaching() (bool, string) {
 		return false, "the policy is not a function of principal, resource and action: " + p.impurity
 	}
 	return true, ""
+}
+
+// DecisionCacheStats reports the counters and size of the decision cache
+// and of forward auth's mappings with it; zero when the cache is off.
+func (e *Engine) DecisionCacheStats() DecisionCacheStats {
+	if e.decisions == nil {
+		return DecisionCacheStats{}
+	}
+	st, m := e.decisions.stats(), e.mappings.stats()
+	st.Entries += m.Entries
+	st.Hits += m.Hits
+	st.Misses += m.Misses
+	st.Evictions += m.Evictions
+	return st
 }
 
 // keepTerm hands results back as AST terms, skipping OPA's conversion to

@@ -722,7 +722,7 @@ func TestReadPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(slices.Sorted(maps.Keys(modules)), " "); got != "authz.rego log.rego management.rego" {
+	if got := strings.Join(slices.Sorted(maps.Keys(modules)), " "); got != "authz.rego http.rego log.rego management.rego" {
 		t.Errorf("embedded policies: %s", got)
 	}
 

@@ -17,6 +17,9 @@ type Policy interface {
 	DecideBatch(ctx context.Context, p *Principal, checks []Check, dc DecisionContext) ([]Decision, error)
 	// DecideManagement answers who may manage what.
 	DecideManagement(ctx context.Context, in ManagementInput) (Decision, error)
+	// MapHTTP says which check a request a gateway forwards means, or why
+	// none; errors are EINTERNAL.
+	MapHTTP(ctx context.Context, r HTTPRequest) (HTTPMapping, error)
 }
 
 // KeyLookup finds a key by token hash on the authentication path; a cache
@@ -81,6 +84,8 @@ type KeyService struct {
 
 	// DecisionLog records every decision Decide makes; nil: none.
 	DecisionLog DecisionLogger
+	// Metrics counts the decision requests Decide answers; nil: none.
+	Metrics DecisionMetrics
 }
 
 func (s *KeyService) now() time.Time { return clock(s.Now) }

@@ -14,7 +14,6 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -118,6 +117,7 @@ type callRecord struct {
 	reasons    []string
 	tool       *authz.MCPTool
 	server     *authz.MCPServer
+	upstream   string // the name of the tool's server, when the catalog has the tool
 	result     string
 	reason     string // why it failed, scrubbed of secrets
 }
@@ -159,6 +159,9 @@ func (g *Gateway) callTool(ctx context.Context, t *tenant, next sdk.MethodHandle
 		return nil, internalError("the call cannot be decided right now")
 	}
 	rec.decisionID, rec.reasons = decided.DecisionID, decided.Decisions[0].Reasons
+	if tool := v.tools[params.Name]; tool != nil {
+		rec.upstream = v.servers[tool.ServerID].Name
+	}
 	if err := limitedError(params.Name, decided); err != nil {
 		rec.result, rec.reason = resultRateLimited, strings.Join(rec.reasons, "; ")
 		if decided.Code == authz.CodeUsageExceeded {
@@ -292,9 +295,9 @@ func (g *Gateway) finishCall(ctx context.Context, span trace.Span, ra *requestAu
 		outcome = authz.OutcomeDenied
 	}
 	name := authz.Truncate(rec.name, authz.MaxResourceIDLen)
-	attrs := []attribute.KeyValue{attribute.String("outcome", rec.result)}
-	g.calls.Add(ctx, 1, metric.WithAttributes(attrs...))
-	g.latency.Record(ctx, elapsed.Seconds(), metric.WithAttributes(attrs...))
+	attrs := callAttrs(rec, ra.principal.TenantID)
+	g.calls.Add(ctx, 1, attrs)
+	g.latency.Record(ctx, elapsed.Seconds(), attrs)
 	span.SetAttributes(attribute.String("mcp.call.result", rec.result), attribute.Bool("keygate.allowed", rec.allowed),
 		attribute.String("keygate.decision_id", rec.decisionID))
 	if outcome == authz.OutcomeFailure {

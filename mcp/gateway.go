@@ -141,6 +141,7 @@ type Gateway struct {
 	tracer   trace.Tracer
 	calls    metric.Int64Counter
 	latency  metric.Float64Histogram
+	health   *upstreamHealth
 	pool     *pool
 	sessions *sessionLimiter
 	handler  http.Handler
@@ -204,12 +205,17 @@ func New(opts Options) (*Gateway, error) {
 	}
 	meter := opts.MeterProvider.Meter("github.com/keygate/keygate/mcp")
 	calls, err := meter.Int64Counter("keygate.mcp.tool_calls",
-		metric.WithDescription("MCP tool calls through the gateway, by outcome"), metric.WithUnit("{call}"))
+		metric.WithDescription("MCP tool calls through the gateway, by outcome, tenant_id and upstream"), metric.WithUnit("{call}"))
 	if err != nil {
 		return nil, err
 	}
 	latency, err := meter.Float64Histogram("keygate.mcp.tool_call.duration",
-		metric.WithDescription("Time to decide and proxy an MCP tool call"), metric.WithUnit("s"))
+		metric.WithDescription("Time to decide and proxy an MCP tool call"), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(callBuckets...))
+	if err != nil {
+		return nil, err
+	}
+	health, err := newUpstreamHealth(meter)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +225,7 @@ func New(opts Options) (*Gateway, error) {
 		tracer:  opts.TracerProvider.Tracer("github.com/keygate/keygate/mcp"),
 		calls:   calls,
 		latency: latency,
+		health:  health,
 		slots:   make(chan struct{}, defaultSyncWorkers),
 		tenants: make(map[string]*tenant),
 		resyncs: make(map[string]*resyncState),
@@ -266,6 +273,7 @@ func (g *Gateway) SyncAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	g.health.retain(servers)
 	for _, srv := range servers {
 		g.triggerResync(srv, resyncScheduled)
 	}

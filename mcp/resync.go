@@ -62,9 +62,11 @@ func (g *Gateway) runResync(srv *authz.MCPServer, st *resyncState) {
 		}
 		// Bounded by the server's timeout inside; this bounds the database.
 		ctx, cancel := context.WithTimeout(g.bgCtx, srv.Timeout()+30*time.Second)
-		_, err := g.opts.Catalog.Resync(ctx, srv.TenantID, srv.ID)
+		report, err := g.opts.Catalog.Resync(ctx, srv.TenantID, srv.ID)
 		cancel()
 		<-g.slots
+		gone := authz.ErrorCode(err) == authz.ENOTFOUND || err == nil && report == nil // deleted, or disabled
+		g.health.synced(g.bgCtx, srv, err, gone)
 		switch code := authz.ErrorCode(err); {
 		case err == nil:
 		case code == authz.EUNAVAILABLE:

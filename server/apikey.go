@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
@@ -29,10 +28,7 @@ type Decider interface {
 // on gin can use it as is.
 func RequireAPIKey(auth Authenticator) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		token := bearerToken(c.Request)
-		if token == "" {
-			token = strings.TrimSpace(c.GetHeader(APIKeyHeader))
-		}
+		token := apiKey(c.Request.Header)
 		if token == "" {
 			writeError(c, authz.Errorf(authz.EUNAUTHORIZED, "an API key is required (Authorization: Bearer pk_… or %s)", APIKeyHeader))
 			return
@@ -84,15 +80,8 @@ func RequirePermission(d Decider, rt authz.ResourceType, action string, id func(
 			writeError(c, err)
 			return
 		}
-		switch reasons := res.Decisions[0].Reasons; {
-		case res.Code == authz.CodeRateLimited || res.Code == authz.CodeUsageExceeded:
-			writeError(c, limitedError(res, reasons))
-			return
-		case res.Refused():
-			writeError(c, authz.Errorf(res.Code, "%s", strings.Join(reasons, "; ")))
-			return
-		case !res.Allowed():
-			writeError(c, authz.Errorf(authz.EFORBIDDEN, "%s", strings.Join(reasons, "; ")))
+		if !res.Allowed() {
+			writeError(c, decisionRefusal(res))
 			return
 		}
 		c.Next()

@@ -19,7 +19,7 @@ func ErrorStatus(code string) int {
 		return http.StatusBadRequest
 	case authz.EUNAUTHORIZED, authz.KeyInvalid, authz.KeyDisabled, authz.KeyExpired:
 		return http.StatusUnauthorized
-	case authz.EFORBIDDEN:
+	case authz.EFORBIDDEN, authz.CodeDenied:
 		return http.StatusForbidden
 	case authz.ENOTFOUND:
 		return http.StatusNotFound
@@ -56,6 +56,11 @@ type Problem struct {
 
 	// ExistingID, with a 409, is the id of what already holds the name.
 	ExistingID string `json:"existing_id,omitempty"`
+
+	// Reasons and DecisionID, in a refusal of forward auth, are the
+	// policy's reasons and the decision's id in the audit trail.
+	Reasons    []string `json:"reasons,omitempty"`
+	DecisionID string   `json:"decision_id,omitempty"`
 }
 
 // problemContentType is the media type of RFC 9457 documents.
@@ -94,13 +99,17 @@ func writeProblem(c *gin.Context, status int, code, detail string, fields ...aut
 }
 
 func newProblem(c *gin.Context, status int, code, detail string, fields []authz.FieldError) Problem {
+	return makeProblem(requestID(c), status, code, detail, fields)
+}
+
+func makeProblem(requestID string, status int, code, detail string, fields []authz.FieldError) Problem {
 	return Problem{
 		Type:      "urn:keygate:problem:" + code,
 		Title:     http.StatusText(status),
 		Status:    status,
 		Detail:    detail,
 		Code:      code,
-		RequestID: requestID(c),
+		RequestID: requestID,
 		Errors:    fields,
 	}
 }

@@ -129,15 +129,23 @@ func loggerFrom(c *gin.Context) *slog.Logger {
 // requests are logged at debug level, so a busy instance does not spend
 // its time writing a line per decision. Denials are in the audit trail.
 var quietRoutes = map[string]bool{
-	"/v1/authorize": true,
-	"/v1/whoami":    true,
-	"/healthz":      true,
-	"/readyz":       true,
+	"/v1/authorize":            true,
+	"/v1/whoami":               true,
+	"/healthz":                 true,
+	ForwardAuthPath:            true,
+	ForwardAuthPath + "/*path": true,
+	"/metrics":                 true,
+	"/readyz":                  true,
 }
 
 // bearerToken returns the credential of an `Authorization: Bearer` header.
 func bearerToken(r *http.Request) string {
-	h := r.Header.Get("Authorization")
+	return bearerCredential(r.Header.Get("Authorization"))
+}
+
+// bearerCredential returns the credential of an Authorization value of the
+// Bearer scheme.
+func bearerCredential(h string) string {
 	const prefix = "bearer "
 	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
 		return strings.TrimSpace(h[len(prefix):])

@@ -38,10 +38,14 @@ type Config struct {
 	ReadyDetails func(ctx context.Context) map[string]any
 	// PolicyStatus answers GET /api/v1/policy; nil leaves the route out.
 	PolicyStatus *authz.PolicyStatusService
+	// Metrics serves GET /metrics; nil leaves the route out (metrics are
+	// then on a listener of their own, or off).
+	Metrics http.Handler
 }
 
 // Server holds the router and what the handlers need.
 type Server struct {
+	logger *slog.Logger
 	keys   *authz.KeyService
 	mcp    *authz.MCPServerService
 	policy *authz.PolicyStatusService
@@ -59,7 +63,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	s := &Server{keys: cfg.Keys, mcp: cfg.MCP, policy: cfg.PolicyStatus, jwt: cfg.JWT, ready: cfg.Ready, detail: cfg.ReadyDetails}
+	s := &Server{logger: cfg.Logger, keys: cfg.Keys, mcp: cfg.MCP, policy: cfg.PolicyStatus, jwt: cfg.JWT, ready: cfg.Ready, detail: cfg.ReadyDetails}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
@@ -84,6 +88,11 @@ func New(cfg Config) (*Server, error) {
 	v1 := r.Group("/v1")
 	v1.POST("/authorize", s.authorize)
 	v1.GET("/whoami", RequireAPIKey(cfg.Keys), s.whoami)
+	r.Any(ForwardAuthPath, s.forwardAuth)
+	r.Any(ForwardAuthPath+"/*path", s.forwardAuth)
+	if cfg.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(cfg.Metrics))
+	}
 
 	api := r.Group("/api/v1", requireJWT(cfg.JWT, cfg.AuthLimiter))
 	api.POST("/api-keys", s.createKey)

@@ -83,6 +83,8 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", env("KEYGATE_TLS_CERT_FILE", ""), "PEM certificate (chain) to serve HTTPS with; SIGHUP reloads it (KEYGATE_TLS_CERT_FILE)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", env("KEYGATE_TLS_KEY_FILE", ""), "PEM private key of the certificate (KEYGATE_TLS_KEY_FILE)")
 	fs.StringVar(&c.AllowedNetworks, "mcp-allowed-networks", env("KEYGATE_MCP_ALLOWED_NETWORKS", ""), "comma-separated CIDRs of non-public networks (loopback, private, link-local) upstream MCP servers may be reached in; empty: public addresses only (KEYGATE_MCP_ALLOWED_NETWORKS)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("KEYGATE_METRICS_ADDR", ""), "listen address for Prometheus metrics (GET /metrics); main: on --addr; off: none; empty: on --addr when it is a loopback address, else none (KEYGATE_METRICS_ADDR)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", env("KEYGATE_GRPC_ADDR", ""), "listen address for Envoy's ext_authz over gRPC; empty: off (KEYGATE_GRPC_ADDR)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", d.FlushInterval), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 	c.bindLimits(fs)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -63,6 +64,11 @@ type App struct {
 	started   atomic.Bool
 	bgStop    context.CancelFunc
 	bgDone    chan struct{}
+
+	// The listeners beside the main one (listeners.go), opened by Listen
+	// or Serve.
+	metricsLn, grpcLn net.Listener
+	extraServed       bool
 }
 
 // New builds an instance from cfg: it opens and migrates the database,
@@ -144,6 +150,10 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	a.KeyCache = authz.NewKeyCache(keyStore, authz.KeyCacheOptions{MaxEntries: cfg.KeyCacheSize, TTL: cfg.KeyCacheTTL,
 		Staleness: cfg.KeyCacheStaleness, NegativeTTL: cfg.NegativeCacheTTL, Now: cfg.Now})
 	a.newFeed()
+	decisions, err := newDecisionMetrics(a.telemetry.meterProvider)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	a.Keys = &authz.KeyService{
 		Store:    keyStore,
 		AuditLog: auditStore,
@@ -154,6 +164,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Usage:    a.Usage,
 		Now:      cfg.Now,
 		Limiter:  a.AuthLimiter,
+		Metrics:  decisions,
 	}
 	if a.limits, err = newKeyLimits(cfg, a.DB, keyStore, logger, a.telemetry.meterProvider); err != nil {
 		return nil, fmt.Errorf("per-key limits: %w", err)
@@ -197,6 +208,11 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	// catalogs and records syncs through the service.
 	a.MCP.Upstreams, a.MCP.Notifier, a.MCP.Addresses = a.Gateway, a.Gateway, a.Gateway
 
+	var metricsRoute http.Handler
+	if cfg.metricsOnMain() {
+		metricsRoute = a.telemetry.metrics
+	}
+	cfg.logMetricsPlacement(logger)
 	a.Server, err = server.New(server.Config{
 		Keys:           a.Keys,
 		JWT:            verifier,
@@ -210,6 +226,7 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 		Mounts:         map[string]http.Handler{"/mcp": a.Gateway.Handler()},
 		AuthLimiter:    a.AuthLimiter,
 		PolicyStatus:   &authz.PolicyStatusService{Policy: a.Engine, Status: a.policy.Status},
+		Metrics:        metricsRoute,
 	})
 	if err != nil {
 		return nil, err
@@ -219,6 +236,12 @@ func New(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	if err := a.registerDecisionLogMetrics(a.telemetry.meterProvider); err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if err := a.registerCacheMetrics(a.telemetry.meterProvider); err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	if !a.Engine.MapsHTTP() {
+		logger.Warn("the policy does not define data.keygate.http.decision: forward auth and ext_authz deny every request")
 	}
 	logDecisionCaching(a.Engine, logger)
 	return a, nil
@@ -322,6 +345,7 @@ func (a *App) DevAdminToken() (string, error) {
 // until ctx ends. Stop serving HTTP first (Serve returns when it has).
 func (a *App) Close(ctx context.Context) error {
 	var errs []error
+	a.closeExtra()
 	if a.bgStop != nil {
 		a.bgStop()
 		a.bgStop = nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -69,6 +70,13 @@ type Config struct {
 	DecisionLogGzip   bool    // the http sink compresses its posts
 	// DecisionLogStdout is where the console sink writes; nil: os.Stdout.
 	DecisionLogStdout io.Writer
+
+	// MetricsAddr is where GET /metrics is served: a listen address of its
+	// own; MetricsOnMain for the main listener; MetricsOff for nowhere; ""
+	// for the main listener when Addr is a loopback address, else nowhere.
+	MetricsAddr string
+	// GRPCAddr is the listen address of Envoy's ext_authz over gRPC; "": off.
+	GRPCAddr string
 
 	// TLSCertFile and TLSKeyFile serve HTTPS (both or neither); SIGHUP
 	// reloads them.
@@ -212,6 +220,18 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("KEYGATE_SHUTDOWN_TIMEOUT must be positive, got %s", c.ShutdownTimeout))
+	}
+	switch c.MetricsAddr {
+	case "", MetricsOnMain, MetricsOff:
+	default:
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("KEYGATE_METRICS_ADDR must be a listen address (host:port), %q or %q, got %q", MetricsOnMain, MetricsOff, c.MetricsAddr))
+		}
+	}
+	if c.GRPCAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+			errs = append(errs, fmt.Errorf("KEYGATE_GRPC_ADDR must be a listen address (host:port), got %q", c.GRPCAddr))
+		}
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("KEYGATE_TLS_CERT_FILE and KEYGATE_TLS_KEY_FILE must be set together"))

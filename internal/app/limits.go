@@ -102,10 +102,10 @@ type limitListener struct {
 	open      atomic.Int64
 }
 
-func newLimitListener(ln net.Listener, n int, mp metric.MeterProvider) (*limitListener, error) {
+func newLimitListener(ln net.Listener, n int, mp metric.MeterProvider, name, description string) (*limitListener, error) {
 	l := &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{})}
-	_, err := mp.Meter(meterName).Int64ObservableGauge("keygate.http.connections",
-		metric.WithDescription("HTTP connections open; at most KEYGATE_HTTP_MAX_CONNECTIONS"), metric.WithUnit("{connection}"),
+	_, err := mp.Meter(meterName).Int64ObservableGauge(name,
+		metric.WithDescription(description), metric.WithUnit("{connection}"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(l.open.Load())
 			return nil

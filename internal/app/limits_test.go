@@ -60,7 +60,7 @@ func TestLimitListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := newLimitListener(inner, 1, metricnoop.NewMeterProvider())
+	ln, err := newLimitListener(inner, 1, metricnoop.NewMeterProvider(), "keygate.http.connections", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,11 +111,7 @@ func (a *App) registerOutageMetrics(mp metric.MeterProvider) error {
 			return f(a.spool), true
 		}
 	}
-	ints := []struct {
-		name, description, unit string
-		counter                 bool
-		value                   func() (int64, bool)
-	}{
+	ints := []intStat{
 		{"keygate.audit.queued", "Audit events in memory, waiting to be written", "{event}", false,
 			audit(func(st authz.AuditWriterStats) int64 { return int64(st.Queued) })},
 		{"keygate.audit.spooled", "Audit events in the spool on disk, waiting for the database", "{event}", false,
@@ -131,26 +127,9 @@ func (a *App) registerOutageMetrics(mp metric.MeterProvider) error {
 		{"keygate.key_cache.stale_reloads", "Cached keys looked up again because the change feed was down past KEYGATE_KEY_CACHE_STALENESS", "{key}", true,
 			func() (int64, bool) { return a.KeyCache.Stats().Stale, true }},
 	}
-	var instruments []metric.Observable
-	var observe []func(metric.Observer)
-	for _, m := range ints {
-		desc, unit := metric.WithDescription(m.description), metric.WithUnit(m.unit)
-		var inst metric.Int64Observable
-		var err error
-		if m.counter {
-			inst, err = meter.Int64ObservableCounter(m.name, desc, unit)
-		} else {
-			inst, err = meter.Int64ObservableGauge(m.name, desc, unit)
-		}
-		if err != nil {
-			return err
-		}
-		instruments = append(instruments, inst)
-		observe = append(observe, func(o metric.Observer) {
-			if v, ok := m.value(); ok {
-				o.ObserveInt64(inst, v)
-			}
-		})
+	instruments, observe, err := intObservables(meter, ints)
+	if err != nil {
+		return err
 	}
 	silence, err := meter.Float64ObservableGauge("keygate.key_change_feed.silence",
 		metric.WithDescription("Time since the key change feed last heard the database"), metric.WithUnit("s"))
@@ -158,9 +137,7 @@ func (a *App) registerOutageMetrics(mp metric.MeterProvider) error {
 		return err
 	}
 	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for _, f := range observe {
-			f(o)
-		}
+		observe(o)
 		if a.Feed != nil {
 			if heard := a.Feed.LastHeard(); !heard.IsZero() {
 				o.ObserveFloat64(silence, time.Since(heard).Seconds())

@@ -13,17 +13,23 @@ import (
 // connection cap are settings (Config.HTTP*).
 const maxHeaderBytes = 64 << 10
 
-// Listen opens the configured listen address.
+// Listen opens the configured listen address, and the metrics and
+// ext_authz listeners when configured (MetricsAddr, GRPCAddr report
+// theirs).
 func (a *App) Listen(ctx context.Context) (net.Listener, error) {
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a.Config.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (KEYGATE_ADDR): %w", a.Config.Addr, err)
 	}
+	if err := a.listenExtra(ctx); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	return ln, nil
 }
 
-// Serve serves the API and /mcp on ln, and the profiler on DebugAddr when
-// set, until ctx ends; then it stops accepting connections, ends MCP
+// Serve serves the API and /mcp on ln, the profiler on DebugAddr, metrics
+// on MetricsAddr and ext_authz on GRPCAddr when set, until ctx ends; then it stops accepting connections, ends MCP
 // sessions and waits up to ShutdownTimeout for requests in flight. Call
 // Close after it returns, to write what is queued.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
@@ -34,10 +40,21 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		_ = ln.Close()
 		return fmt.Errorf("debug listener (KEYGATE_DEBUG_ADDR): %w", err)
 	}
-	cfg := a.Config
-	limited, err := newLimitListener(ln, cfg.HTTPMaxConnections, a.telemetry.meterProvider)
+	if err := a.listenExtra(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	stopExtra, err := a.serveExtra(logger)
 	if err != nil {
 		_ = ln.Close()
+		return err
+	}
+	cfg := a.Config
+	limited, err := newLimitListener(ln, cfg.HTTPMaxConnections, a.telemetry.meterProvider, "keygate.http.connections",
+		"HTTP connections open; at most KEYGATE_HTTP_MAX_CONNECTIONS")
+	if err != nil {
+		_ = ln.Close()
+		stopExtra(ctx)
 		return err
 	}
 	ln = limited
@@ -66,12 +83,14 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	select {
 	case err := <-serveErr:
+		stopExtra(context.Background())
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down: finishing requests in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
 	defer cancel()
+	defer stopExtra(sctx)
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http shutdown: %w", err)
 	}

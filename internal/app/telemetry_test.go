@@ -20,7 +20,7 @@ func TestDecisionTelemetry(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	obs, err := newDecisionObserver(tp, mp)
+	obs, err := newDecisionObserver(tp.Tracer("test"), mp)
 	if err != nil {
 		t.Fatal(err)
 	}
