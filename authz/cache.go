@@ -68,16 +68,16 @@ const cacheShards = 16
 // keys colliding on 64 bits evict each other.
 type cacheShard struct {
 	mu       sync.Mutex
-	entries  map[uint64]*cacheEntry // token hash's 64-bit key → entry
-	byID     map[uint64]*cacheEntry // key id hash → entry, for changes named by id
-	lru      cacheEntry             // sentinel: lru.next is the most recent
+	entries  churnMap[uint64, *cacheEntry] // token hash's 64-bit key → entry
+	byID     churnMap[uint64, *cacheEntry] // key id hash → entry, for changes named by id
+	lru      cacheEntry                    // sentinel: lru.next is the most recent
 	size     int
 	ready    []*cacheEntry // entries holding a principal, oldest overwritten first
 	readyAt  int
-	negative map[[32]byte]int64 // unknown hash → expiry (Unix nanoseconds)
-	negRing  [][32]byte         // insertion order, to bound negative
+	negative churnMap[[32]byte, int64] // unknown hash → expiry (Unix nanoseconds)
+	negRing  [][32]byte                // insertion order, to bound negative
 	negNext  int
-	inflight map[[32]byte]*cacheLoad
+	inflight churnMap[[32]byte, *cacheLoad]
 }
 
 // cacheLoad is one query in flight that concurrent misses wait for.
@@ -115,13 +115,14 @@ func NewKeyCache(store KeyLookup, opts KeyCacheOptions) *KeyCache {
 	negPerShard := opts.NegativeMaxEntries/cacheShards + 1
 	for i := range c.shards {
 		s := &c.shards[i]
-		s.entries = map[uint64]*cacheEntry{}
-		s.byID = map[uint64]*cacheEntry{}
+		perShard := opts.MaxEntries/cacheShards + 1
+		s.entries = newChurnMap[uint64, *cacheEntry](perShard)
+		s.byID = newChurnMap[uint64, *cacheEntry](perShard)
 		s.ready = make([]*cacheEntry, opts.Principals/cacheShards+1)
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
-		s.negative = map[[32]byte]int64{}
+		s.negative = newChurnMap[[32]byte, int64](negPerShard)
 		s.negRing = make([][32]byte, negPerShard)
-		s.inflight = map[[32]byte]*cacheLoad{}
+		s.inflight = newChurnMap[[32]byte, *cacheLoad](64)
 	}
 	return c
 }
@@ -144,7 +145,7 @@ func (c *KeyCache) shard(h [32]byte) (*cacheShard, uint64) {
 // lookup returns the entry of h, whose 64-bit key is k, in s, whose lock
 // the caller holds.
 func (s *cacheShard) lookup(h [32]byte, k uint64) *cacheEntry {
-	if e := s.entries[k]; e != nil && e.hash == h {
+	if e, _ := s.entries.get(k); e != nil && e.hash == h {
 		return e
 	}
 	return nil
@@ -181,16 +182,16 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 		}
 		s.remove(c, e)
 	}
-	if exp, ok := s.negative[h]; ok {
+	if exp, ok := s.negative.get(h); ok {
 		if now < exp {
 			s.mu.Unlock()
 			c.negativeHits.Add(1)
 			return nil, Errorf(ENOTFOUND, "no key has this hash")
 		}
-		delete(s.negative, h)
+		s.negative.delete(h)
 	}
 	c.misses.Add(1)
-	if load, ok := s.inflight[h]; ok {
+	if load, ok := s.inflight.get(h); ok {
 		s.mu.Unlock()
 		select {
 		case <-load.done:
@@ -203,7 +204,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 		}
 	}
 	load := &cacheLoad{done: make(chan struct{})}
-	s.inflight[h] = load
+	s.inflight.put(h, load)
 	epoch := c.epoch.Load()
 	s.mu.Unlock()
 
@@ -226,8 +227,8 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	load.err = err
 
 	s.mu.Lock()
-	if s.inflight[h] == load {
-		delete(s.inflight, h)
+	if cur, _ := s.inflight.get(h); cur == load {
+		s.inflight.delete(h)
 	}
 	if c.epoch.Load() == epoch {
 		switch {
@@ -261,15 +262,15 @@ func (s *cacheShard) makeReady(e *cacheEntry, p *Principal) {
 // recently used keys beyond the shard's share of MaxEntries.
 func (c *KeyCache) add(s *cacheShard, e *cacheEntry) {
 	k, idk := c.hashKey(e.hash), c.entryIDKey(e)
-	if old := s.entries[k]; old != nil {
+	if old, _ := s.entries.get(k); old != nil {
 		s.remove(c, old)
 	}
-	if old := s.byID[idk]; old != nil {
+	if old, _ := s.byID.get(idk); old != nil {
 		s.remove(c, old)
 	}
-	delete(s.negative, e.hash)
-	s.entries[k] = e
-	s.byID[idk] = e
+	s.negative.delete(e.hash)
+	s.entries.put(k, e)
+	s.byID.put(idk, e)
 	e.prev, e.next = &s.lru, s.lru.next
 	e.next.prev, s.lru.next = e, e
 	s.size++
@@ -287,11 +288,11 @@ func (s *cacheShard) remove(c *KeyCache, e *cacheEntry) {
 		s.ready[e.readySlot] = nil
 		e.principal, e.readySlot = nil, -1
 	}
-	if k := c.hashKey(e.hash); s.entries[k] == e {
-		delete(s.entries, k)
+	if k := c.hashKey(e.hash); s.entries.m[k] == e {
+		s.entries.delete(k)
 	}
-	if k := c.entryIDKey(e); s.byID[k] == e {
-		delete(s.byID, k)
+	if k := c.entryIDKey(e); s.byID.m[k] == e {
+		s.byID.delete(k)
 	}
 	s.size--
 }
@@ -308,15 +309,15 @@ func (s *cacheShard) moveToFront(e *cacheEntry) {
 // addNegative remembers an unknown hash, forgetting the oldest beyond the
 // shard's share of NegativeMaxEntries.
 func (s *cacheShard) addNegative(h [32]byte, expires int64) {
-	if _, ok := s.negative[h]; !ok {
+	if _, ok := s.negative.get(h); !ok {
 		old := s.negRing[s.negNext]
-		if exp, ok := s.negative[old]; ok && exp != 0 {
-			delete(s.negative, old)
+		if exp, ok := s.negative.get(old); ok && exp != 0 {
+			s.negative.delete(old)
 		}
 		s.negRing[s.negNext] = h
 		s.negNext = (s.negNext + 1) % len(s.negRing)
 	}
-	s.negative[h] = expires
+	s.negative.put(h, expires)
 }
 
 // KeysChanged drops what a change made on this instance touched. Other
@@ -339,7 +340,7 @@ func (c *KeyCache) Invalidate(change KeyChange) {
 			if e := s.lookup(h, k); e != nil {
 				s.remove(c, e)
 			}
-			clear(s.inflight)
+			s.inflight.reset()
 			s.mu.Unlock()
 			return
 		}
@@ -349,7 +350,7 @@ func (c *KeyCache) Invalidate(change KeyChange) {
 		idk := c.idKey(change.KeyID)
 		c.each(func(s *cacheShard) {
 			for _, k := range [2]uint64{idk, ^idk} {
-				if e := s.byID[k]; e != nil && e.keyID() == change.KeyID {
+				if e, _ := s.byID.get(k); e != nil && e.keyID() == change.KeyID {
 					s.remove(c, e)
 				}
 			}
@@ -376,7 +377,7 @@ func (c *KeyCache) each(fn func(s *cacheShard)) {
 		s := &c.shards[i]
 		s.mu.Lock()
 		fn(s)
-		clear(s.inflight)
+		s.inflight.reset()
 		s.mu.Unlock()
 	}
 }
@@ -395,8 +396,8 @@ func (ch KeyChange) matches(e *cacheEntry) bool {
 func (c *KeyCache) Purge() {
 	c.epoch.Add(1)
 	c.each(func(s *cacheShard) {
-		clear(s.entries)
-		clear(s.byID)
+		s.entries.reset()
+		s.byID.reset()
 		// Entries may live on as keys of cached decisions; unlinked, none
 		// of them keeps the rest of the old list alive.
 		for e := s.lru.next; e != &s.lru; {
@@ -407,7 +408,7 @@ func (c *KeyCache) Purge() {
 		clear(s.ready)
 		s.lru.next, s.lru.prev = &s.lru, &s.lru
 		s.size = 0
-		clear(s.negative)
+		s.negative.reset()
 	})
 }
 
@@ -428,7 +429,7 @@ func (c *KeyCache) Stats() KeyCacheStats {
 		s := &c.shards[i]
 		s.mu.Lock()
 		st.Entries += s.size
-		st.NegativeEntries += len(s.negative)
+		st.NegativeEntries += s.negative.len()
 		s.mu.Unlock()
 	}
 	return st

@@ -52,3 +52,8 @@ func (c *churnMap[K, V]) evictOne() bool {
 	}
 	return false
 }
+
+// reset drops every entry and the tables that held them.
+func (c *churnMap[K, V]) reset() {
+	c.m, c.deleted = make(map[K]V), 0
+}
