@@ -15,6 +15,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/app"
+	"github.com/keygate/keygate/internal/openapitest"
 	"github.com/keygate/keygate/storage/storagetest"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc"
@@ -108,7 +109,7 @@ func metricsTraffic(t *testing.T) *mcpHarness {
 	}
 	second := sdk.NewClient(&sdk.Implementation{Name: "second", Version: "1"}, nil)
 	if s, err := second.Connect(cctx, &sdk.StreamableClientTransport{Endpoint: url + "/mcp",
-		HTTPClient: &http.Client{Transport: bearerTransport{token}}, MaxRetries: -1}, nil); err == nil {
+		HTTPClient: &http.Client{Transport: bearerTransport{token, openapitest.NewTransport(t, nil)}}, MaxRetries: -1}, nil); err == nil {
 		_ = s.Close()
 		t.Fatal("a second session opened past the bound of one")
 	}
