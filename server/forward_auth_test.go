@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
@@ -158,32 +159,44 @@ func TestForwardAuthOverBudget(t *testing.T) {
 }
 
 // fixedDecider answers every decision request with code, as the per-key
-// limits answer over a key's rate or credits.
-type fixedDecider struct{ code string }
+// limits answer over a key's rate or credits, and says when to try again.
+type fixedDecider struct {
+	code  string
+	after time.Duration
+}
 
 func (d fixedDecider) Decide(_ context.Context, req authz.DecisionRequest) (*authz.DecisionResult, error) {
-	return &authz.DecisionResult{DecisionID: "d1", Code: d.code, Principal: req.Principal,
+	return &authz.DecisionResult{DecisionID: "d1", Code: d.code, Principal: req.Principal, RetryAfter: d.after,
 		Decisions: []authz.Decision{{Reasons: []string{"the key's limit says " + d.code}}}}, nil
 }
 
 // TestPerKeyLimitCodesAre429: a decision answered RATE_LIMITED or
-// USAGE_EXCEEDED is a 429 with Retry-After on the surfaces that answer with
-// HTTP statuses; DENIED stays a 403.
+// USAGE_EXCEEDED is a 429 on the surfaces that answer with HTTP statuses,
+// with Retry-After when a wait helps (the rate limit's, the next refill),
+// without it for credits that are never refilled; DENIED stays a 403.
 func TestPerKeyLimitCodesAre429(t *testing.T) {
 	t.Parallel()
 	p := &authz.Principal{KeyID: "k1", TenantID: "t1", UserID: "u1"}
 	for _, tc := range []struct {
-		code   string
-		status int
-	}{{"RATE_LIMITED", http.StatusTooManyRequests}, {"USAGE_EXCEEDED", http.StatusTooManyRequests}, {authz.CodeDenied, http.StatusForbidden}} {
+		code       string
+		after      time.Duration
+		status     int
+		retryAfter string
+	}{
+		{"RATE_LIMITED", 1500 * time.Millisecond, http.StatusTooManyRequests, "2"},
+		{"USAGE_EXCEEDED", time.Hour, http.StatusTooManyRequests, "3600"},
+		{"USAGE_EXCEEDED", 0, http.StatusTooManyRequests, ""},
+		{authz.CodeDenied, 0, http.StatusForbidden, ""},
+	} {
+		d := fixedDecider{tc.code, tc.after}
 		r := gin.New()
 		r.GET("/stores/:id", func(c *gin.Context) {
 			c.Request = c.Request.WithContext(authz.NewContextWithPrincipal(c.Request.Context(), p))
-		}, server.RequirePermission(fixedDecider{tc.code}, authz.ResourceVectorStore, "query", server.Param("id")),
+		}, server.RequirePermission(d, authz.ResourceVectorStore, "query", server.Param("id")),
 			func(c *gin.Context) { c.Status(http.StatusNoContent) })
 		rec := httptest.NewRecorder()
 		r.ServeHTTP(rec, httptest.NewRequest("GET", "/stores/s1", nil))
-		if rec.Code != tc.status || (tc.status == http.StatusTooManyRequests) != (rec.Header().Get("Retry-After") != "") ||
+		if rec.Code != tc.status || rec.Header().Get("Retry-After") != tc.retryAfter ||
 			!strings.Contains(rec.Body.String(), "the key's limit says "+tc.code) {
 			t.Errorf("%s: %d, Retry-After %q: %s", tc.code, rec.Code, rec.Header().Get("Retry-After"), rec.Body)
 		}
