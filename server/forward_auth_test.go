@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage/storagetest"
+	"google.golang.org/grpc/codes"
 )
 
 var forwardScope = map[string]any{"agent_ids": []string{"a1"}, "flow_ids": []string{"report-*"}, "vector_store_ids": []string{"docs"}}
@@ -200,5 +202,47 @@ func TestPerKeyLimitCodesAre429(t *testing.T) {
 			!strings.Contains(rec.Body.String(), "the key's limit says "+tc.code) {
 			t.Errorf("%s: %d, Retry-After %q: %s", tc.code, rec.Code, rec.Header().Get("Retry-After"), rec.Body)
 		}
+	}
+}
+
+// TestForwardAuthPerKeyLimits: a key's own rate limit and credits hold
+// through forward auth and ext_authz as through /v1/authorize, since both
+// decide with Decide: 429 with the code, the reasons and the decision id,
+// and Retry-After when a wait helps.
+func TestForwardAuthPerKeyLimits(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, storagetest.MustOpenSQLite(t))
+	alice := h.jwt("t1", "alice")
+	_, limited := h.createKey(alice, "limited", forwardScope, "rate_limit", map[string]any{"limit": 1, "window_ms": 60000})
+	_, paid := h.createKey(alice, "paid", forwardScope, "credits", map[string]any{"remaining": 1})
+
+	wantStatus(t, "within the rate limit", h.forward("GET", "/agents/a1", "X-API-Key", limited), http.StatusOK)
+	res := h.forward("GET", "/agents/a1", "X-API-Key", limited)
+	p := wantRefused(t, "over the rate limit", res, http.StatusTooManyRequests, authz.CodeRateLimited, "over its rate limit")
+	if got := res.header.Get("Retry-After"); got != "60" || len(p.Reasons) != 1 || !authz.ValidID(p.DecisionID) {
+		t.Fatalf("over the rate limit: Retry-After %q, problem %+v", got, p)
+	}
+	wantStatus(t, "one credit", h.forward("POST", "/flows/report-daily/run", "X-API-Key", paid), http.StatusOK)
+	res = h.forward("POST", "/flows/report-daily/run", "X-API-Key", paid)
+	wantRefused(t, "out of credits", res, http.StatusTooManyRequests, authz.CodeUsageExceeded, "no credits left")
+	if got := res.header.Get("Retry-After"); got != "" {
+		t.Fatalf("credits never refilled: Retry-After %q, want none", got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	grpcRes, err := extAuthzClient(t, h).Check(ctx, checkRequest("GET", "/agents/a1", map[string]string{"x-api-key": limited}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := grpcRes.GetDeniedResponse()
+	var gp server.Problem
+	if err := json.Unmarshal([]byte(d.GetBody()), &gp); err != nil {
+		t.Fatal(err)
+	}
+	if d.GetStatus().GetCode() != typev3.StatusCode_TooManyRequests || grpcRes.GetStatus().GetCode() != int32(codes.ResourceExhausted) ||
+		headerValues(d.GetHeaders())["retry-after"] == "" || gp.Code != authz.CodeRateLimited {
+		t.Fatalf("ext_authz over the rate limit: HTTP %v, gRPC %v, headers %v, problem %+v", d.GetStatus(), grpcRes.GetStatus(),
+			headerValues(d.GetHeaders()), gp)
 	}
 }
