@@ -216,6 +216,10 @@ func (s *KeyService) logDecision(ctx context.Context, req DecisionRequest, res *
 		Principal: res.Principal, Checks: slices.Clone(req.Checks), Context: dc, Code: res.Code,
 		Eval: eval, RequestID: info.RequestID, TraceID: info.TraceID,
 	}
+	if req.HTTP != nil {
+		forwarded := *req.HTTP
+		en.HTTP = &forwarded
+	}
 	if err != nil {
 		en.Err, en.Code = err, ""
 	} else {

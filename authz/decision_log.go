@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -29,14 +30,18 @@ type DecisionLogEntry struct {
 	Batch      bool       // evaluated with data.keygate.authz.decisions
 	Principal  *Principal // nil: the key was refused before any evaluation
 	Checks     []Check
-	Context    DecisionContext
-	Decisions  []Decision
-	Code       string // DecisionResult.Code
-	Err        error  // the evaluation failed (the request was denied)
-	Revision   string // of the policy that decided
-	Eval       time.Duration
-	RequestID  string
-	TraceID    string
+	// HTTP is the request a gateway forwarded (forward auth, ext_authz),
+	// nil for other surfaces; without Checks, the http policy mapped it to
+	// no check, or it was refused before the policy saw it.
+	HTTP      *HTTPRequest
+	Context   DecisionContext
+	Decisions []Decision
+	Code      string // DecisionResult.Code
+	Err       error  // the evaluation failed (the request was denied)
+	Revision  string // of the policy that decided
+	Eval      time.Duration
+	RequestID string
+	TraceID   string
 	// Labels are the instance's (OPA's id and version); the writer sets
 	// them.
 	Labels map[string]string
@@ -46,6 +51,7 @@ type DecisionLogEntry struct {
 const (
 	DecisionLogPath      = "keygate/authz/decision"
 	DecisionLogBatchPath = "keygate/authz/decisions"
+	DecisionLogHTTPPath  = "keygate/http/decision" // a forwarded request mapped to no check
 )
 
 // DecisionLogEvent is one line of the decision log, in the shape of OPA's
@@ -86,17 +92,28 @@ const decisionLogBundle = "keygate"
 // policy saw (the same the engine builds for it), the result, keygate's
 // source and code in custom, then masked by the loaded policy's
 // data.system.log.mask, if it has one. A key refused before any
-// evaluation has no path and a null principal.
+// evaluation has no path and a null principal. A request a gateway
+// forwarded names its method and path (never its query) in custom.http;
+// one the http policy mapped to no check is logged as that policy's
+// decision, with the input it saw.
 func (e *Engine) DecisionLogEvent(ctx context.Context, en DecisionLogEntry) (*DecisionLogEvent, error) {
 	var input ast.Value
+	httpUnmapped := false
 	switch {
 	case en.Batch:
 		input = e.batchInput(en.Principal, en.Checks, en.Context)
 	case len(en.Checks) == 1:
 		input = e.singleInput(en.Principal, en.Checks[0].Resource, en.Checks[0].Action, en.Context)
+	case en.HTTP != nil:
+		if in, refused := parseHTTPRequest(*en.HTTP); refused == "" && e.MapsHTTP() {
+			input, httpUnmapped = e.terms.httpInputTerm(in), true
+		}
 	}
 	ev := &DecisionLogEvent{Labels: en.Labels, DecisionID: en.DecisionID, TraceID: en.TraceID, Timestamp: en.Time.UTC(),
 		Custom: map[string]any{"source": en.Source}}
+	if en.HTTP != nil {
+		ev.Custom["http"] = forwardedJSON(*en.HTTP)
+	}
 	if en.Code != "" {
 		ev.Custom["code"] = en.Code
 	}
@@ -106,10 +123,13 @@ func (e *Engine) DecisionLogEvent(ctx context.Context, en DecisionLogEntry) (*De
 	if en.Listing {
 		ev.Custom["listing"] = true
 	}
-	if en.Principal != nil {
+	if en.Principal != nil && (len(en.Checks) > 0 || httpUnmapped) {
 		ev.Path = DecisionLogPath
-		if en.Batch {
+		switch {
+		case en.Batch:
 			ev.Path = DecisionLogBatchPath
+		case httpUnmapped:
+			ev.Path = DecisionLogHTTPPath
 		}
 		ev.Bundles = map[string]BundleRevision{decisionLogBundle: {Revision: en.Revision}}
 		ev.Metrics = map[string]any{"timer_rego_query_eval_ns": en.Eval.Nanoseconds()}
@@ -143,6 +163,16 @@ func (e *Engine) DecisionLogEvent(ctx context.Context, en DecisionLogEntry) (*De
 		}
 	}
 	return ev, nil
+}
+
+// forwardedJSON is a forwarded request as custom.http shows it: the method
+// and the path, without the query (which may carry secrets), bounded.
+func forwardedJSON(r HTTPRequest) map[string]any {
+	path := r.URI
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	return map[string]any{"method": Truncate(r.Method, MaxHTTPMethodLen), "path": Truncate(path, MaxHTTPURILen)}
 }
 
 func decisionJSON(d Decision) map[string]any {

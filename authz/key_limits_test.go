@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -323,10 +324,13 @@ func TestMetaReachesThePolicy(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	modules := embeddedModules(t)
-	// An operator's rule: vector stores are for keys on the pro plan.
-	modules["authz.rego"] = strings.Replace(modules["authz.rego"], "check(r, action) := scope_decision(r, list) if {",
-		"check(r, action) := scope_decision(r, list) if {\n\tplan_allows(r)", 1) +
-		"\nplan_allows(r) if r.type != \"vector_store\"\n\nplan_allows(_) if input.principal.meta.plan == \"pro\"\n"
+	// An operator's rule, the plan-tier example beside keygate's policies:
+	// vector stores are queried by keys on a paid plan only.
+	rule, err := os.ReadFile("../docs/examples/plan-tier/plan_tier.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules["plan_tier.rego"] = string(rule)
 	e, err := authz.NewEngine(ctx, modules, authz.EngineOptions{DecisionCacheSize: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -338,11 +342,11 @@ func TestMetaReachesThePolicy(t *testing.T) {
 	for _, tc := range []struct {
 		meta  string
 		allow bool
-	}{{`{"plan":"pro"}`, true}, {`{"plan":"free"}`, false}, {"", false}} {
+	}{{`{"plan":"pro"}`, true}, {`{"plan":"free"}`, false}, {"", false}, {`{"plan":"pro"}`, true}} {
 		p := testPrincipal()
 		p.Meta = json.RawMessage(tc.meta)
 		for range 2 { // evaluated, then from the cache
-			d, err := e.Decide(ctx, p, store, "read", testContext)
+			d, err := e.Decide(ctx, p, store, "query", testContext)
 			if err != nil || d.Allow != tc.allow {
 				t.Fatalf("meta %q: %+v, %v; want allow %v", tc.meta, d, err, tc.allow)
 			}

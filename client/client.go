@@ -1,6 +1,8 @@
-// Package client is the Go client of keygate's HTTP API: key management,
-// the audit trail, users, tenants and scope ceilings, upstream MCP servers
-// and tools, decisions, health. It imports the standard library only.
+// Package client is the Go client of keygate's HTTP API: key management
+// (rotation and usage history included), the audit trail, users, tenants
+// and scope ceilings, upstream MCP servers and tools, the policy an instance
+// serves, decisions (forward auth's too, as a gateway asks), health. It
+// imports the standard library only.
 //
 // Every call takes a context.Context. An answer that is not a success is an
 // *Error carrying the RFC 9457 problem: status, code, detail, request id,
@@ -9,9 +11,12 @@
 // Calls that may be sent again are retried with backoff when the network
 // fails or keygate answers 429, 502, 503 or 504, waiting as long as
 // Retry-After says: GET, PUT and DELETE, and POST /v1/authorize, which
-// decides and changes nothing. POST and PATCH management calls are sent
-// once: a create answered 503 wrote nothing and may be sent again by the
-// caller, and one whose answer was lost answers 409 with ExistingID.
+// decides and changes no key (a decision sent again after its answer was
+// lost counts twice against the key's rate limit and credits). POST and
+// PATCH management calls are sent once: a create answered 503 wrote nothing
+// and may be sent again by the caller, and one whose answer was lost
+// answers 409 with ExistingID; a rotation sent again would replace the
+// token the first one returned.
 //
 // The API is described by the OpenAPI document served at /openapi.json
 // (docs/api.md); this package's tests check every call against it.
@@ -89,11 +94,13 @@ type call struct {
 	method, path string
 	query        url.Values
 	body         any
-	bearer       string // instead of the client's token, such as an API key
-	anonymous    bool   // send no credential
-	idempotent   bool   // may be sent again
-	out          any    // the 2xx body is decoded into it; *[]byte takes it raw
-	errOut       any    // an error answer's body is decoded into it too, when it can be
+	header       http.Header  // sent besides the client's own
+	bearer       string       // instead of the client's token, such as an API key
+	anonymous    bool         // send no credential
+	idempotent   bool         // may be sent again
+	out          any          // the 2xx body is decoded into it; *[]byte takes it raw
+	outHeader    *http.Header // a 2xx answer's headers are kept in it
+	errOut       any          // an error answer's body is decoded into it too, when it can be
 }
 
 // do sends a call, retrying it when it may be, and decodes the answer.
@@ -125,6 +132,9 @@ func (c *Client) do(ctx context.Context, cl call) error {
 			uncertain = true
 			wait = c.retry.backoff(attempt)
 		case status >= 200 && status < 300:
+			if cl.outHeader != nil {
+				*cl.outHeader = header
+			}
 			return decode(cl, status, answer)
 		default:
 			e := newError(status, header, answer)
@@ -161,6 +171,9 @@ func (c *Client) send(ctx context.Context, cl call, target string, body []byte) 
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for name, values := range cl.header {
+		req.Header[name] = values
 	}
 	req.Header.Set("Accept", "application/json, application/problem+json")
 	req.Header.Set("User-Agent", c.agent)

@@ -25,6 +25,35 @@ func (c *Client) AuthorizeBatch(ctx context.Context, apiKey string, checks []Che
 	return out, c.do(ctx, call{method: http.MethodPost, path: "/v1/authorize", body: body, anonymous: true, idempotent: true, out: out})
 }
 
+// ForwardAuth asks what forward auth answers a gateway about a request it
+// forwards, as Traefik asks (X-Forwarded-Method and X-Forwarded-Uri), for
+// testing a gateway's configuration or a policy's HTTP mapping
+// (policies/http.rego) from Go. Allowed, it returns the headers a gateway
+// passes upstream; refused, an *Error: 401 (CodeUnauthorized or a KEY_*
+// code), 403 (CodeForbidden) or 429 (CodeRateLimited, or the key's own
+// CodeKeyRateLimited and CodeUsageExceeded), with Reasons and DecisionID.
+// It is sent once: each request counts against the key's limits.
+func (c *Client) ForwardAuth(ctx context.Context, req ForwardAuthRequest) (*ForwardAuthResult, error) {
+	if req.APIKey == "" {
+		return nil, errors.New("keygate: an API key is required")
+	}
+	h := http.Header{}
+	setHeader(h, "X-Forwarded-Method", req.Method)
+	setHeader(h, "X-Forwarded-Uri", req.URI)
+	var answer http.Header
+	if err := c.do(ctx, call{method: http.MethodGet, path: "/v1/forward-auth", header: h, bearer: req.APIKey, outHeader: &answer}); err != nil {
+		return nil, err
+	}
+	return &ForwardAuthResult{KeyID: answer.Get("X-Keygate-Key-Id"), TenantID: answer.Get("X-Keygate-Tenant-Id"),
+		UserID: answer.Get("X-Keygate-User-Id"), DecisionID: answer.Get("X-Keygate-Decision-Id")}, nil
+}
+
+func setHeader(h http.Header, name, value string) {
+	if value != "" {
+		h.Set(name, value)
+	}
+}
+
 // WhoAmI returns what an API key says of itself.
 func (c *Client) WhoAmI(ctx context.Context, apiKey string) (*Identity, error) {
 	if apiKey == "" {

@@ -28,6 +28,8 @@ const (
 	CodeKeyInvalid       = "KEY_INVALID"        // 401 on /v1/whoami: no such live key
 	CodeKeyDisabled      = "KEY_DISABLED"       // 401 on /v1/whoami
 	CodeKeyExpired       = "KEY_EXPIRED"        // 401 on /v1/whoami
+	CodeKeyRateLimited   = "RATE_LIMITED"       // 429 from forward auth: the key is over its rate limit (RetryAfter)
+	CodeUsageExceeded    = "USAGE_EXCEEDED"     // 429 from forward auth: the key has too few credits
 )
 
 // Error is an answer that is not a success: keygate's problem document, or
@@ -41,6 +43,10 @@ type Error struct {
 	Fields     []FieldError  // with CodeInvalid, every field at fault
 	ExistingID string        // with CodeConflict, what holds the name, when the caller may read it
 	RetryAfter time.Duration // from Retry-After; 0 when absent
+	// Reasons and DecisionID, in a refusal of forward auth, say why and
+	// name the decision in the audit trail and decision log.
+	Reasons    []string
+	DecisionID string
 }
 
 // FieldError names an invalid field and what is wrong with it.
@@ -99,9 +105,12 @@ func newError(status int, header http.Header, body []byte) *Error {
 		RequestID  string       `json:"request_id"`
 		Errors     []FieldError `json:"errors"`
 		ExistingID string       `json:"existing_id"`
+		Reasons    []string     `json:"reasons"`
+		DecisionID string       `json:"decision_id"`
 	}
 	if mt, _, _ := mime.ParseMediaType(header.Get("Content-Type")); mt == "application/problem+json" && json.Unmarshal(body, &p) == nil {
 		e.Code, e.Detail, e.Fields, e.ExistingID = p.Code, p.Detail, p.Errors, p.ExistingID
+		e.Reasons, e.DecisionID = p.Reasons, p.DecisionID
 		e.Title = cmp.Or(p.Title, e.Title)
 		e.RequestID = cmp.Or(p.RequestID, e.RequestID)
 		return e

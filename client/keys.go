@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"net/http"
 	"net/url"
@@ -40,6 +41,7 @@ func (c *Client) ListKeys(ctx context.Context, p ListKeysParams) (*KeyPage, erro
 		q.Set("enabled", strconv.FormatBool(*p.Enabled))
 	}
 	setIf(q, "user_id", p.UserID)
+	setIf(q, "external_id", p.ExternalID)
 	out := new(KeyPage)
 	return out, c.do(ctx, call{method: http.MethodGet, path: keysPath, query: q, idempotent: true, out: out})
 }
@@ -75,6 +77,54 @@ func (c *Client) EnableKey(ctx context.Context, id string) (*Key, error) {
 func (c *Client) DisableKey(ctx context.Context, id string) (*Key, error) {
 	off := false
 	return c.UpdateKey(ctx, id, UpdateKeyRequest{Enabled: &off})
+}
+
+// MaxRotationGrace is the longest a rotated key's previous token may keep
+// working.
+const MaxRotationGrace = 7 * 24 * time.Hour
+
+// RotateKey replaces a key's token and returns the key with its new one,
+// shown this once. The previous token keeps working for grace (whole
+// seconds, 0 to MaxRotationGrace), then is refused on every instance. It
+// is sent once: sent again, it would replace the token just returned.
+func (c *Client) RotateKey(ctx context.Context, id string, grace time.Duration) (*CreatedKey, error) {
+	if id == "" {
+		return nil, errEmptyID
+	}
+	if grace < 0 || grace > MaxRotationGrace || grace%time.Second != 0 {
+		return nil, fmt.Errorf("keygate: the grace period must be whole seconds from 0 to %s, got %s", MaxRotationGrace, grace)
+	}
+	body := struct {
+		Grace int64 `json:"grace_period_seconds"`
+	}{int64(grace / time.Second)}
+	out := new(CreatedKey)
+	return out, c.do(ctx, call{method: http.MethodPost, path: pathOf(keysPath, id) + "/rotate", body: body, out: out})
+}
+
+// KeyUsage returns a key's decisions counted per hour or day. Counts reach
+// the database in batches, so the last second or so may not show yet.
+func (c *Client) KeyUsage(ctx context.Context, id string, p KeyUsageParams) (*UsageReport, error) {
+	if id == "" {
+		return nil, errEmptyID
+	}
+	q := url.Values{}
+	setIf(q, "granularity", p.Granularity)
+	if !p.Since.IsZero() {
+		q.Set("since", p.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !p.Until.IsZero() {
+		q.Set("until", p.Until.UTC().Format(time.RFC3339Nano))
+	}
+	out := new(UsageReport)
+	return out, c.do(ctx, call{method: http.MethodGet, path: pathOf(keysPath, id) + "/usage", query: q, idempotent: true, out: out})
+}
+
+// GetPolicy returns the policy the instance asked serves, and why its
+// latest reload was refused (tenant admins, platform_admin). Behind a load
+// balancer, each call may reach another instance.
+func (c *Client) GetPolicy(ctx context.Context) (*PolicyStatus, error) {
+	out := new(PolicyStatus)
+	return out, c.do(ctx, call{method: http.MethodGet, path: "/api/v1/policy", idempotent: true, out: out})
 }
 
 // DeleteKey deletes a key; it stops working at once.

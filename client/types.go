@@ -36,12 +36,54 @@ type Key struct {
 	LastUsedAt      *time.Time `json:"last_used_at"`
 	CreatedAt       time.Time  `json:"created_at"`
 	UpdatedAt       time.Time  `json:"updated_at"`
-	DisabledBy      *Setter    `json:"disabled_by"`
-	ExpiresAtSetBy  *Setter    `json:"expires_at_set_by"`
+	// ExternalID is the platform's own id for the key's customer or owner,
+	// Meta the JSON object it keeps with the key; nil when none.
+	ExternalID *string        `json:"external_id"`
+	Meta       map[string]any `json:"meta"`
+	// RateLimit and Credits bound the key's use; nil: unbounded.
+	RateLimit *RateLimit `json:"rate_limit"`
+	Credits   *Credits   `json:"credits"`
+	// RotatedAt is when the token was last replaced; the one it replaced
+	// works until PreviousTokenExpiresAt.
+	RotatedAt              *time.Time `json:"rotated_at"`
+	PreviousTokenExpiresAt *time.Time `json:"previous_token_expires_at"`
+	DisabledBy             *Setter    `json:"disabled_by"`
+	ExpiresAtSetBy         *Setter    `json:"expires_at_set_by"`
+	RateLimitSetBy         *Setter    `json:"rate_limit_set_by"`
+	CreditsSetBy           *Setter    `json:"credits_set_by"`
 }
 
-// CreatedKey is a key just created, with its token: keygate shows it this
-// once.
+// RateLimit is at most Limit decision requests per WindowMS milliseconds,
+// in bursts of up to Limit.
+type RateLimit struct {
+	Limit    int64 `json:"limit"`     // 1 to 1,000,000
+	WindowMS int64 `json:"window_ms"` // 1,000 to 86,400,000
+}
+
+// CreditRefill tops a key's credits up to Amount every IntervalMS
+// milliseconds (never lowering them).
+type CreditRefill struct {
+	Amount     int64 `json:"amount"`      // 1 to 10^12
+	IntervalMS int64 `json:"interval_ms"` // 60,000 to 31,622,400,000
+}
+
+// CreditsRequest sets a key's credits: each allowed check spends one, and
+// a key at 0 is refused USAGE_EXCEEDED. Setting them sets the balance anew.
+type CreditsRequest struct {
+	Remaining int64         `json:"remaining"` // 0 to 10^12
+	Refill    *CreditRefill `json:"refill,omitempty"`
+}
+
+// Credits are a key's credits as last written; RefilledAt is when they
+// were last set or refilled.
+type Credits struct {
+	Remaining  int64         `json:"remaining"`
+	Refill     *CreditRefill `json:"refill"`
+	RefilledAt *time.Time    `json:"refilled_at"`
+}
+
+// CreatedKey is a key just created or rotated, with its token: keygate
+// shows it this once.
 type CreatedKey struct {
 	Key
 	Token string `json:"token"`
@@ -49,21 +91,34 @@ type CreatedKey struct {
 
 // CreateKeyRequest creates a key.
 type CreateKeyRequest struct {
-	Name            string     `json:"name"`
-	PermissionScope Scope      `json:"permission_scope"`
-	ExpiresAt       *time.Time `json:"expires_at,omitempty"`
+	Name            string          `json:"name"`
+	PermissionScope Scope           `json:"permission_scope"`
+	ExpiresAt       *time.Time      `json:"expires_at,omitempty"`
+	ExternalID      string          `json:"external_id,omitempty"` // 1 to 200 bytes
+	Meta            map[string]any  `json:"meta,omitempty"`        // at most 4 KiB as compact JSON
+	RateLimit       *RateLimit      `json:"rate_limit,omitempty"`
+	Credits         *CreditsRequest `json:"credits,omitempty"`
 }
 
-// UpdateKeyRequest changes a key; nil fields stay as they are.
+// UpdateKeyRequest changes a key; nil fields stay as they are, and each
+// Clear field removes what it names (winning over a new value).
 type UpdateKeyRequest struct {
 	Name            *string
 	Enabled         *bool
 	ExpiresAt       *time.Time // a new expiry
-	ClearExpiresAt  bool       // remove the expiry; wins over ExpiresAt
+	ClearExpiresAt  bool       // remove the expiry
 	PermissionScope *Scope     // replaces the whole scope
+	ExternalID      *string
+	ClearExternalID bool
+	Meta            map[string]any // replaces the whole meta
+	ClearMeta       bool
+	RateLimit       *RateLimit
+	ClearRateLimit  bool
+	Credits         *CreditsRequest // sets the balance anew (a top-up) and the refill
+	ClearCredits    bool
 }
 
-// MarshalJSON sends only what changes; ClearExpiresAt sends null.
+// MarshalJSON sends only what changes; a Clear field sends null.
 func (u UpdateKeyRequest) MarshalJSON() ([]byte, error) {
 	m := map[string]any{}
 	if u.Name != nil {
@@ -72,24 +127,91 @@ func (u UpdateKeyRequest) MarshalJSON() ([]byte, error) {
 	if u.Enabled != nil {
 		m["enabled"] = *u.Enabled
 	}
-	switch {
-	case u.ClearExpiresAt:
-		m["expires_at"] = nil
-	case u.ExpiresAt != nil:
-		m["expires_at"] = u.ExpiresAt
-	}
 	if u.PermissionScope != nil {
 		m["permission_scope"] = u.PermissionScope
+	}
+	for _, f := range []struct {
+		name  string
+		clear bool
+		value any
+		set   bool
+	}{
+		{"expires_at", u.ClearExpiresAt, u.ExpiresAt, u.ExpiresAt != nil},
+		{"external_id", u.ClearExternalID, u.ExternalID, u.ExternalID != nil},
+		{"meta", u.ClearMeta, u.Meta, u.Meta != nil},
+		{"rate_limit", u.ClearRateLimit, u.RateLimit, u.RateLimit != nil},
+		{"credits", u.ClearCredits, u.Credits, u.Credits != nil},
+	} {
+		switch {
+		case f.clear:
+			m[f.name] = nil
+		case f.set:
+			m[f.name] = f.value
+		}
 	}
 	return json.Marshal(m)
 }
 
+// Granularities of a key's usage history.
+const (
+	GranularityHour = "hour"
+	GranularityDay  = "day"
+)
+
+// KeyUsageParams selects a key's usage history: [Since, Until) in
+// intervals of Granularity. Zero values take keygate's defaults: hours,
+// up to the end of the current interval, the last 24 hours or 30 days.
+type KeyUsageParams struct {
+	Granularity string // GranularityHour or GranularityDay
+	Since       time.Time
+	Until       time.Time
+}
+
+// UsageCounts are a key's decision requests by outcome.
+type UsageCounts struct {
+	Allowed       int64 `json:"allowed"`
+	Denied        int64 `json:"denied"`         // by the policy
+	RateLimited   int64 `json:"rate_limited"`   // over the key's rate limit
+	UsageExceeded int64 `json:"usage_exceeded"` // too few credits
+	Refused       int64 `json:"refused"`        // the key itself refused
+}
+
+// UsageInterval is one interval's counts, from Start.
+type UsageInterval struct {
+	Start time.Time `json:"start"`
+	UsageCounts
+}
+
+// UsageReport is a key's usage history: every interval of the range,
+// oldest first, and their total.
+type UsageReport struct {
+	KeyID       string          `json:"key_id"`
+	Granularity string          `json:"granularity"`
+	Since       time.Time       `json:"since"`
+	Until       time.Time       `json:"until"`
+	Data        []UsageInterval `json:"data"`
+	Total       UsageCounts     `json:"total"`
+}
+
+// PolicyStatus is the policy an instance serves. LastError says why its
+// latest reload was refused (the live policy kept serving); nil when it was
+// not.
+type PolicyStatus struct {
+	Revision       string     `json:"revision"`
+	Source         string     `json:"source"`
+	BundleRevision string     `json:"bundle_revision,omitempty"`
+	LoadedAt       time.Time  `json:"loaded_at"`
+	LastError      *string    `json:"last_error"`
+	LastErrorAt    *time.Time `json:"last_error_at"`
+}
+
 // ListKeysParams filters and pages a key listing.
 type ListKeysParams struct {
-	Limit   int    // per page, 1 to 100; 0: keygate's default (20)
-	Cursor  string // the previous page's NextCursor
-	Enabled *bool
-	UserID  string
+	Limit      int    // per page, 1 to 100; 0: keygate's default (20)
+	Cursor     string // the previous page's NextCursor
+	Enabled    *bool
+	UserID     string
+	ExternalID string // the keys of this external id
 }
 
 // KeyPage is a page of keys; NextCursor is empty on the last.
@@ -270,6 +392,10 @@ const (
 	DecisionKeyInvalid  = "KEY_INVALID"
 	DecisionKeyDisabled = "KEY_DISABLED"
 	DecisionKeyExpired  = "KEY_EXPIRED"
+	// The key's own limits refused the request: over its rate limit, or
+	// too few credits for the allowed checks.
+	DecisionRateLimited   = "RATE_LIMITED"
+	DecisionUsageExceeded = "USAGE_EXCEEDED"
 )
 
 // Resource is what a decision is about.
@@ -294,21 +420,38 @@ type AuthorizeRequest struct {
 
 // Principal is who a key speaks for.
 type Principal struct {
-	Type     string `json:"type"`
-	KeyID    string `json:"key_id"`
-	Name     string `json:"name"`
-	TenantID string `json:"tenant_id"`
-	UserID   string `json:"user_id"`
+	Type       string         `json:"type"`
+	KeyID      string         `json:"key_id"`
+	Name       string         `json:"name"`
+	TenantID   string         `json:"tenant_id"`
+	UserID     string         `json:"user_id"`
+	ExternalID *string        `json:"external_id"` // nil when the key has none
+	Meta       map[string]any `json:"meta"`
+}
+
+// RateLimitState is where a key with a rate limit stands after a request.
+type RateLimitState struct {
+	Limit     int64     `json:"limit"`
+	Remaining int64     `json:"remaining"` // requests it may still send at once
+	ResetAt   time.Time `json:"reset_at"`  // when its whole burst is back
+	// RetryAfterMS, with DecisionRateLimited, is how long until a request
+	// is allowed.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 // Decision answers one question. Code is one of the Decision constants; a
-// refused key is a Decision too, never an error.
+// refused key, or one its own limits refuse, is a Decision too, never an
+// error.
 type Decision struct {
 	Allowed    bool       `json:"allowed"`
 	Code       string     `json:"code"`
 	Reasons    []string   `json:"reasons"`
 	DecisionID string     `json:"decision_id"`
 	Principal  *Principal `json:"principal,omitempty"`
+	// RateLimit is set for a key with a rate limit; CreditsRemaining for a
+	// key with credits when the request spent some or had too few.
+	RateLimit        *RateLimitState `json:"rate_limit,omitempty"`
+	CreditsRemaining *int64          `json:"credits_remaining,omitempty"`
 }
 
 // CheckResult answers one check of a batch.
@@ -319,20 +462,42 @@ type CheckResult struct {
 
 // BatchDecision answers a batch, one result per check in order.
 type BatchDecision struct {
-	Results    []CheckResult `json:"results"`
-	Code       string        `json:"code"`
-	DecisionID string        `json:"decision_id"`
-	Principal  *Principal    `json:"principal,omitempty"`
+	Results          []CheckResult   `json:"results"`
+	Code             string          `json:"code"`
+	DecisionID       string          `json:"decision_id"`
+	Principal        *Principal      `json:"principal,omitempty"`
+	RateLimit        *RateLimitState `json:"rate_limit,omitempty"`
+	CreditsRemaining *int64          `json:"credits_remaining,omitempty"`
+}
+
+// ForwardAuthRequest is a request a gateway forwards: its method and URI
+// (path and query), as Traefik names them in X-Forwarded-Method and
+// X-Forwarded-Uri.
+type ForwardAuthRequest struct {
+	APIKey string
+	Method string
+	URI    string
+}
+
+// ForwardAuthResult is forward auth's allowed answer: the headers a
+// gateway passes to the upstream.
+type ForwardAuthResult struct {
+	KeyID      string // X-Keygate-Key-Id
+	TenantID   string // X-Keygate-Tenant-Id
+	UserID     string // X-Keygate-User-Id
+	DecisionID string // X-Keygate-Decision-Id
 }
 
 // Identity is an API key as it describes itself.
 type Identity struct {
-	ID              string     `json:"id"`
-	Name            string     `json:"name"`
-	TenantID        string     `json:"tenant_id"`
-	UserID          string     `json:"user_id"`
-	PermissionScope Scope      `json:"permission_scope"`
-	ExpiresAt       *time.Time `json:"expires_at"`
+	ID              string         `json:"id"`
+	Name            string         `json:"name"`
+	TenantID        string         `json:"tenant_id"`
+	UserID          string         `json:"user_id"`
+	PermissionScope Scope          `json:"permission_scope"`
+	ExpiresAt       *time.Time     `json:"expires_at"`
+	ExternalID      *string        `json:"external_id"`
+	Meta            map[string]any `json:"meta"`
 }
 
 // Health is /healthz's answer.
@@ -342,10 +507,12 @@ type Health struct {
 }
 
 // Readiness is /readyz's answer: Status "ready" or "unavailable" with
-// Detail saying why, and the state of the change feed and the audit trail.
+// Detail saying why, and the state of the change feed, the audit trail
+// and where per-key rate limits are counted.
 type Readiness struct {
 	Status     string         `json:"status"`
 	Detail     string         `json:"detail,omitempty"`
 	ChangeFeed map[string]any `json:"change_feed,omitempty"`
 	Audit      map[string]any `json:"audit,omitempty"`
+	RateLimits map[string]any `json:"rate_limits,omitempty"`
 }

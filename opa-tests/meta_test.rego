@@ -4,7 +4,7 @@ import data.keygate.authz
 
 # The shipped policy gives the same answer whatever the key's meta and
 # external id: they are there for an operator's own rules (see
-# docs/examples/plan_tier.rego).
+# docs/examples/plan-tier).
 
 key := {
 	"type": "api_key", "key_id": "k1", "tenant_id": "t1", "user_id": "u1",

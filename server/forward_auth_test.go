@@ -7,12 +7,15 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/app"
 	"github.com/keygate/keygate/server"
 	"github.com/keygate/keygate/storage/storagetest"
+	"google.golang.org/grpc/codes"
 )
 
 var forwardScope = map[string]any{"agent_ids": []string{"a1"}, "flow_ids": []string{"report-*"}, "vector_store_ids": []string{"docs"}}
@@ -158,34 +161,88 @@ func TestForwardAuthOverBudget(t *testing.T) {
 }
 
 // fixedDecider answers every decision request with code, as the per-key
-// limits answer over a key's rate or credits.
-type fixedDecider struct{ code string }
+// limits answer over a key's rate or credits, and says when to try again.
+type fixedDecider struct {
+	code  string
+	after time.Duration
+}
 
 func (d fixedDecider) Decide(_ context.Context, req authz.DecisionRequest) (*authz.DecisionResult, error) {
-	return &authz.DecisionResult{DecisionID: "d1", Code: d.code, Principal: req.Principal,
+	return &authz.DecisionResult{DecisionID: "d1", Code: d.code, Principal: req.Principal, RetryAfter: d.after,
 		Decisions: []authz.Decision{{Reasons: []string{"the key's limit says " + d.code}}}}, nil
 }
 
 // TestPerKeyLimitCodesAre429: a decision answered RATE_LIMITED or
-// USAGE_EXCEEDED is a 429 with Retry-After on the surfaces that answer with
-// HTTP statuses; DENIED stays a 403.
+// USAGE_EXCEEDED is a 429 on the surfaces that answer with HTTP statuses,
+// with Retry-After when a wait helps (the rate limit's, the next refill),
+// without it for credits that are never refilled; DENIED stays a 403.
 func TestPerKeyLimitCodesAre429(t *testing.T) {
 	t.Parallel()
 	p := &authz.Principal{KeyID: "k1", TenantID: "t1", UserID: "u1"}
 	for _, tc := range []struct {
-		code   string
-		status int
-	}{{"RATE_LIMITED", http.StatusTooManyRequests}, {"USAGE_EXCEEDED", http.StatusTooManyRequests}, {authz.CodeDenied, http.StatusForbidden}} {
+		code       string
+		after      time.Duration
+		status     int
+		retryAfter string
+	}{
+		{"RATE_LIMITED", 1500 * time.Millisecond, http.StatusTooManyRequests, "2"},
+		{"USAGE_EXCEEDED", time.Hour, http.StatusTooManyRequests, "3600"},
+		{"USAGE_EXCEEDED", 0, http.StatusTooManyRequests, ""},
+		{authz.CodeDenied, 0, http.StatusForbidden, ""},
+	} {
+		d := fixedDecider{tc.code, tc.after}
 		r := gin.New()
 		r.GET("/stores/:id", func(c *gin.Context) {
 			c.Request = c.Request.WithContext(authz.NewContextWithPrincipal(c.Request.Context(), p))
-		}, server.RequirePermission(fixedDecider{tc.code}, authz.ResourceVectorStore, "query", server.Param("id")),
+		}, server.RequirePermission(d, authz.ResourceVectorStore, "query", server.Param("id")),
 			func(c *gin.Context) { c.Status(http.StatusNoContent) })
 		rec := httptest.NewRecorder()
 		r.ServeHTTP(rec, httptest.NewRequest("GET", "/stores/s1", nil))
-		if rec.Code != tc.status || (tc.status == http.StatusTooManyRequests) != (rec.Header().Get("Retry-After") != "") ||
+		if rec.Code != tc.status || rec.Header().Get("Retry-After") != tc.retryAfter ||
 			!strings.Contains(rec.Body.String(), "the key's limit says "+tc.code) {
 			t.Errorf("%s: %d, Retry-After %q: %s", tc.code, rec.Code, rec.Header().Get("Retry-After"), rec.Body)
 		}
+	}
+}
+
+// TestForwardAuthPerKeyLimits: a key's own rate limit and credits hold
+// through forward auth and ext_authz as through /v1/authorize, since both
+// decide with Decide: 429 with the code, the reasons and the decision id,
+// and Retry-After when a wait helps.
+func TestForwardAuthPerKeyLimits(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, storagetest.MustOpenSQLite(t))
+	alice := h.jwt("t1", "alice")
+	_, limited := h.createKey(alice, "limited", forwardScope, "rate_limit", map[string]any{"limit": 1, "window_ms": 60000})
+	_, paid := h.createKey(alice, "paid", forwardScope, "credits", map[string]any{"remaining": 1})
+
+	wantStatus(t, "within the rate limit", h.forward("GET", "/agents/a1", "X-API-Key", limited), http.StatusOK)
+	res := h.forward("GET", "/agents/a1", "X-API-Key", limited)
+	p := wantRefused(t, "over the rate limit", res, http.StatusTooManyRequests, authz.CodeRateLimited, "over its rate limit")
+	if got := res.header.Get("Retry-After"); got != "60" || len(p.Reasons) != 1 || !authz.ValidID(p.DecisionID) {
+		t.Fatalf("over the rate limit: Retry-After %q, problem %+v", got, p)
+	}
+	wantStatus(t, "one credit", h.forward("POST", "/flows/report-daily/run", "X-API-Key", paid), http.StatusOK)
+	res = h.forward("POST", "/flows/report-daily/run", "X-API-Key", paid)
+	wantRefused(t, "out of credits", res, http.StatusTooManyRequests, authz.CodeUsageExceeded, "no credits left")
+	if got := res.header.Get("Retry-After"); got != "" {
+		t.Fatalf("credits never refilled: Retry-After %q, want none", got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	grpcRes, err := extAuthzClient(t, h).Check(ctx, checkRequest("GET", "/agents/a1", map[string]string{"x-api-key": limited}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := grpcRes.GetDeniedResponse()
+	var gp server.Problem
+	if err := json.Unmarshal([]byte(d.GetBody()), &gp); err != nil {
+		t.Fatal(err)
+	}
+	if d.GetStatus().GetCode() != typev3.StatusCode_TooManyRequests || grpcRes.GetStatus().GetCode() != int32(codes.ResourceExhausted) ||
+		headerValues(d.GetHeaders())["retry-after"] == "" || gp.Code != authz.CodeRateLimited {
+		t.Fatalf("ext_authz over the rate limit: HTTP %v, gRPC %v, headers %v, problem %+v", d.GetStatus(), grpcRes.GetStatus(),
+			headerValues(d.GetHeaders()), gp)
 	}
 }

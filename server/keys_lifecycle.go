@@ -196,17 +196,6 @@ func newRateLimitView(st *authz.RateLimitState) *rateLimitView {
 	return v
 }
 
-// limitedError is the error of a decision the key's limits refused, for
-// surfaces that answer with a status: a 429 with Retry-After when it is
-// known.
-func limitedError(res *authz.DecisionResult, reasons []string) error {
-	msg := "the key's limits refuse the request"
-	if len(reasons) > 0 {
-		msg = reasons[0]
-	}
-	return &authz.RetryLater{Err: authz.Errorf(res.Code, "%s", msg), After: res.RetryAfter}
-}
-
 // metaJSON is meta for an answer: null when the key has none.
 func metaJSON(meta json.RawMessage) json.RawMessage {
 	if len(meta) == 0 {

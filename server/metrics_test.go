@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/app"
+	"github.com/keygate/keygate/internal/openapitest"
+	"github.com/keygate/keygate/policies"
 	"github.com/keygate/keygate/storage/storagetest"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"google.golang.org/grpc"
@@ -49,17 +52,26 @@ func scrapeMetrics(t *testing.T, h *harness) (samples map[string]bool, families 
 
 // metricsTraffic serves keygate on loopback (HTTP and ext_authz over
 // gRPC) and makes it record every kind of metric: decisions of each
-// outcome through /v1/authorize, forward auth and ext_authz, refused keys
-// until the address is over its budget, an MCP session with an allowed and
-// a denied call and one refused for the session bound, and a scheduled
-// sync.
+// outcome through /v1/authorize, forward auth and ext_authz, a key over
+// its rate limit (counted on the instance alone, Redis being unreachable)
+// and one out of credits, refused keys until the address is
+// over its budget, an MCP session with an allowed and a denied call and one
+// refused for the session bound, a scheduled sync, the usage history
+// written, a policy reload, and every decision in the decision log.
 func metricsTraffic(t *testing.T) *mcpHarness {
 	t.Helper()
 	db := storagetest.MustOpenSQLite(t)
+	policyDir := t.TempDir() // served from a folder, so that it reloads
+	if err := os.CopyFS(policyDir, policies.FS()); err != nil {
+		t.Fatal(err)
+	}
 	base := newHarness(t, db, func(c *app.Config) {
+		c.PolicyDir = policyDir
 		c.AuthFailureBurst, c.DecisionCacheSize = 3, 100
 		c.MCPMaxSessionsPerKey, c.MCPMaxSessions = 1, 1
 		c.Addr, c.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+		c.DecisionLog = "file:" + filepath.Join(t.TempDir(), "decisions.log")
+		c.RedisURL = "redis://127.0.0.1:1" // nothing listens: rate limits fall back to this instance
 	})
 	h := &mcpHarness{harness: base, mcp: base.app.MCP, gw: base.app.Gateway}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -108,7 +120,7 @@ func metricsTraffic(t *testing.T) *mcpHarness {
 	}
 	second := sdk.NewClient(&sdk.Implementation{Name: "second", Version: "1"}, nil)
 	if s, err := second.Connect(cctx, &sdk.StreamableClientTransport{Endpoint: url + "/mcp",
-		HTTPClient: &http.Client{Transport: bearerTransport{token}}, MaxRetries: -1}, nil); err == nil {
+		HTTPClient: &http.Client{Transport: bearerTransport{token, openapitest.NewTransport(t, nil)}}, MaxRetries: -1}, nil); err == nil {
 		_ = s.Close()
 		t.Fatal("a second session opened past the bound of one")
 	}
@@ -116,6 +128,27 @@ func metricsTraffic(t *testing.T) *mcpHarness {
 		t.Fatal(err)
 	}
 	h.gw.WaitIdle()
+
+	// Per-key limits: each key's second request is refused, one over its
+	// rate limit, the other out of credits.
+	_, limited := h.createKey(admin, "limited", map[string]any{"flow_ids": []string{"f1"}},
+		"rate_limit", map[string]any{"limit": 1, "window_ms": 60000})
+	_, paid := h.createKey(admin, "paid", map[string]any{"flow_ids": []string{"f1", "f2"}},
+		"credits", map[string]any{"remaining": 1})
+	for _, q := range []struct{ token, id, code string }{
+		{limited, "f1", authz.CodeAllowed}, {limited, "f1", authz.CodeRateLimited},
+		{paid, "f1", authz.CodeAllowed}, {paid, "f2", authz.CodeUsageExceeded},
+	} {
+		if got := h.authorize(q.token, "flow", q.id, "read")["code"]; got != q.code {
+			t.Fatalf("a limited key: %v, want %s", got, q.code)
+		}
+	}
+	if err := h.app.Rollups.Flush(cctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.app.ReloadPolicies(cctx); err != nil {
+		t.Fatal(err)
+	}
 
 	for range 4 {
 		bad, _ := authz.NewToken(nil)
@@ -131,7 +164,12 @@ func TestMetrics(t *testing.T) {
 	h := metricsTraffic(t)
 	samples, families, text := scrapeMetrics(t, h.harness)
 	for _, want := range []string{
-		`keygate_decision_requests_total{code="ALLOWED",source="authorize"} 2`,
+		`keygate_decision_requests_total{code="ALLOWED",source="authorize"} 4`,
+		`keygate_decision_requests_total{code="RATE_LIMITED",source="authorize"} 1`,
+		`keygate_decision_requests_total{code="USAGE_EXCEEDED",source="authorize"} 1`,
+		`keygate_key_limits_refused_total{code="RATE_LIMITED"} 1`,
+		`keygate_key_limits_refused_total{code="USAGE_EXCEEDED"} 1`,
+		`keygate_policy_reloads_total{outcome="unchanged"} 1`,
 		`keygate_decision_requests_total{code="DENIED",source="authorize"} 1`,
 		`keygate_decision_requests_total{code="KEY_INVALID",source="authorize"} 3`,
 		`keygate_decision_requests_total{code="rate_limited",source="authorize"} 1`,
@@ -139,7 +177,7 @@ func TestMetrics(t *testing.T) {
 		`keygate_decision_requests_total{code="DENIED",source="forward_auth"} 1`,
 		`keygate_decision_requests_total{code="ALLOWED",source="grpc"} 1`,
 		`keygate_decision_requests_total{code="ALLOWED",source="mcp"}`,
-		`keygate_decision_request_duration_seconds_count{source="authorize"} 7`,
+		`keygate_decision_request_duration_seconds_count{source="authorize"} 11`,
 		`keygate_decisions_total{cached="true",outcome="allowed",query="data.keygate.authz.decision"} 2`,
 		`keygate_decision_cache_hits_total 3`, // and ext_authz's mapping of GET /agents/a1
 		`keygate_auth_rate_limited_total{credential="api_key"} 1`,
@@ -163,6 +201,12 @@ func TestMetrics(t *testing.T) {
 	}
 	if !samples["keygate_decision_duration_seconds_bucket"] || !samples["target_info"] {
 		t.Errorf("the scrape lacks policy latency buckets or target_info")
+	}
+	for _, name := range []string{"keygate_credits_spend_batch_bucket", "keygate_rate_limit_redis_fallbacks_total", "keygate_credits_reserved", "keygate_usage_rollups_written_total",
+		"keygate_decision_log_queued", "keygate_decision_log_written_total", "keygate_decision_log_dropped_total", "keygate_decision_log_failed_total"} {
+		if !samples[name] {
+			t.Errorf("the scrape lacks %s", name)
+		}
 	}
 	if strings.Contains(text, "pk_") {
 		t.Error("a token reached the metrics")

@@ -63,6 +63,30 @@ func TestDecisionLogsRecordEveryDecision(t *testing.T) {
 	unknown := "pk_" + strings.Repeat("A", 43) // well-formed length, bad checksum
 	ids[h.authorize(unknown, "flow", "f1", "read")["decision_id"].(string)] = true
 
+	// Forward auth: allowed, denied by the scope, and a request the http
+	// policy maps to no check; and a key its own rate limit refuses.
+	for _, f := range []struct {
+		method, uri string
+		status      int
+	}{{"GET", "/flows/f1", 200}, {"GET", "/flows/f2?secret=s3cr3t", 403}, {"DELETE", "/agents/a1?secret=s3cr3t", 403}} {
+		res := h.forward("GET", "", "X-API-Key", token, "X-Forwarded-Method", f.method, "X-Forwarded-Uri", f.uri)
+		wantStatus(t, "forward auth "+f.method+" "+f.uri, res, f.status)
+		id := res.header.Get(server.HeaderDecisionID)
+		if f.status != 200 {
+			var p server.Problem
+			if err := json.Unmarshal(res.body, &p); err != nil {
+				t.Fatal(err)
+			}
+			id = p.DecisionID
+		}
+		ids[id] = true
+	}
+	_, limited := h.createKey(h.jwt("t1", "alice"), "limited", map[string]any{"flow_ids": []string{"f1"}},
+		"rate_limit", map[string]any{"limit": 1, "window_ms": 60000})
+	for range 2 {
+		ids[h.authorize(limited, "flow", "f1", "read")["decision_id"].(string)] = true
+	}
+
 	r := gin.New()
 	r.GET("/stores/:id", server.RequireAPIKey(h.svc), server.RequirePermission(h.svc, authz.ResourceVectorStore, "query", server.Param("id")),
 		func(c *gin.Context) { c.String(200, "ok") })
@@ -80,6 +104,9 @@ func TestDecisionLogsRecordEveryDecision(t *testing.T) {
 	text := string(data)
 	if strings.Contains(text, token) || strings.Contains(text, authz.HashToken(token)) || strings.Contains(text, unknown) {
 		t.Fatal("the decision log holds a token or its hash")
+	}
+	if strings.Contains(text, "s3cr3t") {
+		t.Fatal("the decision log holds a forwarded request's query")
 	}
 	sources := map[string]int{}
 	sc := bufio.NewScanner(strings.NewReader(text))
@@ -100,12 +127,25 @@ func TestDecisionLogsRecordEveryDecision(t *testing.T) {
 		}
 		delete(ids, ev.DecisionID)
 		sources[ev.Custom["source"].(string)+" "+ev.Custom["code"].(string)]++
+		if ev.Custom["source"] == authz.SourceForwardAuth {
+			forwarded, _ := ev.Custom["http"].(map[string]any)
+			if forwarded["method"] == "DELETE" {
+				// Mapped to no check: the http policy's decision, with the
+				// input it saw.
+				if ev.Path != "keygate/http/decision" || ev.Input["path"] != "/agents/a1" || forwarded["path"] != "/agents/a1" {
+					t.Errorf("an unmapped forwarded request: %s", sc.Bytes())
+				}
+			} else if ev.Path != "keygate/authz/decision" || forwarded["method"] != "GET" || ev.Input["resource"] == nil {
+				t.Errorf("a forwarded request mapped to a check: %s", sc.Bytes())
+			}
+		}
 		if ev.Labels["version"] != "test" || ev.Labels["id"] == "" || ev.Result == nil || ev.Input == nil {
 			t.Errorf("line %d: %s", lines, sc.Bytes())
 		}
 	}
-	want := map[string]int{"authorize ALLOWED": 1, "authorize DENIED": 2, "authorize KEY_INVALID": 1, "middleware ALLOWED": 1}
-	if lines != 5 || len(ids) != 0 || len(sources) != len(want) {
+	want := map[string]int{"authorize ALLOWED": 2, "authorize DENIED": 2, "authorize KEY_INVALID": 1, "authorize RATE_LIMITED": 1,
+		"middleware ALLOWED": 1, "forward_auth ALLOWED": 1, "forward_auth DENIED": 2}
+	if lines != 10 || len(ids) != 0 || len(sources) != len(want) {
 		t.Fatalf("%d lines, decisions not logged %v, by source and code %v; want %v", lines, ids, sources, want)
 	}
 	for k, n := range want {

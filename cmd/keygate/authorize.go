@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/keygate/keygate/client"
@@ -42,7 +43,14 @@ func runAuthorize(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			if s.out.json {
 				err = s.out.JSON(d)
 			} else {
-				err = s.out.fields("decision", d.Code, "reasons", strings.Join(d.Reasons, "; "), "decision id", d.DecisionID)
+				pairs := []string{"decision", d.Code, "reasons", strings.Join(d.Reasons, "; "), "decision id", d.DecisionID}
+				if r := d.RateLimit; r != nil {
+					pairs = append(pairs, "rate limit", fmt.Sprintf("%d of %d left, all again at %s", r.Remaining, r.Limit, when(&r.ResetAt)))
+				}
+				if n := d.CreditsRemaining; n != nil {
+					pairs = append(pairs, "credits left", strconv.FormatInt(*n, 10))
+				}
+				err = s.out.fields(pairs...)
 			}
 			if err != nil {
 				return err

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -31,7 +30,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Commands: []*cli.Command{
 			{
 				Name: "create", Usage: "create a key; its token is printed this once", ArgsUsage: "NAME",
-				Flags: append(scopeFlags(), expiryFlags(false)...),
+				Flags: append(append(scopeFlags(), expiryFlags(false)...), limitFlags(false)...),
 				Action: action(true, func(s *session, c *cli.Command) error {
 					name, err := oneID(c, "NAME")
 					if err != nil {
@@ -46,29 +45,28 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					if req.ExpiresAt, _, err = expiryOf(c); err != nil {
 						return err
 					}
+					limits, err := limitsOf(c)
+					if err != nil {
+						return err
+					}
+					limits.applyCreate(&req)
 					key, err := s.client.CreateKey(s.ctx, req)
 					if err != nil {
 						return err
 					}
-					if s.out.json {
-						return s.out.JSON(key)
-					}
-					if err := s.printKey(&key.Key); err != nil {
-						return err
-					}
-					_, err = fmt.Fprintf(s.out.w, "\nToken (shown this once, keep it secret):\n\n    %s\n", key.Token)
-					return err
+					return s.printToken(key)
 				}),
 			},
 			{
 				Name: "list", Usage: "list keys, newest first",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "user", Usage: "only this user's keys"},
+					&cli.StringFlag{Name: "external-id", Usage: "only the keys of this external id"},
 					&cli.BoolFlag{Name: "enabled", Usage: "only enabled keys; --enabled=false: only disabled ones"},
 					&cli.IntFlag{Name: "limit", Usage: "show at most this many; 0: all"},
 				},
 				Action: action(true, func(s *session, c *cli.Command) error {
-					p := client.ListKeysParams{UserID: c.String("user"), Limit: pageSize(c.Int("limit"))}
+					p := client.ListKeysParams{UserID: c.String("user"), ExternalID: c.String("external-id"), Limit: pageSize(c.Int("limit"))}
 					if c.IsSet("enabled") {
 						on := c.Bool("enabled")
 						p.Enabled = &on
@@ -101,8 +99,9 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return s.printKey(key)
 			}),
 			{
-				Name: "update", Usage: "change a key's name, scope or expiry", ArgsUsage: "KEY_ID",
-				Flags: append(append(scopeFlags(), expiryFlags(true)...), &cli.StringFlag{Name: "name", Usage: "a new name"}),
+				Name: "update", Usage: "change a key's name, scope, expiry, external id, meta, rate limit or credits", ArgsUsage: "KEY_ID",
+				Flags: append(append(append(scopeFlags(), expiryFlags(true)...), limitFlags(true)...),
+					&cli.StringFlag{Name: "name", Usage: "a new name"}),
 				Action: action(true, func(s *session, c *cli.Command) error {
 					id, err := oneID(c, "KEY_ID")
 					if err != nil {
@@ -119,8 +118,13 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					if req.ExpiresAt, req.ClearExpiresAt, err = expiryOf(c); err != nil {
 						return err
 					}
-					if req.Name == nil && req.PermissionScope == nil && req.ExpiresAt == nil && !req.ClearExpiresAt {
-						return usageError{"nothing to change: give --name, a scope or an expiry"}
+					limits, err := limitsOf(c)
+					if err != nil {
+						return err
+					}
+					limits.applyUpdate(&req)
+					if req.Name == nil && req.PermissionScope == nil && req.ExpiresAt == nil && !req.ClearExpiresAt && limits.empty() {
+						return usageError{"nothing to change: give --name, a scope, an expiry, --external-id, --meta, --rate-limit or --credits"}
 					}
 					key, err := s.client.UpdateKey(s.ctx, id, req)
 					if err != nil {
@@ -131,6 +135,8 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			},
 			byID("enable", "turn a key on", "KEY_ID", setEnabled(true)),
 			byID("disable", "turn a key off; it stops working at once", "KEY_ID", setEnabled(false)),
+			rotateCommand(),
+			usageCommand(),
 			byID("delete", "delete a key; it stops working at once", "KEY_ID", func(s *session, id string) error {
 				return s.deleted("key", id, s.client.DeleteKey(s.ctx, id))
 			}),
@@ -153,12 +159,14 @@ func (s *session) printKey(k *client.Key) error {
 		return st.UserID
 	}
 	sc := k.PermissionScope
-	return s.out.fields(
-		"id", k.ID, "name", k.Name, "start", k.Start+"…", "tenant", k.TenantID, "user", k.UserID,
+	fields := []string{
+		"id", k.ID, "name", k.Name, "start", k.Start + "…", "tenant", k.TenantID, "user", k.UserID,
 		"enabled", strconv.FormatBool(k.Enabled), "disabled by", by(k.DisabledBy),
 		"expires", when(k.ExpiresAt), "expiry set by", by(k.ExpiresAtSetBy), "last used", when(k.LastUsedAt),
 		"agents", list(sc.AgentIDs), "flows", list(sc.FlowIDs), "mcp tools", list(sc.MCPToolIDs), "vector stores", list(sc.VectorStoreIDs),
-		"created", when(&k.CreatedAt), "updated", when(&k.UpdatedAt))
+	}
+	fields = append(fields, limitFields(k, by)...)
+	return s.out.fields(append(fields, "created", when(&k.CreatedAt), "updated", when(&k.UpdatedAt))...)
 }
 
 func list(ids []string) string {

@@ -1,6 +1,7 @@
 // Command keygate runs the keygate authorization service and its tools
-// (serve, migrate, token, secrets, openapi, version), and manages a running
-// keygate over its HTTP API (keys, audit, mcp, authorize).
+// (serve, migrate, token, secrets, policy, openapi, version), and manages a
+// running keygate over its HTTP API (keys, audit, mcp, authorize, policy
+// status).
 package main
 
 import (
@@ -34,8 +35,9 @@ Usage:
   keygate version                             print the version
 
 Manage a running keygate (KEYGATE_URL, default http://127.0.0.1:8080; KEYGATE_TOKEN, a management JWT):
-  keygate keys create|list|get|update|enable|disable|delete
+  keygate keys create|list|get|update|enable|disable|rotate|usage|delete
   keygate audit list
+  keygate policy status                       which policy it serves, and why its last reload was refused
   keygate mcp servers list|get|create|sync|delete, keygate mcp tools list
   keygate authorize --type T --id ID --action A   one decision; exit 0 allowed, 1 denied, 2 error
 

@@ -165,6 +165,91 @@ func TestManagementCLI(t *testing.T) {
 	kg.run("mcp", "servers", "delete", srv.ID).ok("delete server")
 	kg.run("mcp", "servers", "get", srv.ID).fails("a deleted server", 1, "404 not_found")
 
+	// A key's lifecycle: external id, meta, rate limit and credits, its
+	// rotation and usage history.
+	var metered struct{ ID, Token string }
+	var created map[string]any
+	mk := kg.run("keys", "create", "metered", "--agent", "a1", "--external-id", "cus_42", "--meta", `{"plan": "pro", "seats": 3}`,
+		"--rate-limit", "100/1m", "--credits", "10", "--refill", "10/1h", "-o", "json").ok("create with limits")
+	mk.json(&created)
+	if created["external_id"] != "cus_42" || member(created, "meta", "plan") != "pro" || member(created, "meta", "seats") != 3.0 ||
+		member(created, "rate_limit", "limit") != 100.0 || member(created, "rate_limit", "window_ms") != 60000.0 ||
+		member(created, "credits", "remaining") != 10.0 || member(created, "credits", "refill", "interval_ms") != 3600000.0 {
+		t.Fatalf("create with limits: %v", created)
+	}
+	metered.ID, metered.Token = created["id"].(string), created["token"].(string)
+	if g := kg.run("keys", "get", metered.ID).ok("get a metered key"); !strings.Contains(g.stdout, "100 per 1m0s") ||
+		!strings.Contains(g.stdout, "10, topped up to 10 every 1h0m0s") || !strings.Contains(g.stdout, `{"plan":"pro","seats":3}`) ||
+		!strings.Contains(g.stdout, "cus_42") {
+		t.Fatalf("get shows the limits and meta:\n%s", g.stdout)
+	}
+	kg.run("keys", "list", "-o", "json", "--external-id", "cus_42").ok("list by external id").json(&keys)
+	if len(keys) != 1 || keys[0]["id"] != metered.ID {
+		t.Fatalf("list --external-id: %v", keys)
+	}
+	a := kg.run("authorize", "--api-key", metered.Token, "--type", "agent", "--id", "a1", "--action", "execute").ok("a metered decision")
+	if !strings.Contains(a.stdout, "99 of 100 left") || !strings.Contains(a.stdout, "credits left:") {
+		t.Fatalf("authorize shows the rate limit and credits:\n%s", a.stdout)
+	}
+	kg.run("keys", "update", metered.ID, "--no-rate-limit", "--credits", "0", "--no-meta", "--external-id", "cus_43", "-o", "json").ok("update limits").json(&updated)
+	if updated["rate_limit"] != nil || member(updated, "credits", "remaining") != 0.0 || updated["meta"] != nil || updated["external_id"] != "cus_43" {
+		t.Fatalf("update limits: %v", updated)
+	}
+	kg.run("authorize", "--api-key", metered.Token, "--type", "agent", "--id", "a1", "--action", "execute").fails("out of credits", 1, "USAGE_EXCEEDED")
+	kg.run("keys", "update", metered.ID, "--no-credits", "-o", "json").ok("remove the credits").json(&updated)
+	if updated["credits"] != nil {
+		t.Fatalf("--no-credits: %v", updated)
+	}
+	kg.run("keys", "update", metered.ID, "--meta", "[1]").fails("meta that is no object", 2, "JSON object")
+	kg.run("keys", "update", metered.ID, "--rate-limit", "100").fails("a rate limit without its window", 2, "N/WINDOW")
+	kg.run("keys", "update", metered.ID, "--rate-limit", "0/1m").fails("a rate limit keygate refuses", 1, "rate_limit.limit")
+	kg.run("keys", "update", metered.ID, "--credits", "5", "--no-credits").fails("both credits flags", 2, "not both")
+	kg.run("keys", "create", "x", "--refill", "1/1h").fails("a refill without credits", 2, "--refill goes with --credits")
+
+	rot := kg.run("keys", "rotate", metered.ID, "--grace", "1h").ok("rotate")
+	if !strings.Contains(rot.stdout, "Token (shown this once") || strings.Contains(rot.stdout, metered.Token) ||
+		!strings.Contains(rot.stdout, "previous token until:") {
+		t.Fatalf("rotate prints the key and its new token:\n%s", rot.stdout)
+	}
+	var rotated map[string]any
+	kg.run("keys", "rotate", metered.ID, "-o", "json").ok("rotate again, without grace").json(&rotated)
+	if rotated["token"] == nil || rotated["rotated_at"] == nil {
+		t.Fatalf("rotate -o json: %v", rotated)
+	}
+	kg.run("authorize", "--api-key", metered.Token, "--type", "agent", "--id", "a1", "--action", "execute").fails("the first token, replaced twice", 1, "KEY_INVALID")
+	kg.run("keys", "rotate", metered.ID, "--grace", "1500ms").fails("a grace of part of a second", 2, "whole seconds")
+	kg.run("keys", "rotate", metered.ID, "--grace", "200h").fails("a grace over 7 days", 2, "168h")
+
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var rep struct {
+			Data  []map[string]any
+			Total map[string]float64
+		}
+		kg.run("keys", "usage", metered.ID, "-o", "json").ok("usage").json(&rep)
+		if rep.Total["allowed"] == 1 && rep.Total["usage_exceeded"] == 1 && len(rep.Data) == 24 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage never counted the two decisions: %v", rep.Total)
+		}
+	}
+	if u := kg.run("keys", "usage", metered.ID, "--granularity", "day", "--since", "72h").ok("usage by day"); !strings.HasPrefix(u.stdout, "FROM") ||
+		strings.Count(u.stdout, "\n") != 6 || !strings.Contains(u.stdout, "total") {
+		t.Fatalf("usage as a table, a header, 4 days and the total:\n%s", u.stdout)
+	}
+	kg.run("keys", "usage", metered.ID, "--granularity", "week").fails("a granularity keygate refuses", 1, "granularity")
+
+	if p := kg.run("policy", "status").ok("policy status"); !strings.Contains(p.stdout, "sha256:") || !strings.Contains(p.stdout, "embedded") {
+		t.Fatalf("policy status:\n%s", p.stdout)
+	}
+	var status map[string]any
+	kg.run("policy", "status", "-o", "json").ok("policy status as JSON").json(&status)
+	if status["source"] != "embedded" || status["last_error"] != nil {
+		t.Fatalf("policy status -o json: %v", status)
+	}
+	(&cmdline{t: t, url: kg.url, token: k.Token("acme", "bob")}).run("policy", "status").fails("a member asking for the policy", 1, "403 forbidden")
+	kg.run("keys", "delete", metered.ID).ok("delete the metered key")
+
 	if d := kg.run("keys", "delete", key.ID).ok("delete"); !strings.Contains(d.stdout, "deleted") {
 		t.Fatalf("delete:\n%s", d.stdout)
 	}
@@ -177,7 +262,9 @@ func TestManagementCLI(t *testing.T) {
 		text string
 	}{
 		{"a group alone", []string{"keys"}, 2, "needs a command"},
-		{"an unknown verb", []string{"keys", "rotate"}, 2, "unknown command"},
+		{"an unknown verb", []string{"keys", "reroll"}, 2, "unknown command"},
+		{"rotate without an id", []string{"keys", "rotate"}, 2, "exactly one KEY_ID"},
+		{"policy status with an argument", []string{"policy", "status", "x"}, 2, "no arguments"},
 		{"no id", []string{"keys", "get"}, 2, "exactly one KEY_ID"},
 		{"an unknown flag", []string{"keys", "list", "--nope"}, 2, "flag provided but not defined"},
 		{"an unknown format", []string{"keys", "list", "-o", "yaml"}, 2, "table or json"},
@@ -198,4 +285,17 @@ func TestManagementCLI(t *testing.T) {
 	if out := kg.run("openapi", "--yaml").ok("openapi --yaml"); out.stdout != string(server.OpenAPIYAML()) {
 		t.Fatal("keygate openapi --yaml prints the YAML source")
 	}
+}
+
+// member reads a nested member of a decoded JSON object; nil when absent.
+func member(m map[string]any, path ...string) any {
+	var v any = m
+	for _, p := range path {
+		o, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = o[p]
+	}
+	return v
 }

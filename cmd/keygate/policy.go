@@ -37,8 +37,12 @@ file below it, data.json and data.yaml as data), a bundle (.tar.gz) or a
                       list the .rego files opa fmt would change; --write
                       rewrites them
   init DIR            write the embedded policies into DIR, to start from
+  status              ask a running keygate (KEYGATE_URL, KEYGATE_TOKEN; tenant
+                      admins) which policy it serves, and why its last
+                      reload was refused
 
-PATH defaults to the current folder (eval: see above).
+PATH defaults to the current folder (eval: see above). Every command but
+status needs nothing but this binary.
 `
 
 // runPolicy is `keygate policy`: the policy author's tools, needing nothing
@@ -58,7 +62,7 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 			return nil
 		}
 		fmt.Fprint(stderr, policyUsage)
-		return usageError{"policy needs a command: test, eval, check, fmt or init"}
+		return usageError{"policy needs a command: test, eval, check, fmt, init or status"}
 	}
 	switch verbs[0] {
 	case "test":
@@ -71,6 +75,8 @@ func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		return runPolicyFmt(rest, stdout, stderr)
 	case "init":
 		return runPolicyInit(rest, stdout, stderr)
+	case "status":
+		return runPolicyStatus(ctx, rest, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, policyUsage)
 		return nil

@@ -6,6 +6,7 @@ package apidoc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -43,7 +44,16 @@ func Render(src []byte) ([]byte, error) {
 				}
 				params := slices.Clone(item.Parameters)
 				params = append(params, op.Parameters...)
-				section.Ops = append(section.Ops, &operation{Method: method, Path: path, Op: op, Params: params})
+				o := &operation{Methods: []string{method}, IDs: []string{op.OperationID}, Path: path, Op: op, Params: params,
+					Description: op.Description}
+				if o.Description == "" {
+					o.Description = item.Description
+				}
+				if last := lastOp(section.Ops); last != nil && last.Path == path && sameContract(last.Op, op) {
+					last.Methods, last.IDs = append(last.Methods, method), append(last.IDs, op.OperationID)
+					continue
+				}
+				section.Ops = append(section.Ops, o)
 			}
 		}
 		page.Tags = append(page.Tags, section)
@@ -75,10 +85,56 @@ type section struct {
 	Ops               []*operation
 }
 
+// operation is one section of the page: an operation, or several of one
+// path whose methods share one contract (forward auth takes any method),
+// described once.
 type operation struct {
-	Method, Path string
-	Op           *openapi3.Operation
+	Methods, IDs []string
+	Path         string
+	Op           *openapi3.Operation // the first
 	Params       openapi3.Parameters
+	Description  string // the operation's, else its path's
+}
+
+// Title is how the page names the operation: its method and path, or the
+// path and which methods.
+func (o *operation) Title() string {
+	switch {
+	case len(o.Methods) == 1:
+		return "`" + o.Methods[0] + " " + o.Path + "`"
+	case len(o.Methods) == len(methods):
+		return "`" + o.Path + "`, any method"
+	}
+	return "`" + o.Path + "`, " + strings.Join(o.Methods, ", ")
+}
+
+// OperationIDs lists the operation ids, each with its method when there
+// are several.
+func (o *operation) OperationIDs() string {
+	if len(o.IDs) == 1 {
+		return "Operation id: `" + o.IDs[0] + "`"
+	}
+	parts := make([]string, len(o.IDs))
+	for i, id := range o.IDs {
+		parts[i] = "`" + id + "` (" + o.Methods[i] + ")"
+	}
+	return "Operation ids: " + strings.Join(parts, ", ")
+}
+
+func lastOp(ops []*operation) *operation {
+	if len(ops) == 0 {
+		return nil
+	}
+	return ops[len(ops)-1]
+}
+
+// sameContract reports whether two operations differ in their ids alone.
+func sameContract(a, b *openapi3.Operation) bool {
+	ca, cb := *a, *b
+	ca.OperationID, cb.OperationID = "", ""
+	ja, errA := json.Marshal(&ca)
+	jb, errB := json.Marshal(&cb)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
 }
 
 type schema struct {

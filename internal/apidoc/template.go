@@ -35,17 +35,17 @@ client is package [` + "`client`" + `](../client); the ` + "`keygate`" + ` comma
 
 | operation | does |
 | --- | --- |
-{{range .Tags}}{{range .Ops}}| [` + "`{{.Method}} {{.Path}}`" + `](#{{anchor .Op.OperationID}}) | {{cell .Op.Summary}} |
+{{range .Tags}}{{range .Ops}}| [{{.Title}}](#{{anchor .Op.OperationID}}) | {{cell .Op.Summary}} |
 {{end}}{{end}}{{$doc := .Doc}}{{range .Tags}}
 ## {{.Name}}
 
 {{.Description}}
 {{range .Ops}}
-### <a id="{{anchor .Op.OperationID}}"></a>` + "`{{.Method}} {{.Path}}`" + `
+### <a id="{{anchor .Op.OperationID}}"></a>{{.Title}}
 
-{{.Op.Summary}}{{with .Op.Description}} {{trim .}}{{end}}
+{{.Op.Summary}}{{with .Description}} {{trim .}}{{end}}
 
-Authentication: {{security .Op $doc}}. Operation id: ` + "`{{.Op.OperationID}}`" + `.
+Authentication: {{security .Op $doc}}. {{.OperationIDs}}.
 {{if .Params}}
 | parameter | in | type | required | description |
 | --- | --- | --- | --- | --- |

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -32,6 +33,7 @@ type Contract struct {
 	Doc      *openapi3.T
 	router   routers.Router
 	compiler *jsonschema.Compiler
+	rest     []restPath
 
 	mu      sync.Mutex
 	schemas map[string]*jsonschema.Schema // by JSON pointer
@@ -69,7 +71,55 @@ func Parse(data []byte) (*Contract, error) {
 	if err != nil {
 		return nil, fmt.Errorf("openapi: %w", err)
 	}
-	return &Contract{Doc: doc, router: r, compiler: compiler, schemas: map[string]*jsonschema.Schema{}}, nil
+	return &Contract{Doc: doc, router: r, compiler: compiler, rest: restPaths(doc), schemas: map[string]*jsonschema.Schema{}}, nil
+}
+
+// restOfPath marks a path parameter, the last segment of its path, that
+// takes the rest of a request's path, slashes included (forward auth's
+// {path}, which Envoy fills with the forwarded request's path). OpenAPI's
+// templates match one segment; the extension says where that is not so.
+const restOfPath = "x-keygate-rest-of-path"
+
+// restPath is a documented path ending in a rest-of-path parameter.
+type restPath struct {
+	prefix, param string // "/v1/forward-auth/", "path"
+}
+
+func restPaths(doc *openapi3.T) []restPath {
+	var out []restPath
+	for path, item := range doc.Paths.Map() {
+		for _, p := range item.Parameters {
+			if p.Value == nil || p.Value.In != openapi3.ParameterInPath || p.Value.Extensions[restOfPath] != true {
+				continue
+			}
+			if prefix, ok := strings.CutSuffix(path, "{"+p.Value.Name+"}"); ok {
+				out = append(out, restPath{prefix: prefix, param: p.Value.Name})
+			}
+		}
+	}
+	return out
+}
+
+// findRoute is the router's route for a request, or for a path that a
+// rest-of-path parameter takes whole.
+func (c *Contract) findRoute(req *http.Request) (*routers.Route, map[string]string, error) {
+	route, params, err := c.router.FindRoute(req)
+	if err == nil {
+		return route, params, nil
+	}
+	for _, rp := range c.rest {
+		rest, ok := strings.CutPrefix(req.URL.Path, rp.prefix)
+		if !ok || !strings.Contains(rest, "/") {
+			continue
+		}
+		one := req.Clone(context.Background())
+		one.URL.Path, one.URL.RawPath = rp.prefix+"x", ""
+		if r, p, e := c.router.FindRoute(one); e == nil {
+			p[rp.param] = rest
+			return r, p, nil
+		}
+	}
+	return nil, nil, err
 }
 
 // Exchange is one request and its answer. Body and ResponseBody are the
@@ -89,7 +139,7 @@ type Exchange struct {
 func (c *Contract) Check(ex Exchange) (string, error) {
 	req := ex.Request.Clone(context.Background())
 	req.Body = http.NoBody
-	route, params, err := c.router.FindRoute(req)
+	route, params, err := c.findRoute(req)
 	if err != nil {
 		return "", c.checkUndocumented(ex, err)
 	}

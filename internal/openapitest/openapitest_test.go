@@ -26,6 +26,8 @@ func TestCheck(t *testing.T) {
 		return out
 	}
 	js := h("Content-Type", "application/json; charset=utf-8")
+	allowed := h("Cache-Control", "no-store", "X-Keygate-Key-Id", "k1", "X-Keygate-Tenant-Id", "t1", "X-Keygate-User-Id", "u1",
+		"X-Keygate-Decision-Id", "d1", "X-Envoy-Auth-Headers-To-Remove", "authorization")
 	for _, tc := range []struct {
 		note         string
 		method, path string
@@ -62,6 +64,11 @@ func TestCheck(t *testing.T) {
 		{"an undocumented path answered 200", "GET", "/nope", "", "", 200, js, `{}`, "", "not in the document"},
 		{"an undocumented method answered 405", "PUT", "/healthz", "", "", 405, h("Content-Type", "application/problem+json"),
 			strings.ReplaceAll(strings.ReplaceAll(problem, "404", "405"), `"not_found"`, `"method_not_allowed"`), "", ""},
+		{"a path a rest-of-path parameter takes whole", "POST", "/v1/forward-auth/agents/a1/run", "pk_x", "", 200, allowed, "", "forwardAuthPathPost", ""},
+		{"the same answer without a header it needs", "POST", "/v1/forward-auth/agents/a1/run", "pk_x", "", 200,
+			h("Cache-Control", "no-store"), "", "forwardAuthPathPost", "X-Keygate-Key-Id"},
+		{"an answer to HEAD, without its body", "HEAD", "/v1/forward-auth/agents/a1", "pk_x", "", 403,
+			h("Content-Type", "application/problem+json"), "", "forwardAuthPathHead", ""},
 		{"an undocumented path answered text", "GET", "/nope", "", "", 404, h("Content-Type", "text/plain"), "404 page not found", "", "problem document"},
 	} {
 		req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))

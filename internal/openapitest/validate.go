@@ -262,6 +262,10 @@ func (c *Contract) checkResponse(op operation, ex Exchange) error {
 		}
 		return errors.Join(errs...)
 	}
+	if ex.Request.Method == http.MethodHead {
+		// An answer to HEAD has the headers of the GET answer and no body.
+		return errors.Join(errs...)
+	}
 	mt := mediaType(resp.Content, ex.Header.Get("Content-Type"))
 	switch {
 	case mt == "":

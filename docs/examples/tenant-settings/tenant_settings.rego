@@ -7,8 +7,8 @@
 # or data.system, which keygate keeps for rules.
 #
 # A deny element {"check": c, "reason": …} denies only check c, so a batch
-# keeps its other answers. (Keys will carry metadata, input.principal.meta,
-# for rules about the key itself, such as its team.)
+# keeps its other answers. (Rules about the key itself read its metadata,
+# input.principal.meta: see the plan-tier example.)
 package keygate.authz
 
 deny contains {"check": c, "reason": sprintf("tenant %q has switched %s on %s off", [tenant, c.action, c.resource.type])} if {
