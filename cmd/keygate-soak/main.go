@@ -50,6 +50,7 @@ type options struct {
 	postgres    bool
 	postgresURL string
 	out         string
+	binary      string
 
 	rate       int
 	workers    int
@@ -81,6 +82,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		pgURL = v
 	}
 	fs.StringVar(&o.postgresURL, "postgres-url", pgURL, "Postgres server to create the soak database on (KEYGATE_SOAK_POSTGRES_URL)")
+	fs.StringVar(&o.binary, "keygate", "", "a keygate binary to soak, such as a release build or another commit's; empty: build this checkout's")
 	fs.StringVar(&o.out, "out", "docs/soak.md", "report file, relative to the repository root; the run replaces its database's section; empty: print only")
 	fs.IntVar(&o.rate, "rate", 1000, "decision requests a second, at most (bad keys, batches and forward auth included)")
 	fs.IntVar(&o.workers, "workers", 16, "decision requests in flight at most")

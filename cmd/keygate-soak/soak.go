@@ -48,10 +48,12 @@ func (s *soak) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, os.RemoveAll(tmp)) }()
-	s.logf("building keygate")
-	bin, err := buildKeygate(ctx, s.repo, tmp)
-	if err != nil {
-		return err
+	bin := o.binary
+	if bin == "" {
+		s.logf("building keygate")
+		if bin, err = buildKeygate(ctx, s.repo, tmp); err != nil {
+			return err
+		}
 	}
 	dataDir := filepath.Join(tmp, "data")
 	env := []string{
