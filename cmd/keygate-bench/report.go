@@ -177,7 +177,7 @@ func residentBytes(pid int, field string) (uint64, error) {
 	return kb << 10, nil
 }
 
-// Targets of issue 4 and 5.
+// Targets on the cached workload and the key store at scale.
 const (
 	targetVsOPA       = 1.5
 	targetVsFloor     = 0.40
