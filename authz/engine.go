@@ -124,26 +124,26 @@ func (e *Engine) LoadSet(ctx context.Context, set PolicySet) error {
 
 	p := &preparedPolicy{revision: set.Revision()}
 	p.pure, p.impurity = policyPurity(c.modules)
-	native := e.nativeScopeMatch && definesScopeMatch(c.compiler)
+	if e.nativeScopeMatch {
+		c.useNativeScopeMatch()
+	}
 	queries := []struct {
-		query  string
-		dst    *rego.PreparedEvalQuery
-		native bool
+		query string
+		dst   *rego.PreparedEvalQuery
 	}{
-		{QueryDecision, &p.decision, native},
-		{QueryDecisions, &p.decisions, native},
-		{QueryManagementDecision, &p.management, false},
+		{QueryDecision, &p.decision},
+		{QueryDecisions, &p.decisions},
+		{QueryManagementDecision, &p.management},
 	}
 	if c.definesMask() {
 		p.mask = &rego.PreparedEvalQuery{}
 		queries = append(queries, struct {
-			query  string
-			dst    *rego.PreparedEvalQuery
-			native bool
-		}{QueryLogMask, p.mask, false})
+			query string
+			dst   *rego.PreparedEvalQuery
+		}{QueryLogMask, p.mask})
 	}
 	for _, q := range queries {
-		prepared, err := c.prepare(ctx, q.query, q.native, rego.GenerateJSON(keepTerm))
+		prepared, err := c.prepare(ctx, q.query, rego.GenerateJSON(keepTerm))
 		if err != nil {
 			return err
 		}
@@ -157,15 +157,16 @@ func (e *Engine) LoadSet(ctx context.Context, set PolicySet) error {
 	return nil
 }
 
-// prepare prepares query over the compiled policy and its data; native
-// substitutes keygate.scope_match (nativeQuery).
-func (c *compiledPolicy) prepare(ctx context.Context, query string, native bool, opts ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
-	body, err := nativeQuery(query, native)
+// prepare prepares query over the compiled policy and its data, with
+// keygate.scope_match when the policy calls it (useNativeScopeMatch) or
+// the query does (mocked).
+func (c *compiledPolicy) prepare(ctx context.Context, query string, opts ...func(*rego.Rego)) (rego.PreparedEvalQuery, error) {
+	body, err := parseQuery(query, c.mocked)
 	if err != nil {
 		return rego.PreparedEvalQuery{}, err
 	}
 	opts = append(opts, rego.Compiler(c.compiler), rego.Store(c.store), rego.ParsedQuery(body))
-	if native {
+	if c.native || c.mocked {
 		opts = append(opts, scopeMatchBuiltin)
 	}
 	prepared, err := rego.New(opts...).PrepareForEval(ctx)

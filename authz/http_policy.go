@@ -36,7 +36,7 @@ func prepareHTTP(ctx context.Context, c *compiledPolicy, p *preparedPolicy) erro
 	if len(c.compiler.GetRulesExact(httpDecisionRef)) == 0 {
 		return nil
 	}
-	prepared, err := c.prepare(ctx, QueryHTTPDecision, false, rego.GenerateJSON(keepTerm))
+	prepared, err := c.prepare(ctx, QueryHTTPDecision, rego.GenerateJSON(keepTerm))
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,11 @@ type compiledPolicy struct {
 	compiler *ast.Compiler
 	store    storage.Store
 	modules  map[string]*ast.Module
+	native   bool // calls keygate.scope_match (useNativeScopeMatch)
+	// mocked: each query replaces the policy's scope_match with
+	// keygate.scope_match (Rego's `with`), so that a trace names the
+	// policy's function; slower, for `keygate policy eval`.
+	mocked bool
 }
 
 // compileOptions say how strictly a policy set is compiled.
@@ -124,17 +129,16 @@ func FormatPolicy(name string, src []byte) ([]byte, error) {
 	return out, nil
 }
 
-// nativeQuery parses query and, when native, has every expression call
-// keygate.scope_match in place of the policy's scope_match (see
-// scope_match.go), as every evaluation of a decision does.
-func nativeQuery(query string, native bool) (ast.Body, error) {
+// parseQuery parses a Rego query; mocked, each of its expressions has the
+// policy's scope_match replaced by keygate.scope_match.
+func parseQuery(query string, mocked bool) (ast.Body, error) {
 	body, err := ast.ParseBodyWithOpts(query, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
 		return nil, Errorf(EINVALID, "query does not parse: %s", err)
 	}
-	if native {
+	if mocked {
 		for _, expr := range body {
-			expr.With = append(expr.With, &ast.With{Target: ast.NewTerm(scopeMatchRef), Value: ast.RefTerm(ast.VarTerm("keygate"), ast.StringTerm("scope_match"))})
+			expr.With = append(expr.With, &ast.With{Target: ast.NewTerm(scopeMatchRef), Value: ast.NewTerm(nativeScopeMatchRef)})
 		}
 	}
 	return body, nil

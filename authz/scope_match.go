@@ -13,9 +13,9 @@ import (
 //	scope_match(ids, id) := id if { id in ids }
 //	else := m[0] if { m := [e | some e in ids; contains(e, "*"); glob.match(e, null, id)] }
 //
-// in Rego, which any OPA runs and tests. The engine evaluates every query
-// with that function replaced (Rego's `with`) by nativeScopeMatch, which
-// gives the same answers for every entry validation accepts, and stops at
+// in Rego, which any OPA runs and tests. Once a policy is compiled, the
+// engine has every call of that function call nativeScopeMatch instead
+// (useNativeScopeMatch), which gives the same answers for every entry validation accepts, and stops at
 // the first match: one pass comparing strings, one over the globs, no
 // compiled patterns. OPA's glob.match keeps its compiled patterns in a
 // cache of 100 for the whole process, so a key with more globs than that
@@ -23,7 +23,8 @@ import (
 // here a check costs at most one comparison per entry and one match per
 // glob, whichever keys run beside it.
 var (
-	scopeMatchRef = ast.MustParseRef("data.keygate.authz.scope_match")
+	scopeMatchRef       = ast.MustParseRef("data.keygate.authz.scope_match")
+	nativeScopeMatchRef = ast.MustParseRef("keygate.scope_match")
 
 	scopeMatchDecl = &rego.Function{
 		Name: "keygate.scope_match",
@@ -150,6 +151,42 @@ func GlobMatch(pattern, s string) bool {
 		}
 		s = s[i+len(seg):]
 	}
+}
+
+// useNativeScopeMatch has every call of the policy's scope_match, in every
+// compiled rule, call keygate.scope_match, when the policy defines
+// scope_match(ids, id). The calls are rewritten once per load rather than
+// replaced with Rego's `with` in each query: a `with` is applied on every
+// evaluation, and a mocked function costs a lookup, a push and a pop of
+// the mocks at each call. Only the compiled copy changes; the policy's
+// sources and its tests are untouched.
+func (c *compiledPolicy) useNativeScopeMatch() {
+	if c.native || !definesScopeMatch(c.compiler) {
+		return
+	}
+	swap := func(call []*ast.Term) {
+		if len(call) == 0 {
+			return
+		}
+		if ref, ok := call[0].Value.(ast.Ref); ok && ref.Equal(scopeMatchRef) {
+			call[0] = ast.NewTerm(nativeScopeMatchRef).SetLocation(call[0].Location)
+		}
+	}
+	vis := ast.NewGenericVisitor(func(x any) bool {
+		switch x := x.(type) {
+		case *ast.Expr:
+			if terms, ok := x.Terms.([]*ast.Term); ok {
+				swap(terms)
+			}
+		case ast.Call:
+			swap(x)
+		}
+		return false
+	})
+	for _, m := range c.compiler.Modules {
+		vis.Walk(m)
+	}
+	c.native = true
 }
 
 // definesScopeMatch reports whether the compiled policy has the
