@@ -72,6 +72,9 @@ type CreditSpender struct {
 	mu        sync.Mutex
 	pools     map[string]*creditPool     // by key id
 	exhausted churnMap[any, exhaustedTo] // principal snapshot → when it may have credits again
+	// roundsEnded is closed, and replaced, each time a pool's spends in
+	// the store end, for Close to wait on those under way.
+	roundsEnded chan struct{}
 
 	stop chan struct{}
 	done chan struct{}
@@ -145,7 +148,8 @@ func NewCreditSpender(store CreditStore, opts CreditSpenderOptions) *CreditSpend
 		opts.Now = time.Now
 	}
 	s := &CreditSpender{store: store, opts: opts, pools: map[string]*creditPool{},
-		exhausted: newChurnMap[any, exhaustedTo](opts.MaxExhausted), stop: make(chan struct{}), done: make(chan struct{})}
+		exhausted: newChurnMap[any, exhaustedTo](opts.MaxExhausted), roundsEnded: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.run()
 	return s
 }
@@ -214,6 +218,8 @@ func (s *CreditSpender) rounds(keyID string, pool *creditPool) {
 	s.mu.Lock()
 	if len(pool.waiting) == 0 {
 		pool.fetching = false
+		close(s.roundsEnded)
+		s.roundsEnded = make(chan struct{})
 		s.mu.Unlock()
 		return
 	}
@@ -234,7 +240,10 @@ func (s *CreditSpender) round(keyID string, pool *creditPool) {
 	}
 	ahead := int64(0)
 	if now.UnixNano()-pool.lastFetch < int64(hotInterval) {
-		ahead = min(2*(pool.consumed+need), s.opts.MaxReserve)
+		// What is still reserved counts against the bound: only this
+		// round adds to it (one round of a pool at a time), and requests
+		// meanwhile only take from it.
+		ahead = max(0, min(2*(pool.consumed+need), s.opts.MaxReserve-pool.avail))
 	}
 	pool.consumed, pool.lastFetch = 0, now.UnixNano()
 	s.mu.Unlock()
@@ -369,14 +378,33 @@ func (s *CreditSpender) giveBack(ctx context.Context, idleSince int64) {
 	}
 }
 
-// Close stops the background returns and gives back every reserve,
-// waiting at most until ctx ends.
+// Close stops the background returns, waits for spends in the store under
+// way, and gives back every reserve, waiting at most until ctx ends.
 func (s *CreditSpender) Close(ctx context.Context) error {
 	s.once.Do(func() { close(s.stop) })
 	select {
 	case <-s.done:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	// A spend under way may still reserve credits, which giveBack would
+	// skip and nothing would return: wait for every one to end.
+	for {
+		s.mu.Lock()
+		busy := false
+		for _, pool := range s.pools {
+			busy = busy || pool.fetching
+		}
+		ended := s.roundsEnded
+		s.mu.Unlock()
+		if !busy {
+			break
+		}
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	s.giveBack(ctx, math.MaxInt64)
 	return ctx.Err()
