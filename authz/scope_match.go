@@ -172,21 +172,27 @@ func (c *compiledPolicy) useNativeScopeMatch() {
 			call[0] = ast.NewTerm(nativeScopeMatchRef).SetLocation(call[0].Location)
 		}
 	}
+	eachCall(c.compiler, swap)
+	c.native = true
+}
+
+// eachCall calls fn with the terms of every call in the compiled modules:
+// an expression's, or a call nested in a term; fn may replace terms.
+func eachCall(c *ast.Compiler, fn func(call []*ast.Term)) {
 	vis := ast.NewGenericVisitor(func(x any) bool {
 		switch x := x.(type) {
 		case *ast.Expr:
 			if terms, ok := x.Terms.([]*ast.Term); ok {
-				swap(terms)
+				fn(terms)
 			}
 		case ast.Call:
-			swap(x)
+			fn(x)
 		}
 		return false
 	})
-	for _, m := range c.compiler.Modules {
+	for _, m := range c.Modules {
 		vis.Walk(m)
 	}
-	c.native = true
 }
 
 // definesScopeMatch reports whether the compiled policy has the

@@ -19,20 +19,7 @@ func calls(c *compiledPolicy, ref ast.Ref) int {
 			}
 		}
 	}
-	vis := ast.NewGenericVisitor(func(x any) bool {
-		switch x := x.(type) {
-		case *ast.Expr:
-			if terms, ok := x.Terms.([]*ast.Term); ok {
-				count(terms)
-			}
-		case ast.Call:
-			count(x)
-		}
-		return false
-	})
-	for _, m := range c.compiler.Modules {
-		vis.Walk(m)
-	}
+	eachCall(c.compiler, count)
 	return n
 }
 
