@@ -4,28 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-)
 
-// retained measures the heap a structure keeps: live heap while it is
-// alive, minus live heap once it is not.
-func retained(build func() any) uint64 {
-	var with, without runtime.MemStats
-	v := build()
-	runtime.GC()
-	runtime.ReadMemStats(&with)
-	runtime.KeepAlive(v) // v is dead from here on
-	runtime.GC()
-	runtime.ReadMemStats(&without)
-	if with.HeapAlloc < without.HeapAlloc {
-		return 0
-	}
-	return with.HeapAlloc - without.HeapAlloc
-}
+	"github.com/keygate/keygate/internal/heaptest"
+)
 
 // TestBoundedCachesStayBoundedInBytes drives the decision cache and the
 // policy-input memo through millions of replacements and checks that the
@@ -110,7 +95,7 @@ func TestBoundedCachesStayBoundedInBytes(t *testing.T) {
 	for _, tc := range tests {
 		var sizes []uint64
 		for _, n := range rounds {
-			got := retained(func() any { return tc.churn(n) })
+			got := heaptest.Retained(func() any { return tc.churn(n) })
 			sizes = append(sizes, got)
 		}
 		t.Logf("%s: retains %v bytes after %v insertions", tc.note, sizes, rounds)

@@ -4,27 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"testing"
 
 	"go.opentelemetry.io/otel/metric/noop"
-)
 
-// retainedBytes measures the heap a structure keeps: live heap while it is
-// alive, minus live heap once it is not.
-func retainedBytes(build func() any) uint64 {
-	var with, without runtime.MemStats
-	v := build()
-	runtime.GC()
-	runtime.ReadMemStats(&with)
-	runtime.KeepAlive(v) // v is dead from here on
-	runtime.GC()
-	runtime.ReadMemStats(&without)
-	if with.HeapAlloc < without.HeapAlloc {
-		return 0
-	}
-	return with.HeapAlloc - without.HeapAlloc
-}
+	"github.com/keygate/keygate/internal/heaptest"
+)
 
 // TestSessionCountsStayBoundedInBytes opens and closes sessions of many
 // keys, thousands open at a time and ending in no particular order, as a
@@ -82,10 +67,10 @@ func TestSessionCountsStayBoundedInBytes(t *testing.T) {
 		}
 		return l
 	}
-	fresh := retainedBytes(func() any { return churn(open) }) // no session ended yet
+	fresh := heaptest.Retained(func() any { return churn(open) }) // no session ended yet
 	var sizes []uint64
 	for _, n := range rounds {
-		sizes = append(sizes, retainedBytes(func() any { return churn(n) }))
+		sizes = append(sizes, heaptest.Retained(func() any { return churn(n) }))
 	}
 	t.Logf("session counts of %d open sessions over %d keys: %d bytes fresh; %v bytes after %v open/close cycles", open, keys, fresh, sizes, rounds)
 	for i, got := range sizes {
