@@ -128,8 +128,13 @@ func TestNothingLostWhenTheDatabaseBlinks(t *testing.T) {
 			t.Errorf("instance %s never failed closed on its cached key: a key must not be trusted past the staleness bound without the feed", name)
 		}
 	}
-	if perInstance["c"] < 100 {
-		t.Fatalf("denials answered during the outage %v: C, trusting its cache, must have answered many", perInstance)
+	// C's answers are what its spool must keep across the SIGKILL: it must
+	// have answered denials well past the 1 s bound A and B hold to, and
+	// never failed closed. How many it answered depends on how loaded the
+	// machine is, so the test asks for how long, not how many.
+	if rc := runs["c"]; rc.stale != 0 || len(rc.denied) == 0 || rc.lastDenied.Sub(cutAt) < 2*time.Second {
+		t.Fatalf("C, trusting its cache for 30 s, answered %d denials (the last %s after the cut) and failed closed %d times: it must answer through the 3 s it runs, and never fail closed",
+			len(rc.denied), rc.lastDenied.Sub(cutAt).Round(time.Millisecond), rc.stale)
 	}
 	db, err := storage.Open(context.Background(), direct)
 	if err != nil {
@@ -188,11 +193,12 @@ func feedState(k *instance) string {
 // blinkRun sends, in a loop, a request its key's scope denies and one with
 // a key no instance holds, each with its own request id.
 type blinkRun struct {
-	t      *testing.T
-	done   chan struct{}
-	wg     sync.WaitGroup
-	denied []string // request ids of the denials answered
-	stale  int      // 503s for the cached key: trusted no longer without the feed
+	t          *testing.T
+	done       chan struct{}
+	wg         sync.WaitGroup
+	denied     []string  // request ids of the denials answered
+	lastDenied time.Time // when the last denial was sent
+	stale      int       // 503s for the cached key: trusted no longer without the feed
 }
 
 func startBlinkRun(t *testing.T, k *instance, name, denier, unknown string) *blinkRun {
@@ -200,6 +206,7 @@ func startBlinkRun(t *testing.T, k *instance, name, denier, unknown string) *bli
 	r.wg.Go(func() {
 		loop(r.done, func(n int) bool {
 			id := fmt.Sprintf("blink-%s-%d", name, n)
+			sent := time.Now()
 			status, code, err := authorize(k, id, denier, "f2")
 			switch {
 			case err != nil:
@@ -207,6 +214,7 @@ func startBlinkRun(t *testing.T, k *instance, name, denier, unknown string) *bli
 				return false
 			case status == 200 && code == authz.CodeDenied:
 				r.denied = append(r.denied, id)
+				r.lastDenied = sent
 			case status == 503 && code == authz.EUNAVAILABLE:
 				r.stale++
 			default:
