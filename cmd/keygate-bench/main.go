@@ -95,6 +95,7 @@ type options struct {
 	realQuestions  int
 	realSeed       uint64
 	realCPUProfile string
+	realContention string
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -136,6 +137,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.realKeys, "realistic-keys", 500, "keys of the realistic workload, each with a scope of its own (20 entries per list, 3 globs)")
 	fs.IntVar(&o.realQuestions, "realistic-questions", 20_000, "distinct questions of the realistic workload, half denied, cycled by the load generator")
 	fs.Uint64Var(&o.realSeed, "realistic-seed", 1, "seed of the realistic workload's scopes and questions")
+	fs.StringVar(&o.realContention, "realistic-contention-profile", "", "save the mutex and block profiles of keygate (SQLite) over its measured window of the realistic workload to this path with .mutex and .block added, recording 1 in 5 contended locks and a wait per 10 µs blocked (KEYGATE_DEBUG_MUTEX_FRACTION, KEYGATE_DEBUG_BLOCK_RATE); its figures are then not comparable")
 	fs.StringVar(&o.realCPUProfile, "realistic-cpu-profile", "", "save a CPU profile of keygate (SQLite) over its measured window of the realistic workload to this file; its figures are then not comparable")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -161,8 +163,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-realistic-keys and -realistic-questions must be at least 1")
 	case o.realisticOnly && (o.cpuProfile != "" || o.heapProfile != ""):
 		return nil, errors.New("-cpu-profile and -heap-profile are taken of the cached mix and the scale part; with -realistic-only, use -realistic-cpu-profile")
-	case o.realCPUProfile != "" && !o.realistic:
-		return nil, errors.New("-realistic-cpu-profile needs the realistic workload: drop -realistic=false")
+	case (o.realCPUProfile != "" || o.realContention != "") && !o.realistic:
+		return nil, errors.New("-realistic-cpu-profile and -realistic-contention-profile need the realistic workload: drop -realistic=false")
 	}
 	return o, nil
 }
@@ -272,7 +274,7 @@ func (b *bench) runMain(ctx context.Context, rep *report) error {
 		bodies: opaBodies(key, mix, time.Now()), check: allowCheck(opaAllowed, mixAllow(mix))}); err != nil {
 		return err
 	}
-	profiled := b.profileWindow(ctx, debugAddr, b.opts.cpuProfile)
+	profiled := b.profileWindow(ctx, debugAddr, windowProfile{"profile", b.opts.cpuProfile})
 	if rep.sqlite, err = b.measure(ctx, workload{name: "keygate (SQLite)", url: kg.base + "/v1/authorize",
 		bodies: single, check: allowCheck(keygateAllowed, mixAllow(mix))}); err != nil {
 		return err
@@ -402,31 +404,45 @@ func dropDatabase(ctx context.Context, db *pgDatabase, err *error) {
 	*err = errors.Join(*err, db.drop(dctx))
 }
 
-// profileWindow starts a CPU profile of the measured window of the
-// measurement about to start (after its warm-up), saved to path; the
-// function returned waits for it. Without a path or a profiler listener,
-// it does nothing.
-func (b *bench) profileWindow(ctx context.Context, debugAddr, path string) func() error {
-	if debugAddr == "" || path == "" {
-		return func() error { return nil }
+// windowProfile is a profile of keygate's debug listener taken over a
+// measured window: its name under /debug/pprof/ (profile: CPU; mutex and
+// block: what was recorded in the window) and the file it is saved to.
+type windowProfile struct{ name, path string }
+
+// profileWindow takes the profiles of the measured window of the
+// measurement about to start (after its warm-up), each saved to its path;
+// the function returned waits for them. Without a profiler listener, or for
+// a profile without a path, it does nothing.
+func (b *bench) profileWindow(ctx context.Context, debugAddr string, profiles ...windowProfile) func() error {
+	profiled := make(chan error, len(profiles))
+	taken := 0
+	for _, p := range profiles {
+		if debugAddr == "" || p.path == "" {
+			continue
+		}
+		taken++
+		go func() {
+			select {
+			case <-time.After(b.opts.warmup):
+			case <-ctx.Done():
+				profiled <- ctx.Err()
+				return
+			}
+			url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", debugAddr, p.name, max(1, int(b.opts.duration.Seconds())))
+			if err := saveProfile(ctx, url, p.path); err != nil {
+				profiled <- fmt.Errorf("%s profile: %w", p.name, err)
+				return
+			}
+			b.logf("  %s profile saved to %s", p.name, p.path)
+			profiled <- nil
+		}()
 	}
-	profiled := make(chan error, 1)
-	go func() {
-		select {
-		case <-time.After(b.opts.warmup):
-		case <-ctx.Done():
-			profiled <- ctx.Err()
-			return
-		}
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, max(1, int(b.opts.duration.Seconds())))
-		profiled <- saveProfile(ctx, url, path)
-	}()
 	return func() error {
-		if err := <-profiled; err != nil {
-			return fmt.Errorf("CPU profile: %w", err)
+		var errs []error
+		for range taken {
+			errs = append(errs, <-profiled)
 		}
-		b.logf("  CPU profile saved to %s", path)
-		return nil
+		return errors.Join(errs...)
 	}
 }
 

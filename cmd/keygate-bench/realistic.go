@@ -89,7 +89,7 @@ func (kg *liveKeygate) counted(check func(i, status int, body []byte) error) fun
 func (b *bench) runRealistic(ctx context.Context, machine *machineInfo) (rr *realisticResult, err error) {
 	o := b.opts
 	rr = &realisticResult{keys: o.realKeys, questions: o.realQuestions, seed: o.realSeed, cacheSize: app.Defaults().DecisionCacheSize,
-		conns: o.conns, warmup: o.warmup, duration: o.duration, load: loadAverage(), profiled: o.realCPUProfile != ""}
+		conns: o.conns, warmup: o.warmup, duration: o.duration, load: loadAverage(), profiled: o.realCPUProfile != "" || o.realContention != ""}
 	scopes := realisticScopes(o.realKeys, o.realSeed)
 	table, err := questionTable(scopes, benchTenant, o.realQuestions, o.realSeed)
 	if err != nil {
@@ -116,7 +116,11 @@ func (b *bench) runRealistic(ctx context.Context, machine *machineInfo) (rr *rea
 	}
 	defer opa.stop()
 
-	kg, err := b.startRealisticKeygate(ctx, "realistic-sqlite", nil, scopes)
+	var env []string
+	if o.realContention != "" {
+		env = []string{"KEYGATE_DEBUG_MUTEX_FRACTION=5", "KEYGATE_DEBUG_BLOCK_RATE=10us"}
+	}
+	kg, err := b.startRealisticKeygate(ctx, "realistic-sqlite", env, scopes)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +147,8 @@ func (b *bench) runRealistic(ctx context.Context, machine *machineInfo) (rr *rea
 		return nil, err
 	}
 	opa.stop()
-	run, err := b.measureKeygate(ctx, kg, "keygate (SQLite)", bodies, table, o.realCPUProfile)
+	run, err := b.measureKeygate(ctx, kg, "keygate (SQLite)", bodies, table, windowProfile{"profile", o.realCPUProfile},
+		windowProfile{"mutex", suffixed(o.realContention, ".mutex")}, windowProfile{"block", suffixed(o.realContention, ".block")})
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +189,7 @@ func (b *bench) realisticPostgres(ctx context.Context, machine *machineInfo, sco
 	if err := b.verifyRealistic(ctx, kg, table, opaAnswers); err != nil {
 		return nil, fmt.Errorf("keygate (Postgres): %w", err)
 	}
-	if run, err = b.measureKeygate(ctx, kg, "keygate (Postgres)", realisticKeygateBodies(kg.keys, table), table, ""); err != nil {
+	if run, err = b.measureKeygate(ctx, kg, "keygate (Postgres)", realisticKeygateBodies(kg.keys, table), table); err != nil {
 		return nil, err
 	}
 	if err := stopKeygate(kg.server); err != nil {
@@ -196,6 +201,14 @@ func (b *bench) realisticPostgres(ctx context.Context, machine *machineInfo, sco
 		return nil, err
 	}
 	return run, nil
+}
+
+// suffixed is path with suffix added; "" (no profile) stays "".
+func suffixed(path, suffix string) string {
+	if path == "" {
+		return ""
+	}
+	return path + suffix
 }
 
 // startRealisticKeygate runs a keygate with a profiler listener and a GC
@@ -335,13 +348,13 @@ func compareAnswers(table []question, kg, opa []answer) error {
 }
 
 // measureKeygate measures keygate over the table, reading its counters
-// before and after, and with profile set, a CPU profile of the window.
-func (b *bench) measureKeygate(ctx context.Context, kg *liveKeygate, name string, bodies [][]byte, table []question, profile string) (*keygateRun, error) {
+// before and after, and taking the profiles of the window that have a path.
+func (b *bench) measureKeygate(ctx context.Context, kg *liveKeygate, name string, bodies [][]byte, table []question, profiles ...windowProfile) (*keygateRun, error) {
 	before, err := takeSnapshot(ctx, kg.pid(), kg.debugAddr)
 	if err != nil {
 		return nil, err
 	}
-	profiled := b.profileWindow(ctx, kg.debugAddr, profile)
+	profiled := b.profileWindow(ctx, kg.debugAddr, profiles...)
 	res, err := b.measure(ctx, workload{name: name, url: kg.base + "/v1/authorize",
 		bodies: bodies, check: kg.counted(allowCheck(keygateAllowed, tableAllow(table)))})
 	if err != nil {

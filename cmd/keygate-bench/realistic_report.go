@@ -57,7 +57,7 @@ func (r *report) realisticMarkdown() string {
 	fmt.Fprintf(&b, "- The in-repo load generator, on the same machine: %d connections, each sending its next request when the previous answer arrives; %s of warm-up, %s measured. An error is a failed request, a non-200 or a wrong allow flag.\n\n",
 		rr.conns, rr.warmup, rr.duration)
 	if rr.profiled {
-		fmt.Fprintf(&b, "keygate (SQLite) ran under the CPU profiler over its measured window: its figures are not comparable with the others'.\n\n")
+		fmt.Fprintf(&b, "keygate (SQLite) ran under the CPU or contention profiler over its measured window: its figures are not comparable with the others'.\n\n")
 	}
 
 	var rows [][]string

@@ -146,7 +146,7 @@ func TestRealisticMarkdown(t *testing.T) {
 			t.Errorf("the section lacks %q:\n%s", want, md)
 		}
 	}
-	if strings.Contains(md, "CPU profiler") {
+	if strings.Contains(md, "ran under the") {
 		t.Error("an unprofiled run says it was profiled")
 	}
 	assertTablesAligned(t, md)
@@ -168,7 +168,7 @@ func TestRealisticMarkdown(t *testing.T) {
 
 	r.realistic.profiled, r.realistic.questions = true, 2_000
 	md = r.realisticMarkdown()
-	if !strings.Contains(md, "ran under the CPU profiler") || strings.Contains(md, "more than the cache holds") {
+	if !strings.Contains(md, "ran under the CPU or contention profiler") || strings.Contains(md, "more than the cache holds") {
 		t.Errorf("a profiled run with fewer questions than the cache holds:\n%s", md)
 	}
 	r.realistic = nil

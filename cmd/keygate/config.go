@@ -86,6 +86,8 @@ func (c *config) bindServe(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("KEYGATE_METRICS_ADDR", ""), "listen address for Prometheus metrics (GET /metrics); main: on --addr; off: none; empty: on --addr when it is a loopback address, else none (KEYGATE_METRICS_ADDR)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", env("KEYGATE_GRPC_ADDR", ""), "listen address for Envoy's ext_authz over gRPC; empty: off (KEYGATE_GRPC_ADDR)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", env("KEYGATE_DEBUG_ADDR", ""), "listen address for Go's profiler (/debug/pprof/); keep it private; empty: off (KEYGATE_DEBUG_ADDR)")
+	fs.IntVar(&c.DebugMutexFraction, "debug-mutex-fraction", c.envInt("KEYGATE_DEBUG_MUTEX_FRACTION", 0), "record 1 in N contended locks in the profiler's /debug/pprof/mutex; each costs a little while on; 0: off (KEYGATE_DEBUG_MUTEX_FRACTION)")
+	fs.DurationVar(&c.DebugBlockRate, "debug-block-rate", c.envDuration("KEYGATE_DEBUG_BLOCK_RATE", 0), "record about one wait per this much time spent blocked in the profiler's /debug/pprof/block; each costs a little while on; 0: off (KEYGATE_DEBUG_BLOCK_RATE)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.envDuration("KEYGATE_FLUSH_INTERVAL", d.FlushInterval), "how often audit events and last_used_at are written (KEYGATE_FLUSH_INTERVAL)")
 	c.bindLimits(fs)
 	c.bindPolicy(fs)

@@ -49,6 +49,11 @@ type Config struct {
 	DecisionCacheSize int // 0: off
 	MCPSyncInterval   time.Duration
 	DebugAddr         string // profiler listener; "": off
+	// Contention profiles on the profiler listener: 1 in
+	// DebugMutexFraction contended locks, about one wait per
+	// DebugBlockRate spent blocked; 0: off.
+	DebugMutexFraction int
+	DebugBlockRate     time.Duration
 
 	// Policies from an OPA bundle server, instead of PolicyDir: polled
 	// every PolicyBundleInterval with the last ETag, each bundle bounded
@@ -199,6 +204,12 @@ func (c *Config) Validate() error {
 	}
 	if c.KeyCacheStaleness <= 0 || c.KeyCacheStaleness > c.KeyCacheTTL {
 		errs = append(errs, fmt.Errorf("KEYGATE_KEY_CACHE_STALENESS must be positive and at most KEYGATE_KEY_CACHE_TTL, got %s", c.KeyCacheStaleness))
+	}
+	if c.DebugMutexFraction < 0 || c.DebugBlockRate < 0 {
+		errs = append(errs, fmt.Errorf("KEYGATE_DEBUG_MUTEX_FRACTION and KEYGATE_DEBUG_BLOCK_RATE must not be negative, got %d and %s", c.DebugMutexFraction, c.DebugBlockRate))
+	}
+	if c.DebugAddr == "" && (c.DebugMutexFraction != 0 || c.DebugBlockRate != 0) {
+		errs = append(errs, errors.New("KEYGATE_DEBUG_MUTEX_FRACTION and KEYGATE_DEBUG_BLOCK_RATE feed profiles served only on KEYGATE_DEBUG_ADDR: set it too"))
 	}
 	if c.DecisionCacheSize < 0 {
 		errs = append(errs, fmt.Errorf("KEYGATE_DECISION_CACHE_SIZE must not be negative, got %d", c.DecisionCacheSize))

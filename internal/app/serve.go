@@ -36,7 +36,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	logger := a.Config.logger()
 	debugCtx, stopDebug := context.WithCancel(ctx)
 	defer stopDebug()
-	if _, err := startDebug(debugCtx, a.Config.DebugAddr, logger); err != nil {
+	if _, err := startDebug(debugCtx, debugOptions{Addr: a.Config.DebugAddr, MutexFraction: a.Config.DebugMutexFraction, BlockRate: a.Config.DebugBlockRate}, logger); err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("debug listener (KEYGATE_DEBUG_ADDR): %w", err)
 	}
