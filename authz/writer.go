@@ -2,7 +2,9 @@ package authz
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -453,15 +455,28 @@ func (r *eventRing) pop(dst []AuditEvent, max int) []AuditEvent {
 // so authentication never writes to the database. While the database is
 // down the times stay pending (one per key) and are written when it
 // answers again; the failure is logged once, and so is the recovery.
+//
+// Every decision touches its key, so the pending times are split in
+// shards by key: with one lock, requests on the two cores queued behind
+// each other there (93% of the mutex contention the realistic benchmark
+// recorded).
 type UsageWriter struct {
 	store    KeyStore
 	interval time.Duration
 	logger   *slog.Logger
-	mu       sync.Mutex
-	pending  map[string]time.Time
+	seed     maphash.Seed
+	shards   [usageShardCount]usageShard
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
+}
+
+const usageShardCount = 16
+
+type usageShard struct {
+	mu      sync.Mutex
+	pending map[string]time.Time
+	_       [48]byte // 64 bytes each: shards do not share a cache line
 }
 
 // NewUsageWriter starts a writer flushing every interval (default 1s);
@@ -473,8 +488,11 @@ func NewUsageWriter(store KeyStore, interval time.Duration, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	u := &UsageWriter{store: store, interval: interval, logger: logger,
-		pending: make(map[string]time.Time), stop: make(chan struct{}), done: make(chan struct{})}
+	u := &UsageWriter{store: store, interval: interval, logger: logger, seed: maphash.MakeSeed(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	for i := range u.shards {
+		u.shards[i].pending = make(map[string]time.Time)
+	}
 	go u.run()
 	return u
 }
@@ -483,20 +501,34 @@ var _ UsageRecorder = (*UsageWriter)(nil)
 
 // Touch notes that keyID was used at at.
 func (u *UsageWriter) Touch(keyID string, at time.Time) {
-	u.mu.Lock()
-	if prev, ok := u.pending[keyID]; !ok || at.After(prev) {
-		u.pending[keyID] = at
+	sh := &u.shards[maphash.String(u.seed, keyID)%usageShardCount]
+	sh.mu.Lock()
+	if prev, ok := sh.pending[keyID]; !ok || at.After(prev) {
+		sh.pending[keyID] = at
 	}
-	u.mu.Unlock()
+	sh.mu.Unlock()
 }
 
 // Flush writes what is pending now. On failure the times go back to the
 // pending set (unless newer ones arrived) for the next attempt.
 func (u *UsageWriter) Flush(ctx context.Context) error {
-	u.mu.Lock()
-	batch := u.pending
-	u.pending = make(map[string]time.Time, len(batch))
-	u.mu.Unlock()
+	var batch map[string]time.Time
+	for i := range u.shards {
+		sh := &u.shards[i]
+		var taken map[string]time.Time // the shard's no more, once taken
+		sh.mu.Lock()
+		if n := len(sh.pending); n > 0 {
+			taken, sh.pending = sh.pending, make(map[string]time.Time, n)
+		}
+		sh.mu.Unlock()
+		switch {
+		case taken == nil:
+		case batch == nil:
+			batch = taken
+		default:
+			maps.Copy(batch, taken)
+		}
+	}
 	if len(batch) == 0 {
 		return nil
 	}

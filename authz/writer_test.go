@@ -3,6 +3,7 @@ package authz_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -174,6 +175,17 @@ func TestUsageWriterCoalesces(t *testing.T) {
 		t.Fatalf("an empty flush must not write (calls %d, err %v)", len(store.calls), err)
 	}
 
+	// Many keys, whatever shard each is kept in, are one statement.
+	for i := range 100 {
+		u.Touch(fmt.Sprintf("many-%d", i), fixedTime.Add(time.Duration(i)*time.Second))
+	}
+	if err := u.Flush(ctx); err != nil || len(store.calls) != 2 || len(store.calls[1]) != 100 {
+		t.Fatalf("100 keys: %d calls, err %v; want one more call with every key", len(store.calls), err)
+	}
+	if !store.calls[1]["many-42"].Equal(fixedTime.Add(42 * time.Second)) {
+		t.Fatalf("many-42 flushed at %v", store.calls[1]["many-42"])
+	}
+
 	store.fail = true
 	u.Touch("k3", fixedTime)
 	if err := u.Flush(ctx); err == nil {
@@ -187,5 +199,59 @@ func TestUsageWriterCoalesces(t *testing.T) {
 	last := store.calls[len(store.calls)-1]
 	if !last["k3"].Equal(fixedTime) {
 		t.Fatalf("after a failed flush the time must be kept for the next one; got %v", last)
+	}
+}
+
+// TestUsageWriterTouchWhileFlushing: decisions touch keys while the
+// writer flushes; no time is lost, and each key ends at its newest.
+func TestUsageWriterTouchWhileFlushing(t *testing.T) {
+	t.Parallel()
+	store := &touchStore{}
+	u := authz.NewUsageWriter(store, time.Hour, nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				u.Touch(fmt.Sprintf("k%d", i%50), fixedTime.Add(time.Duration(g*500+i)*time.Millisecond))
+			}
+		})
+	}
+	stop := make(chan struct{})
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				if err := u.Flush(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	<-flushed
+	if err := u.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newest := map[string]time.Time{}
+	for _, m := range store.calls {
+		for id, at := range m {
+			if at.After(newest[id]) {
+				newest[id] = at
+			}
+		}
+	}
+	for i := range 50 {
+		// Goroutine 3 touches k<i> last at 1500+450+i ms.
+		want := fixedTime.Add(time.Duration(1500+450+i) * time.Millisecond)
+		if id := fmt.Sprintf("k%d", i); !newest[id].Equal(want) {
+			t.Fatalf("%s written at %v at the newest, want %v", id, newest[id], want)
+		}
 	}
 }
