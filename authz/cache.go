@@ -57,7 +57,7 @@ type KeyCache struct {
 	feedDown  atomic.Bool
 	feedHeard atomic.Int64
 
-	hits, misses, negativeHits, loads, stale, evictions atomic.Int64
+	hits, misses, negativeHits, loads, refreshes, stale, evictions atomic.Int64
 }
 
 const cacheShards = 16
@@ -83,6 +83,8 @@ type cacheShard struct {
 // cacheLoad is one query in flight that concurrent misses wait for.
 type cacheLoad struct {
 	done      chan struct{}
+	epoch     uint64      // the cache's epoch when it started
+	old       *cacheEntry // for a lookup ahead of expiry, the entry it replaces
 	entry     *cacheEntry
 	principal *Principal
 	err       error
@@ -157,6 +159,11 @@ func (s *cacheShard) lookup(h [32]byte, k uint64) *cacheEntry {
 // lookup fails; cached keys keep working while the store is down, until
 // their TTL. The key returned carries what authentication needs: id, name,
 // tenant, user, scope, enabled, expiry and hash.
+//
+// A key used in the last quarter of its TTL is looked up again in the
+// background, once, while the cached snapshot keeps serving until its
+// TTL: a key in use never expires under its callers, who would otherwise
+// queue behind its lookup (on SQLite, behind every other one too).
 func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) {
 	var h [32]byte
 	if len(hash) != 2*len(h) {
@@ -176,8 +183,13 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 				p = e.newPrincipal()
 				s.makeReady(e, p)
 			}
+			refresh := c.refreshDue(s, e, now)
 			s.mu.Unlock()
 			c.hits.Add(1)
+			if refresh != nil {
+				c.refreshes.Add(1)
+				go c.load(context.WithoutCancel(ctx), s, h, hash, refresh, now)
+			}
 			return e.key(p, hash), nil
 		}
 		s.remove(c, e)
@@ -203,11 +215,40 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 			return nil, ctx.Err()
 		}
 	}
-	load := &cacheLoad{done: make(chan struct{})}
-	s.inflight.put(h, load)
-	epoch := c.epoch.Load()
+	load := c.startLoad(s, h, nil)
 	s.mu.Unlock()
+	c.load(ctx, s, h, hash, load, now)
+	if load.err != nil {
+		return nil, load.err
+	}
+	return load.entry.key(load.principal, hash), nil
+}
 
+// refreshDue starts the lookup ahead of e's expiry when e is in the last
+// quarter of its TTL and none was started; the caller holds s's lock and,
+// given a load, runs it.
+func (c *KeyCache) refreshDue(s *cacheShard, e *cacheEntry, now int64) *cacheLoad {
+	if e.refreshing || e.expires-now > int64(c.opts.TTL)/4 {
+		return nil
+	}
+	if _, ok := s.inflight.get(e.hash); ok {
+		return nil
+	}
+	e.refreshing = true
+	return c.startLoad(s, e.hash, e)
+}
+
+// startLoad registers a lookup of h that misses of h wait for; the caller
+// holds s's lock. old is the entry a lookup ahead of expiry would replace.
+func (c *KeyCache) startLoad(s *cacheShard, h [32]byte, old *cacheEntry) *cacheLoad {
+	load := &cacheLoad{done: make(chan struct{}), old: old, epoch: c.epoch.Load()}
+	s.inflight.put(h, load)
+	return load
+}
+
+// load looks h up and caches the answer, unless an invalidation came
+// meanwhile: it may have been read before the change.
+func (c *KeyCache) load(ctx context.Context, s *cacheShard, h [32]byte, hash string, load *cacheLoad, now int64) {
 	// The query runs without the caller's cancellation so one impatient
 	// caller cannot fail the others waiting on it.
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -230,21 +271,21 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 	if cur, _ := s.inflight.get(h); cur == load {
 		s.inflight.delete(h)
 	}
-	if c.epoch.Load() == epoch {
+	if c.epoch.Load() == load.epoch {
 		switch {
 		case err == nil:
 			c.add(s, load.entry)
 			s.makeReady(load.entry, load.principal)
 		case ErrorCode(err) == ENOTFOUND:
+			// Gone since it was cached: its snapshot is served no more.
+			if old := load.old; old != nil && s.lookup(h, c.hashKey(h)) == old {
+				s.remove(c, old)
+			}
 			s.addNegative(h, now+int64(c.opts.NegativeTTL))
 		}
 	}
 	s.mu.Unlock()
 	close(load.done)
-	if err != nil {
-		return nil, err
-	}
-	return load.entry.key(load.principal, hash), nil
 }
 
 // makeReady lets e hold p, in place of the principal held longest in s,
@@ -414,17 +455,19 @@ func (c *KeyCache) Purge() {
 
 // KeyCacheStats are counters since the cache was made. Stale counts keys
 // looked up again because the change feed was down past Staleness;
-// Evictions, keys dropped to stay within MaxEntries.
+// Refreshes, keys in use looked up again ahead of their TTL, in the
+// background (StoreLoads counts those lookups too); Evictions, keys dropped
+// to stay within MaxEntries.
 type KeyCacheStats struct {
 	Entries, NegativeEntries                      int
 	Hits, Misses, NegativeHits, StoreLoads, Stale int64
-	Evictions                                     int64
+	Refreshes, Evictions                          int64
 }
 
 // Stats returns the cache's counters and sizes.
 func (c *KeyCache) Stats() KeyCacheStats {
 	st := KeyCacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), NegativeHits: c.negativeHits.Load(),
-		StoreLoads: c.loads.Load(), Stale: c.stale.Load(), Evictions: c.evictions.Load()}
+		StoreLoads: c.loads.Load(), Stale: c.stale.Load(), Refreshes: c.refreshes.Load(), Evictions: c.evictions.Load()}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()

@@ -23,6 +23,7 @@ type cacheEntry struct {
 	enabled      bool
 	previous     bool       // the entry is of the key's previous token
 	credits      bool       // the key has usage credits
+	refreshing   bool       // a lookup ahead of its expiry was started
 	readySlot    int32      // index in the shard's ready ring, -1 when not there
 	graceUntil   int64      // Unix nanoseconds; with previous, when that token stops
 	rate         *RateLimit // shared by the entry's principals; nil: none

@@ -337,3 +337,116 @@ func TestKeyCacheCompactRoundTrip(t *testing.T) {
 		t.Fatalf("a narrowed copy was answered as the key it was copied from: %+v %v", d, err)
 	}
 }
+
+// TestKeyCacheRefreshesAheadOfTTL: a key used in the last quarter of its
+// TTL is looked up again in the background, once, while its cached
+// snapshot keeps answering; what the lookup finds replaces it.
+func TestKeyCacheRefreshesAheadOfTTL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		note   string
+		change func(*lookupStore) // what happens in the store after the key is cached
+		check  func(t *testing.T, c *authz.KeyCache) bool
+	}{
+		{
+			note: "the refreshed key replaces the snapshot",
+			change: func(s *lookupStore) {
+				s.put(authz.APIKey{ID: "k0", Hash: hx(0), Name: "renamed", TenantID: "t0", UserID: "u0", Enabled: true})
+			},
+			check: func(t *testing.T, c *authz.KeyCache) bool {
+				k, err := c.KeyByHash(ctx, hx(0))
+				return err == nil && k.Name == "renamed"
+			},
+		},
+		{
+			note: "a key gone since is served no more",
+			change: func(s *lookupStore) {
+				s.mu.Lock()
+				delete(s.keys, hx(0))
+				s.mu.Unlock()
+			},
+			check: func(t *testing.T, c *authz.KeyCache) bool {
+				_, err := c.KeyByHash(ctx, hx(0))
+				return authz.ErrorCode(err) == authz.ENOTFOUND
+			},
+		},
+	} {
+		t.Run(tc.note, func(t *testing.T) {
+			t.Parallel()
+			store := newLookupStore(1)
+			c, clk := newTestCache(store, authz.KeyCacheOptions{TTL: time.Minute})
+			first, err := c.KeyByHash(ctx, hx(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.change(store)
+			clk.Advance(44 * time.Second) // not yet the last quarter
+			if k, err := c.KeyByHash(ctx, hx(0)); err != nil || k.Principal() != first.Principal() || store.calls.Load() != 1 || c.Stats().Refreshes != 0 {
+				t.Fatalf("at 44 s of 60: %v, %d queries, stats %+v; want the snapshot and no lookup", err, store.calls.Load(), c.Stats())
+			}
+			// Held until released: the callers meanwhile must not wait.
+			gate := make(chan struct{})
+			store.gate = gate
+			clk.Advance(2 * time.Second)
+			for range 5 {
+				k, err := c.KeyByHash(ctx, hx(0))
+				if err != nil || k.Principal() != first.Principal() {
+					t.Fatalf("while the lookup is under way the snapshot must answer at once: %v %v", k, err)
+				}
+			}
+			waitUntil(t, "the lookup ahead of the TTL", func() bool { return store.calls.Load() == 2 })
+			if st := c.Stats(); st.Refreshes != 1 || st.Hits != 6 {
+				t.Fatalf("stats %+v: want one lookup ahead, every use a hit", st)
+			}
+			close(gate)
+			waitUntil(t, "the lookup's answer to be served", func() bool { return tc.check(t, c) })
+			if n := store.calls.Load(); n != 2 {
+				t.Fatalf("%d queries, want one lookup ahead of the TTL and no other", n)
+			}
+		})
+	}
+}
+
+// TestKeyCacheRefreshWithTheStoreDown: a lookup ahead of the TTL that fails
+// is not retried; the snapshot answers until its TTL, as it would have.
+func TestKeyCacheRefreshWithTheStoreDown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := newLookupStore(1)
+	c, clk := newTestCache(store, authz.KeyCacheOptions{TTL: time.Minute})
+	if _, err := c.KeyByHash(ctx, hx(0)); err != nil {
+		t.Fatal(err)
+	}
+	store.mu.Lock()
+	store.down = true
+	store.mu.Unlock()
+	clk.Advance(50 * time.Second)
+	if _, err := c.KeyByHash(ctx, hx(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the lookup ahead of the TTL", func() bool { return c.Stats().StoreLoads == 2 })
+	for range 10 {
+		if _, err := c.KeyByHash(ctx, hx(0)); err != nil {
+			t.Fatalf("the snapshot must answer until its TTL: %v", err)
+		}
+	}
+	if n := store.calls.Load(); n != 2 {
+		t.Fatalf("%d queries: a failed lookup ahead of the TTL must not be retried on every use", n)
+	}
+	clk.Advance(10 * time.Second)
+	if _, err := c.KeyByHash(ctx, hx(0)); err == nil || authz.ErrorCode(err) == authz.ENOTFOUND {
+		t.Fatalf("past its TTL with the store down a key must fail, not be unknown: %v", err)
+	}
+}
+
+// waitUntil polls cond for up to 10 s; a background lookup has no other
+// signal a test can wait on.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

@@ -192,6 +192,7 @@ func (a *App) registerCacheMetrics(mp metric.MeterProvider) error {
 		{"keygate.key_cache.hits", "Keys served from the key cache", "{lookup}", true, read(&k.Hits)},
 		{"keygate.key_cache.misses", "Keys the key cache did not hold: looked up, or waiting on a lookup in flight", "{lookup}", true, read(&k.Misses)},
 		{"keygate.key_cache.negative_hits", "Unknown tokens answered from the key cache's memory of unknown tokens", "{lookup}", true, read(&k.NegativeHits)},
+		{"keygate.key_cache.refreshes", "Keys in use looked up again in the background in the last quarter of KEYGATE_KEY_CACHE_TTL, so that no caller waits for it", "{key}", true, read(&k.Refreshes)},
 		{"keygate.key_cache.evictions", "Keys dropped from the key cache to stay within KEYGATE_KEY_CACHE_SIZE", "{key}", true, read(&k.Evictions)},
 		{"keygate.key_cache.entries", "Keys in the key cache", "{key}", false, read(&keyEntries)},
 		{"keygate.decision_cache.hits", "Policy answers served from the decision cache", "{decision}", true, read(&d.Hits)},
