@@ -188,7 +188,7 @@ func (c *KeyCache) KeyByHash(ctx context.Context, hash string) (*APIKey, error) 
 			c.hits.Add(1)
 			if refresh != nil {
 				c.refreshes.Add(1)
-				go c.load(context.WithoutCancel(ctx), s, h, hash, refresh, now)
+				go c.load(ctx, s, h, hash, refresh, now) // load drops ctx's cancellation
 			}
 			return e.key(p, hash), nil
 		}

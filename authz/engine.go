@@ -127,20 +127,18 @@ func (e *Engine) LoadSet(ctx context.Context, set PolicySet) error {
 	if e.nativeScopeMatch {
 		c.useNativeScopeMatch()
 	}
-	queries := []struct {
+	type query struct {
 		query string
 		dst   *rego.PreparedEvalQuery
-	}{
+	}
+	queries := []query{
 		{QueryDecision, &p.decision},
 		{QueryDecisions, &p.decisions},
 		{QueryManagementDecision, &p.management},
 	}
 	if c.definesMask() {
 		p.mask = &rego.PreparedEvalQuery{}
-		queries = append(queries, struct {
-			query string
-			dst   *rego.PreparedEvalQuery
-		}{QueryLogMask, p.mask})
+		queries = append(queries, query{QueryLogMask, p.mask})
 	}
 	for _, q := range queries {
 		prepared, err := c.prepare(ctx, q.query, rego.GenerateJSON(keepTerm))

@@ -15,9 +15,9 @@ import (
 //
 // in Rego, which any OPA runs and tests. Once a policy is compiled, the
 // engine has every call of that function call nativeScopeMatch instead
-// (useNativeScopeMatch), which gives the same answers for every entry validation accepts, and stops at
-// the first match: one pass comparing strings, one over the globs, no
-// compiled patterns. OPA's glob.match keeps its compiled patterns in a
+// (useNativeScopeMatch), which gives the same answers for every entry
+// validation accepts, and stops at the first match: one pass comparing
+// strings, one over the globs, no compiled patterns. OPA's glob.match keeps its compiled patterns in a
 // cache of 100 for the whole process, so a key with more globs than that
 // recompiled them on every check, and one tenant's keys evicted another's;
 // here a check costs at most one comparison per entry and one match per
