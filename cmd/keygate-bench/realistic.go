@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -38,6 +39,7 @@ type realisticResult struct {
 	profiled        bool   // keygate (SQLite) ran under the CPU profiler
 
 	floor, opa *result
+	policy     *result       // the floor with the policy (runFloor --keys)
 	keygates   []*keygateRun // SQLite, then Postgres
 }
 
@@ -136,12 +138,31 @@ func (b *bench) runRealistic(ctx context.Context, machine *machineInfo) (rr *rea
 		return nil, fmt.Errorf("keygate (SQLite): %w", err)
 	}
 
+	policy, err := b.startPolicyFloor(ctx, kg.keys)
+	if err != nil {
+		return nil, err
+	}
+	defer policy.stop()
+	b.logf("asking the floor with the policy every question")
+	policyAnswers, err := b.askAll(ctx, "floor with the policy", policy.base+"/v1/authorize", realisticKeygateBodies(kg.keys, table), decodeKeygateAnswer)
+	if err != nil {
+		return nil, err
+	}
+	if err := compareAnswers(table, policyAnswers, opaAnswers); err != nil {
+		return nil, fmt.Errorf("the floor with the policy: %w", err)
+	}
+
 	bodies := realisticKeygateBodies(kg.keys, table)
 	if rr.floor, err = b.measure(ctx, workload{name: "floor (gin)", url: floor.base + "/v1/authorize",
 		bodies: bodies, check: statusCheck}); err != nil {
 		return nil, err
 	}
 	floor.stop()
+	if rr.policy, err = b.measure(ctx, workload{name: policyFloorName, url: policy.base + "/v1/authorize",
+		bodies: bodies, check: allowCheck(keygateAllowed, tableAllow(table))}); err != nil {
+		return nil, err
+	}
+	policy.stop()
 	if rr.opa, err = b.measure(ctx, workload{name: "OPA server", url: opaURL,
 		bodies: opaReq, check: allowCheck(opaAllowed, tableAllow(table))}); err != nil {
 		return nil, err
@@ -201,6 +222,24 @@ func (b *bench) realisticPostgres(ctx context.Context, machine *machineInfo, sco
 		return nil, err
 	}
 	return run, nil
+}
+
+// policyFloorName names the floor with the policy in the tables.
+const policyFloorName = "floor + policy"
+
+// startPolicyFloor runs the floor with the policy (runFloor --keys) over
+// keys, written to a file for it.
+func (b *bench) startPolicyFloor(ctx context.Context, keys []*createdKey) (*server, error) {
+	path := filepath.Join(b.tmp, "realistic-keys.json")
+	data, err := json.Marshal(keys)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		return nil, err
+	}
+	return b.procs.start(ctx, serverSpec{name: "floor with the policy", path: b.bins.floor, readyPath: "/healthz",
+		args: func(addr string) []string { return []string{"floor", "--addr", addr, "--keys", path} }})
 }
 
 // suffixed is path with suffix added; "" (no profile) stays "".

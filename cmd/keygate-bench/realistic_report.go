@@ -52,8 +52,8 @@ func (r *report) realisticMarkdown() string {
 	}
 	fmt.Fprintf(&b, "; replaying the sequence on a model of keygate's cache (%d shards, a random entry evicted to make room) answers %.0f%% of requests from it, and keygate evaluates the policy for the rest.\n",
 		decisionShards, 100*rr.hitRate)
-	fmt.Fprintf(&b, "- **Verified**: before measuring, every question was asked of OPA and of each keygate: all gave the expected allow or deny, with the same reasons.\n")
-	fmt.Fprintf(&b, "- **floor** decodes keygate's bodies; **OPA** (`opa run --server`) gets each key's scope in the input; **keygate** runs with `KEYGATE_LOG_LEVEL=warn`, `GODEBUG=gctrace=1` and a profiler listener (`KEYGATE_DEBUG_ADDR`) read only before and after each measurement; on Postgres, in a database of its own created for this workload.\n")
+	fmt.Fprintf(&b, "- **Verified**: before measuring, every question was asked of OPA, of the floor with the policy and of each keygate: all gave the expected allow or deny, with the same reasons.\n")
+	fmt.Fprintf(&b, "- **floor** decodes keygate's bodies; **%s** is the floor that also evaluates keygate's shipped policy for the key the body names, in process, with keygate's engine and its decision cache as shipped, the keys' scopes held in memory: the policy's cost with nothing around it (no key lookup, audit trail, middleware or logs); **OPA** (`opa run --server`) gets each key's scope in the input; **keygate** runs with `KEYGATE_LOG_LEVEL=warn`, `GODEBUG=gctrace=1` and a profiler listener (`KEYGATE_DEBUG_ADDR`) read only before and after each measurement; on Postgres, in a database of its own created for this workload.\n", policyFloorName)
 	fmt.Fprintf(&b, "- The in-repo load generator, on the same machine: %d connections, each sending its next request when the previous answer arrives; %s of warm-up, %s measured. An error is a failed request, a non-200 or a wrong allow flag.\n\n",
 		rr.conns, rr.warmup, rr.duration)
 	if rr.profiled {
@@ -77,6 +77,16 @@ func (r *report) realisticMarkdown() string {
 		}
 		if rr.opa != nil {
 			fmt.Fprintf(&b, " %.2f× OPA's throughput", safeRatio(res, rr.opa))
+		}
+		if rr.policy != nil {
+			fmt.Fprintf(&b, "; %.0f%% of the throughput of the floor with the policy", 100*safeRatio(res, rr.policy))
+		}
+		b.WriteString("\n")
+	}
+	if rr.policy != nil && rr.floor != nil {
+		fmt.Fprintf(&b, "- %s: %.0f%% of the floor's throughput, p99 %.2f× the floor's", policyFloorName, 100*safeRatio(rr.policy, rr.floor), p99Ratio(rr.policy, rr.floor))
+		if rr.opa != nil {
+			fmt.Fprintf(&b, "; %.2f× OPA's throughput", safeRatio(rr.policy, rr.opa))
 		}
 		b.WriteString("\n")
 	}
@@ -116,13 +126,46 @@ func (r *report) realisticMarkdown() string {
 		fmt.Fprintf(&b, "\nThe load generator shares the %d cores with the server it measures: the floor's figures from the same run, %s req/s and %s at p99, are what this machine allows.\n",
 			r.machine.cores, thousands(rr.floor.rps()), fmtLatency(rr.floor.hist.quantile(0.99)))
 	}
+	if missed := rr.policyMisses(); len(missed) > 0 {
+		fmt.Fprintf(&b, "\nThe floor with the policy, which only decodes the request and evaluates the policy, itself misses %s: %s. No server that evaluates this policy for each question a cache does not answer can meet %s on this machine.\n",
+			plural(len(missed), "this target", "these targets"), strings.Join(missed, "; "), plural(len(missed), "it", "them"))
+	}
 	return b.String()
+}
+
+// policyMisses are the targets the floor with the policy misses, each with
+// its figure; none when it was not measured.
+func (rr *realisticResult) policyMisses() []string {
+	if rr.policy == nil || rr.floor == nil {
+		return nil
+	}
+	var out []string
+	if share := safeRatio(rr.policy, rr.floor); share < targetRealVsFloor {
+		out = append(out, fmt.Sprintf("%.0f%% of the floor's throughput (wanted ≥ %.0f%%)", 100*share, 100*targetRealVsFloor))
+	}
+	if p99 := p99Ratio(rr.policy, rr.floor); p99 > targetRealP99 {
+		out = append(out, fmt.Sprintf("p99 %.2f× the floor's (wanted ≤ %.1f×)", p99, targetRealP99))
+	}
+	if rr.opa != nil {
+		if x := safeRatio(rr.policy, rr.opa); x < targetRealVsOPA {
+			out = append(out, fmt.Sprintf("%.2f× OPA's throughput (wanted ≥ %.0f×)", x, targetRealVsOPA))
+		}
+	}
+	return out
+}
+
+// plural is one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // results are the rows of the main table, in the order measured.
 func (rr *realisticResult) results() []*result {
 	var out []*result
-	for _, res := range []*result{rr.floor, rr.opa} {
+	for _, res := range []*result{rr.floor, rr.policy, rr.opa} {
 		if res != nil {
 			out = append(out, res)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,8 +109,9 @@ func fakeRealistic() *realisticResult {
 		warmup: 2 * time.Second, duration: 10 * time.Second, load: "1.00 1.00 1.00", loadEnd: "3.00 2.00 1.00",
 		kinds:      kindCounts(nil),
 		scopeBytes: 1214, example: realisticScopes(1, 1)[0],
-		floor: fakeResult("floor (gin)", 40_000, 600*time.Microsecond),
-		opa:   fakeResult("OPA server", 6_000, 4*time.Millisecond),
+		floor:  fakeResult("floor (gin)", 40_000, 600*time.Microsecond),
+		opa:    fakeResult("OPA server", 6_000, 4*time.Millisecond),
+		policy: fakeResult(policyFloorName, 20_000, 1500*time.Microsecond),
 		keygates: []*keygateRun{
 			kg("keygate (SQLite)", 30_000, 800*time.Microsecond, 60_000),
 			kg("keygate (Postgres)", 12_000, 3*time.Millisecond, 59_999),
@@ -131,7 +133,10 @@ func TestRealisticMarkdown(t *testing.T) {
 		"answers 20% of requests from it",
 		"| target             | conns | requests |  req/s |     p50 |     p90 |     p99 |   p99.9 | errors |",
 		"| keygate (SQLite)   |    32 |  300,000 | 30,000 | 0.80 ms | 0.80 ms | 0.80 ms | 0.80 ms |      0 |",
-		"- keygate (SQLite): 75% of the floor's throughput, p99 1.33× the floor's (0.80 ms against 0.60 ms); 5.00× OPA's throughput",
+		"- keygate (SQLite): 75% of the floor's throughput, p99 1.33× the floor's (0.80 ms against 0.60 ms); 5.00× OPA's throughput; 150% of the throughput of the floor with the policy\n",
+		"- floor + policy: 50% of the floor's throughput, p99 2.50× the floor's; 3.33× OPA's throughput\n",
+		"| floor + policy     |    32 |  200,000 | 20,000 | 1.50 ms |",
+		"itself misses these targets: 50% of the floor's throughput (wanted ≥ 60%); p99 2.50× the floor's (wanted ≤ 1.5×). No server that evaluates this policy for each question a cache does not answer can meet them on this machine.",
 		"| keygate (SQLite)   |  120,000 |        100 µs |                   300 |          20,000 | 60 (5.0/s) |",
 		"120.00 ms (1.00%) |          4.00 ms |                  15% |",
 		"| keygate (Postgres) |           60,000 |       59,999 |                             0 | FAIL",
@@ -174,5 +179,37 @@ func TestRealisticMarkdown(t *testing.T) {
 	r.realistic = nil
 	if r.realisticMarkdown() != "" || strings.Contains(r.markdown(), realisticHeading) {
 		t.Error("a run without the realistic workload shows its section")
+	}
+}
+
+func TestPolicyMisses(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		note   string
+		policy *result
+		want   []string
+	}{
+		{note: "not measured"},
+		{note: "meets every target", policy: fakeResult(policyFloorName, 30_000, 800*time.Microsecond)},
+		{note: "slow at the tail only", policy: fakeResult(policyFloorName, 30_000, time.Millisecond),
+			want: []string{"p99 1.67× the floor's (wanted ≤ 1.5×)"}},
+		{note: "misses all three", policy: fakeResult(policyFloorName, 12_000, 3*time.Millisecond),
+			want: []string{"30% of the floor's throughput (wanted ≥ 60%)", "p99 5.00× the floor's (wanted ≤ 1.5×)", "2.00× OPA's throughput (wanted ≥ 3×)"}},
+	} {
+		rr := fakeRealistic()
+		rr.policy = tc.policy
+		if got := rr.policyMisses(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: policyMisses = %q, want %q", tc.note, got, tc.want)
+		}
+	}
+	r := fullReport()
+	r.realistic = fakeRealistic()
+	r.realistic.policy = fakeResult(policyFloorName, 30_000, time.Millisecond)
+	if md := r.realisticMarkdown(); !strings.Contains(md, "itself misses this target: p99 1.67× the floor's (wanted ≤ 1.5×). No server that evaluates this policy for each question a cache does not answer can meet it on this machine.") {
+		t.Errorf("one target missed:\n%s", md)
+	}
+	r.realistic.policy = fakeResult(policyFloorName, 30_000, 800*time.Microsecond)
+	if md := r.realisticMarkdown(); strings.Contains(md, "itself misses") {
+		t.Errorf("no target missed, yet the section says one is:\n%s", md)
 	}
 }
