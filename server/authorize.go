@@ -10,15 +10,16 @@ import (
 )
 
 // principalView is the principal as a decision answer shows it: who, never
-// the scope.
+// the scope. Meta is nil (null) when the key has none: a nil pointer encodes
+// as null, where a nil json.RawMessage allocates its "null" every time.
 type principalView struct {
-	Type       string          `json:"type"`
-	KeyID      string          `json:"key_id"`
-	Name       string          `json:"name"`
-	TenantID   string          `json:"tenant_id"`
-	UserID     string          `json:"user_id"`
-	ExternalID *string         `json:"external_id"`
-	Meta       json.RawMessage `json:"meta"`
+	Type       string           `json:"type"`
+	KeyID      string           `json:"key_id"`
+	Name       string           `json:"name"`
+	TenantID   string           `json:"tenant_id"`
+	UserID     string           `json:"user_id"`
+	ExternalID *string          `json:"external_id"`
+	Meta       *json.RawMessage `json:"meta"`
 }
 
 type checkResult struct {
@@ -53,9 +54,11 @@ type limitsView struct {
 // authorizeRequest is the decision request, decoded in one pass on the hot
 // path after one strict scan (strictjson.go); a request that does not decode
 // cleanly, or names a member in other than plain lowercase, is parsed again,
-// member by member and by exact name, to say exactly what is wrong.
+// member by member and by exact name, to say exactly what is wrong. An
+// api_key that is absent, null or empty takes the slow path alike, so it
+// needs no pointer to tell them apart.
 type authorizeRequest struct {
-	APIKey   *string         `json:"api_key"`
+	APIKey   string          `json:"api_key"`
 	Resource *authz.Resource `json:"resource"`
 	Action   *string         `json:"action"`
 	Checks   *[]authz.Check  `json:"checks"`
@@ -65,7 +68,11 @@ type authorizeRequest struct {
 // problem; anything else, a refused key included, is a 200 decision whose
 // code says why.
 func (s *Server) authorize(c *gin.Context) {
-	body, err := readBody(c)
+	// The body is read into a reused buffer: it must not be kept past this
+	// call, and is not (the scan and the decoders copy what they keep).
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer releaseBodyBuffer(buf)
+	body, err := readBodyInto(c, buf)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -80,7 +87,7 @@ func (s *Server) authorize(c *gin.Context) {
 	var req authorizeRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if scan.plainNames && dec.Decode(&req) == nil && !dec.More() && req.APIKey != nil && *req.APIKey != "" &&
+	if scan.plainNames && dec.Decode(&req) == nil && !dec.More() && req.APIKey != "" &&
 		((req.Checks != nil && req.Resource == nil && req.Action == nil) || (req.Checks == nil && req.Resource != nil && req.Action != nil)) {
 		s.decideRequest(c, req)
 		return
@@ -90,12 +97,11 @@ func (s *Server) authorize(c *gin.Context) {
 
 // decideRequest answers a decoded request.
 func (s *Server) decideRequest(c *gin.Context, req authorizeRequest) {
-	batch := req.Checks != nil
-	checks := []authz.Check{{Resource: deref(req.Resource), Action: deref(req.Action)}}
-	if batch {
-		checks = *req.Checks
+	if req.Checks != nil {
+		s.answer(c, req.APIKey, *req.Checks, true)
+		return
 	}
-	s.answer(c, *req.APIKey, checks, batch)
+	s.answer(c, req.APIKey, []authz.Check{{Resource: deref(req.Resource), Action: deref(req.Action)}}, false)
 }
 
 func deref[T any](p *T) T {
@@ -172,10 +178,12 @@ func (s *Server) answer(c *gin.Context, token string, checks []authz.Check, batc
 	}
 	var pv *principalView
 	if p := res.Principal; p != nil {
-		pv = &principalView{Type: authz.PrincipalTypeAPIKey, KeyID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID,
-			Meta: metaJSON(p.Meta)}
+		pv = &principalView{Type: authz.PrincipalTypeAPIKey, KeyID: p.KeyID, Name: p.KeyName, TenantID: p.TenantID, UserID: p.UserID}
 		if p.ExternalID != "" {
 			pv.ExternalID = &p.ExternalID
+		}
+		if len(p.Meta) > 0 {
+			pv.Meta = &p.Meta
 		}
 	}
 	limits := limitsView{RateLimit: newRateLimitView(res.RateLimit), CreditsRemaining: res.CreditsRemaining}

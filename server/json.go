@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 	"github.com/keygate/keygate/authz"
@@ -38,13 +39,43 @@ func readObject(c *gin.Context, allowed ...string) (map[string]json.RawMessage, 
 func readBody(c *gin.Context) ([]byte, error) {
 	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return nil, authz.Errorf(authz.ETOOLARGE, "the request body is larger than %d bytes", maxErr.Limit)
-		}
-		return nil, authz.Errorf(authz.EMALFORMED, "the request body could not be read")
+		return nil, bodyError(err)
 	}
 	return body, nil
+}
+
+// readBodyInto reads the whole (bounded) request body into buf, which must
+// be empty; the body is buf's and valid until buf is changed.
+func readBodyInto(c *gin.Context, buf *bytes.Buffer) ([]byte, error) {
+	if _, err := buf.ReadFrom(c.Request.Body); err != nil {
+		return nil, bodyError(err)
+	}
+	return buf.Bytes(), nil
+}
+
+func bodyError(err error) error {
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return authz.Errorf(authz.ETOOLARGE, "the request body is larger than %d bytes", maxErr.Limit)
+	}
+	return authz.Errorf(authz.EMALFORMED, "the request body could not be read")
+}
+
+// bodyBuffers are the buffers decision requests are read into: a decision
+// body is scanned and decoded, and the decoders copy what they keep, so the
+// buffer can serve the next request instead of a new one each time.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBody is the largest buffer kept for reuse, so that a rare large
+// body does not stay in memory.
+const maxPooledBody = 64 << 10
+
+func releaseBodyBuffer(buf *bytes.Buffer) {
+	if buf.Cap() > maxPooledBody {
+		return
+	}
+	buf.Reset()
+	bodyBuffers.Put(buf)
 }
 
 // parseObject splits a JSON object into its members, refusing unknown ones
@@ -126,8 +157,12 @@ func isNull(raw json.RawMessage) bool {
 	return string(bytes.TrimSpace(raw)) == "null"
 }
 
+// headerJSON is the Content-Type of JSON answers, shared (never changed) so
+// setting it allocates nothing, as gin's own renderers do.
+var headerJSON = []string{"application/json; charset=utf-8"}
+
 func writeJSON(c *gin.Context, status int, v any) {
-	c.Header("Content-Type", "application/json; charset=utf-8")
+	c.Writer.Header()["Content-Type"] = headerJSON
 	c.Status(status)
 	if err := encodeJSON(c.Writer, v); err != nil {
 		loggerFrom(c).Warn("response not written", "err", err)
