@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -119,9 +120,17 @@ func (r *report) realisticMarkdown() string {
 	fmt.Fprintf(&b, "\nTargets:\n\n")
 	rows = nil
 	for _, t := range rr.targets() {
-		rows = append(rows, []string{t.what, t.want, t.got, t.verdict})
+		row := []string{t.what, t.want, t.got, t.verdict}
+		if rr.policy != nil {
+			row = slices.Insert(row, 3, t.policy)
+		}
+		rows = append(rows, row)
 	}
-	b.WriteString(mdTable([]string{"target", "wanted", "measured", "result"}, rows, "lrrl"))
+	if rr.policy != nil {
+		b.WriteString(mdTable([]string{"target", "wanted", "measured", policyFloorName, "result"}, rows, "lrrrl"))
+	} else {
+		b.WriteString(mdTable([]string{"target", "wanted", "measured", "result"}, rows, "lrrl"))
+	}
 	if rr.floor != nil {
 		fmt.Fprintf(&b, "\nThe load generator shares the %d cores with the server it measures: the floor's figures from the same run, %s req/s and %s at p99, are what this machine allows.\n",
 			r.machine.cores, thousands(rr.floor.rps()), fmtLatency(rr.floor.hist.quantile(0.99)))
@@ -176,27 +185,35 @@ func (rr *realisticResult) results() []*result {
 	return out
 }
 
-// targets checks the realistic targets against each keygate measured.
+// targets checks the realistic targets against each keygate measured,
+// beside the floor with the policy's own figure when it was measured.
 func (rr *realisticResult) targets() []targetRow {
 	var rows []targetRow
 	verdict := func(pass bool) string { return map[bool]string{true: "pass", false: "FAIL"}[pass] }
+	policy := func(figure func(*result) string) string {
+		if rr.policy == nil {
+			return ""
+		}
+		return figure(rr.policy)
+	}
+	share := func(res *result) string { return fmt.Sprintf("%.0f%%", 100*safeRatio(res, rr.floor)) }
+	p99 := func(res *result) string { return fmt.Sprintf("%.2f×", p99Ratio(res, rr.floor)) }
+	vsOPA := func(res *result) string { return fmt.Sprintf("%.2f×", safeRatio(res, rr.opa)) }
 	for _, kg := range rr.keygates {
 		name := kg.res.name
 		if rr.floor != nil {
-			share := safeRatio(kg.res, rr.floor)
-			rows = append(rows, targetRow{name + " throughput / floor", fmt.Sprintf("≥ %.0f%%", 100*targetRealVsFloor),
-				fmt.Sprintf("%.0f%%", 100*share), verdict(share >= targetRealVsFloor)})
-			p99 := p99Ratio(kg.res, rr.floor)
-			rows = append(rows, targetRow{name + " p99 / floor p99", fmt.Sprintf("≤ %.1f×", targetRealP99),
-				fmt.Sprintf("%.2f×", p99), verdict(p99 <= targetRealP99)})
+			rows = append(rows,
+				targetRow{what: name + " throughput / floor", want: fmt.Sprintf("≥ %.0f%%", 100*targetRealVsFloor),
+					got: share(kg.res), verdict: verdict(safeRatio(kg.res, rr.floor) >= targetRealVsFloor), policy: policy(share)},
+				targetRow{what: name + " p99 / floor p99", want: fmt.Sprintf("≤ %.1f×", targetRealP99),
+					got: p99(kg.res), verdict: verdict(p99Ratio(kg.res, rr.floor) <= targetRealP99), policy: policy(p99)})
 		}
 		if rr.opa != nil {
-			x := safeRatio(kg.res, rr.opa)
-			rows = append(rows, targetRow{name + " throughput / OPA", fmt.Sprintf("≥ %.0f×", targetRealVsOPA),
-				fmt.Sprintf("%.2f×", x), verdict(x >= targetRealVsOPA)})
+			rows = append(rows, targetRow{what: name + " throughput / OPA", want: fmt.Sprintf("≥ %.0f×", targetRealVsOPA),
+				got: vsOPA(kg.res), verdict: verdict(safeRatio(kg.res, rr.opa) >= targetRealVsOPA), policy: policy(vsOPA)})
 		}
-		rows = append(rows, targetRow{name + " denials in the audit trail", "all",
-			fmt.Sprintf("%s of %s", thousands(float64(kg.rows)), thousands(float64(kg.denials))), verdict(kg.audited())})
+		rows = append(rows, targetRow{what: name + " denials in the audit trail", want: "all",
+			got: fmt.Sprintf("%s of %s", thousands(float64(kg.rows)), thousands(float64(kg.denials))), verdict: verdict(kg.audited())})
 	}
 	return rows
 }

@@ -140,11 +140,12 @@ func TestRealisticMarkdown(t *testing.T) {
 		"| keygate (SQLite)   |  120,000 |        100 µs |                   300 |          20,000 | 60 (5.0/s) |",
 		"120.00 ms (1.00%) |          4.00 ms |                  15% |",
 		"| keygate (Postgres) |           60,000 |       59,999 |                             0 | FAIL",
-		"| keygate (SQLite) throughput / floor           |  ≥ 60% |              75% | pass",
-		"| keygate (SQLite) p99 / floor p99              | ≤ 1.5× |            1.33× | pass",
-		"| keygate (Postgres) p99 / floor p99            | ≤ 1.5× |            5.00× | FAIL",
-		"| keygate (Postgres) throughput / OPA           |   ≥ 3× |            2.00× | FAIL",
-		"| keygate (Postgres) denials in the audit trail |    all | 59,999 of 60,000 | FAIL",
+		"| target                                        | wanted |         measured | floor + policy | result |",
+		"| keygate (SQLite) throughput / floor           |  ≥ 60% |              75% |            50% | pass",
+		"| keygate (SQLite) p99 / floor p99              | ≤ 1.5× |            1.33× |          2.50× | pass",
+		"| keygate (Postgres) p99 / floor p99            | ≤ 1.5× |            5.00× |          2.50× | FAIL",
+		"| keygate (Postgres) throughput / OPA           |   ≥ 3× |            2.00× |          3.33× | FAIL",
+		"| keygate (Postgres) denials in the audit trail |    all | 59,999 of 60,000 |                | FAIL",
 		"40,000 req/s and 0.60 ms at p99",
 	} {
 		if !strings.Contains(md, want) {
@@ -211,5 +212,10 @@ func TestPolicyMisses(t *testing.T) {
 	r.realistic.policy = fakeResult(policyFloorName, 30_000, 800*time.Microsecond)
 	if md := r.realisticMarkdown(); strings.Contains(md, "itself misses") {
 		t.Errorf("no target missed, yet the section says one is:\n%s", md)
+	}
+	r.realistic.policy = nil
+	if md := r.realisticMarkdown(); strings.Contains(md, "| "+policyFloorName) ||
+		!strings.Contains(md, "| keygate (SQLite) throughput / floor           |  ≥ 60% |              75% | pass   |") {
+		t.Errorf("without the floor with the policy, the section names it or its targets table has its column:\n%s", md)
 	}
 }
