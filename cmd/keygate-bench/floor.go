@@ -128,7 +128,9 @@ func newPolicyFloor(ctx context.Context, keysFile string) (*policyFloor, error) 
 	}
 	p := &policyFloor{engine: engine, keys: make(map[string]*authz.Principal, len(keys))}
 	for _, k := range keys {
-		p.keys[k.Token] = &authz.Principal{KeyID: k.ID, TenantID: k.TenantID, UserID: k.UserID, Scope: k.Scope}
+		// The principal as keygate makes it from the key it looks up.
+		key := authz.APIKey{ID: k.ID, TenantID: k.TenantID, UserID: k.UserID, Scope: k.Scope, Enabled: true}
+		p.keys[k.Token] = key.Principal()
 	}
 	return p, nil
 }
